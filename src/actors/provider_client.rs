@@ -1,0 +1,171 @@
+//! `ProviderClient`: everything about talking to one provider, on one arbiter thread.
+//!
+//! awc's `Client` is `!Send`, so there is one client actor per provider per arbiter, found
+//! through a thread-local registry ([`client_for`]); a session only ever talks to the clients
+//! of its own thread. Each client keeps its own keep-alive pool (HTTP/1.1 only: CRATES.md F2).
+//!
+//! A call is never cut short by the event's deadline: the session stops *waiting* at the
+//! deadline, but the call runs on here until the provider's own timeout. Dropping it would
+//! throw away a pooled connection and make the next call pay a new connect — under a slow
+//! provider that doubles the cost per event. Every failure becomes a [`CallError`]; nothing a
+//! provider does can fail the event.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{
+    Actor, ActorFutureExt, Addr, Context, Handler, Message, ResponseActFuture, WrapFuture,
+};
+use actix_web::http::{header, Version};
+use actix_web::web::Bytes;
+
+use crate::catalog::Provider;
+use crate::ids::Tid;
+use crate::provider::{parse_answer, Answer, AnswerError};
+
+/// Asks the provider about one visitor.
+#[derive(Message)]
+#[rtype(result = "ProviderReply")]
+pub struct LookupSegments {
+    pub tid: Tid,
+    /// The JSON request body (DESIGN.md §3).
+    pub body: Bytes,
+}
+
+/// The provider's answer, or why there is none.
+pub struct ProviderReply {
+    pub result: Result<Answer, CallError>,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("no answer within {0} ms")]
+    Timeout(u64),
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("body unreadable or over the size limit: {0}")]
+    Body(String),
+    #[error(transparent)]
+    Answer(#[from] AnswerError),
+}
+
+/// HTTP settings shared by every provider client (from `[realtime]`).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientSettings {
+    pub body_limit: usize,
+    pub pool_size: usize,
+}
+
+/// Talks to one provider; see the module doc.
+pub struct ProviderClient {
+    provider: Arc<Provider>,
+    client: awc::Client,
+    settings: ClientSettings,
+}
+
+impl ProviderClient {
+    /// Must run on the arbiter that will own the client (awc is `!Send`).
+    pub fn new(provider: Arc<Provider>, settings: ClientSettings) -> Self {
+        let timeout = Duration::from_millis(u64::from(provider.timeout_ms));
+        let connector = awc::Connector::new()
+            .timeout(timeout)
+            .max_http_version(Version::HTTP_11)
+            .limit(settings.pool_size)
+            .conn_keep_alive(Duration::from_secs(30));
+        let client = awc::Client::builder()
+            .connector(connector)
+            .max_http_version(Version::HTTP_11)
+            .disable_redirects()
+            .timeout(timeout)
+            .finish();
+        ProviderClient {
+            provider,
+            client,
+            settings,
+        }
+    }
+}
+
+impl Actor for ProviderClient {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Every concurrent event of this thread that asks this provider queues here for a
+        // moment; the handler only starts a request, so the mailbox drains fast.
+        ctx.set_mailbox_capacity(4096);
+    }
+}
+
+impl Handler<LookupSegments> for ProviderClient {
+    // ResponseActFuture (not atomic): calls run concurrently inside the actor's context, and
+    // later work (circuit breaker, late-answer merging) can update actor state when they end.
+    type Result = ResponseActFuture<Self, ProviderReply>;
+
+    fn handle(&mut self, msg: LookupSegments, _: &mut Self::Context) -> Self::Result {
+        let started = Instant::now();
+        let timeout_ms = u64::from(self.provider.timeout_ms);
+        let limit = self.settings.body_limit;
+        let request = self
+            .client
+            .post(self.provider.url.as_str())
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .insert_header(("X-Tributary-Tid", msg.tid.as_str()))
+            .send_body(msg.body);
+        let call = async move {
+            let mut response = request
+                .await
+                .map_err(|e| CallError::Request(e.to_string()))?;
+            let status = response.status().as_u16();
+            // awc's request timeout stops at the response head; the outer timeout below covers
+            // the body too, so a provider trickling bytes cannot hold the call open.
+            let body = response
+                .body()
+                .limit(limit)
+                .await
+                .map_err(|e| CallError::Body(e.to_string()))?;
+            Ok(parse_answer(status, &body)?)
+        };
+        let bounded = async move {
+            match tokio::time::timeout(Duration::from_millis(timeout_ms), call).await {
+                Ok(result) => result,
+                Err(_) => Err(CallError::Timeout(timeout_ms)),
+            }
+        };
+        Box::pin(bounded.into_actor(self).map(move |result, act, _| {
+            if let Err(e) = &result {
+                log::debug!(tid = msg.tid.as_str(); "provider {} failed: {e}", act.provider.name);
+            }
+            ProviderReply {
+                result,
+                elapsed: started.elapsed(),
+            }
+        }))
+    }
+}
+
+/// This thread's clients by provider id, with the definition each was built from.
+type ClientRegistry = HashMap<u32, (Arc<Provider>, Addr<ProviderClient>)>;
+
+thread_local! {
+    static CLIENTS: RefCell<ClientRegistry> = RefCell::new(HashMap::new());
+}
+
+/// The client actor for `provider` on the current arbiter thread, started on first use and
+/// replaced when the provider's definition changes.
+pub fn client_for(provider: &Arc<Provider>, settings: ClientSettings) -> Addr<ProviderClient> {
+    CLIENTS.with(|clients| {
+        let mut clients = clients.borrow_mut();
+        if let Some((known, addr)) = clients.get(&provider.pid) {
+            let same = Arc::ptr_eq(known, provider) || **known == **provider;
+            if same && addr.connected() {
+                return addr.clone();
+            }
+        }
+        let addr = ProviderClient::new(provider.clone(), settings).start();
+        clients.insert(provider.pid, (provider.clone(), addr.clone()));
+        addr
+    })
+}

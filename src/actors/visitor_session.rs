@@ -1,0 +1,344 @@
+//! `VisitorSession`: one actor per active visitor.
+//!
+//! Lifetime: started by the [`SessionDirectory`] on the first event of a visitor, on the
+//! arbiter (worker thread) that received it; stops after `session_idle_secs` without events.
+//! While alive it keeps the visitor's profile in memory, so a returning visitor costs no store
+//! read.
+//!
+//! Each [`CollectEvent`] is handled as an [`AtomicResponse`]: the session does not look at its
+//! next message until the current event is fully done (profile loaded, providers asked,
+//! profile evaluated and saved). That is what makes two concurrent hits of one visitor safe —
+//! they are applied one after the other to the same profile, and both count.
+//!
+//! The session never waits past the event's deadline for providers. The HTTP handler waits
+//! for the session only until the deadline too; if the engine is slow, the handler answers
+//! without segments and the session still finishes the event, so no realization is lost.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler,
+    Message, WrapFuture,
+};
+use actix_web::web::Bytes;
+use futures_util::future::join_all;
+
+use super::directory::{PendingGuard, SessionDirectory};
+use super::provider_client::{client_for, CallError, ClientSettings, LookupSegments};
+use super::segment_engine::{EvaluateProfile, LoadProfile, SegmentEngine};
+use crate::catalog::Provider;
+use crate::config::RealtimeConfig;
+use crate::engine::{CatalogHandle, CompiledCatalog};
+use crate::error::DcsError;
+use crate::ids::{Tid, VisitorId};
+use crate::profile::{CachedAnswer, Profile};
+use crate::provider::{budget, request_body, Outcome, RequestContext};
+use crate::request::PrivacyParams;
+use crate::signals::Signals;
+
+/// The parts of an event the session, the providers and the engine need.
+#[derive(Debug, Default)]
+pub struct EventData {
+    /// All signals, including private and header ones.
+    pub signals: Signals,
+    pub sids: Vec<u64>,
+    pub tdpid: Option<u32>,
+    pub privacy: PrivacyParams,
+}
+
+/// Processes one event of this visitor.
+#[derive(Message)]
+#[rtype(result = "EventResult")]
+pub struct CollectEvent {
+    pub tid: Tid,
+    pub event: Arc<EventData>,
+    /// When the answer is due; providers are waited for only until shortly before.
+    pub deadline: Instant,
+    /// Unix seconds at arrival: realizations, TTLs and caches are computed from it.
+    pub now: i64,
+    /// Keeps the session from retiring while this event is queued or running; `None` when a
+    /// test drives the session directly.
+    pub pending: Option<PendingGuard>,
+}
+
+/// What an event produced.
+#[derive(Debug, Default)]
+pub struct EventResult {
+    /// Traits realized by this event.
+    pub realized: Vec<u64>,
+    /// Segments the visitor is in now.
+    pub segments: Vec<u64>,
+    /// Each enabled provider's outcome, by provider name.
+    pub providers: Vec<(String, Outcome)>,
+    pub errors: Vec<DcsError>,
+}
+
+/// What a session needs from the rest of the server; cheap to clone.
+#[derive(Clone)]
+pub struct SessionDeps {
+    pub engine: Addr<SegmentEngine>,
+    pub catalog: CatalogHandle,
+    pub realtime: Arc<RealtimeConfig>,
+    pub clients: ClientSettings,
+    pub directory: Arc<SessionDirectory>,
+}
+
+enum ProfileState {
+    /// Not read yet (new session, or the last read or write failed).
+    Unloaded,
+    Loaded(Profile),
+}
+
+/// One active visitor; see the module doc.
+pub struct VisitorSession {
+    visitor: VisitorId,
+    /// Identifies this session in the directory (a later session of the same visitor has
+    /// another generation).
+    generation: u64,
+    profile: ProfileState,
+    last_activity: Instant,
+    deps: SessionDeps,
+}
+
+impl VisitorSession {
+    pub fn new(visitor: VisitorId, generation: u64, deps: SessionDeps) -> Self {
+        VisitorSession {
+            visitor,
+            generation,
+            profile: ProfileState::Unloaded,
+            last_activity: Instant::now(),
+            deps,
+        }
+    }
+}
+
+impl Actor for VisitorSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        metrics::gauge!("tributary_sessions_active").increment(1.0);
+        let idle = self.deps.realtime.session_idle();
+        let every = (idle / 2).max(Duration::from_millis(50));
+        // Interval items are not polled while an event is in progress (AtomicResponse makes
+        // the context wait), so a session never retires in the middle of an event.
+        ctx.run_interval(every, move |act, ctx| {
+            if act.last_activity.elapsed() >= idle
+                && act.deps.directory.try_retire(act.visitor, act.generation)
+            {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        metrics::gauge!("tributary_sessions_active").decrement(1.0);
+        self.deps.directory.forget(self.visitor, self.generation);
+    }
+}
+
+impl Handler<CollectEvent> for VisitorSession {
+    type Result = AtomicResponse<Self, EventResult>;
+
+    fn handle(&mut self, msg: CollectEvent, _: &mut Self::Context) -> Self::Result {
+        self.last_activity = Instant::now();
+        let state = std::mem::replace(&mut self.profile, ProfileState::Unloaded);
+        let work = run_event(self.deps.clone(), self.visitor, state, msg);
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+            |(state, result), act, _| {
+                act.profile = state;
+                act.last_activity = Instant::now();
+                result
+            },
+        )))
+    }
+}
+
+/// One event, start to finish. Runs on the session's thread (provider clients are per thread).
+async fn run_event(
+    deps: SessionDeps,
+    visitor: VisitorId,
+    state: ProfileState,
+    msg: CollectEvent,
+) -> (ProfileState, EventResult) {
+    let CollectEvent {
+        tid,
+        event,
+        deadline,
+        now,
+        pending,
+    } = msg;
+    let catalog = deps.catalog.current();
+    let mut result = EventResult::default();
+
+    let (mut profile, persist) = match state {
+        ProfileState::Loaded(p) => (p, true),
+        ProfileState::Unloaded => match deps.engine.send(LoadProfile { visitor }).await {
+            Ok(Ok(stored)) => (stored.unwrap_or_default(), true),
+            Ok(Err(e)) => {
+                log::warn!(tid = tid.as_str(); "profile of {visitor} unreadable: {e}");
+                result.errors.push(DcsError::profile_unreadable());
+                (Profile::default(), false)
+            }
+            Err(e) => {
+                log::error!(tid = tid.as_str(); "segment engine unavailable: {e}");
+                result.errors.push(DcsError::profile_unreadable());
+                (Profile::default(), false)
+            }
+        },
+    };
+    profile
+        .provider_cache
+        .retain(|_, answer| answer.expires_at > now);
+
+    let provider_segments = ask_providers(
+        &deps,
+        &catalog,
+        tid,
+        visitor,
+        &event,
+        &mut profile,
+        deadline,
+        now,
+        &mut result,
+    )
+    .await;
+
+    let evaluated = deps
+        .engine
+        .send(EvaluateProfile {
+            tid,
+            visitor,
+            profile,
+            persist,
+            catalog,
+            event,
+            provider_segments,
+            now,
+        })
+        .await;
+    let state = match evaluated {
+        Ok(done) => {
+            if done.saved.is_err() {
+                result
+                    .errors
+                    .push(DcsError::unspecified("Profile could not be saved"));
+            }
+            result.realized = done.evaluation.realized;
+            result.segments = done.evaluation.segments;
+            if persist && done.saved.is_ok() {
+                ProfileState::Loaded(done.profile)
+            } else {
+                ProfileState::Unloaded
+            }
+        }
+        Err(e) => {
+            log::error!(tid = tid.as_str(); "segment engine unavailable: {e}");
+            result.errors.push(DcsError::unable_to_evaluate());
+            ProfileState::Unloaded
+        }
+    };
+    drop(pending);
+    (state, result)
+}
+
+/// Asks every enabled provider in parallel (or takes its fresh cached answer), waiting for
+/// each no longer than its budget. Returns the segments per data source for the engine and
+/// records outcomes in `result` and fresh answers in the profile's cache.
+#[allow(clippy::too_many_arguments)]
+async fn ask_providers(
+    deps: &SessionDeps,
+    catalog: &CompiledCatalog,
+    tid: Tid,
+    visitor: VisitorId,
+    event: &EventData,
+    profile: &mut Profile,
+    deadline: Instant,
+    now: i64,
+    result: &mut EventResult,
+) -> Vec<(u32, Vec<String>)> {
+    let rt = &deps.realtime;
+    let uuid = visitor.to_string();
+    let ctx = RequestContext {
+        tid: tid.as_str(),
+        visitor_uuid: &uuid,
+        signals: &event.signals,
+        privacy: &event.privacy,
+    };
+    let mut segments = Vec::new();
+    let mut calls = Vec::new();
+    for provider in catalog.providers() {
+        if let Some(cached) = profile.fresh_answer(provider.pid, now) {
+            result
+                .providers
+                .push((provider.name.clone(), Outcome::Cached));
+            segments.push((provider.data_source_id, cached.segments.clone()));
+            continue;
+        }
+        let started = Instant::now();
+        let Some(tmax) = budget(
+            deadline.saturating_duration_since(started),
+            Duration::from_millis(u64::from(provider.timeout_ms)),
+            rt.network_buffer(),
+            rt.reply_reserve(),
+            rt.min_provider_budget(),
+        ) else {
+            result
+                .providers
+                .push((provider.name.clone(), Outcome::Skipped));
+            continue;
+        };
+        let user_id = profile
+            .synced_ids
+            .get(&provider.data_source_id)
+            .map(String::as_str);
+        let body = Bytes::from(request_body(&ctx, tmax.as_millis() as u64, user_id));
+        let answer_by = deadline.checked_sub(rt.reply_reserve()).unwrap_or(deadline);
+        let wait_until = (started + tmax + rt.network_buffer()).min(answer_by);
+        let request = client_for(provider, deps.clients).send(LookupSegments { tid, body });
+        let provider = provider.clone();
+        calls.push(async move {
+            let reply = tokio::time::timeout_at(wait_until.into(), request).await;
+            (provider, started.elapsed(), reply)
+        });
+    }
+
+    for (provider, waited, reply) in join_all(calls).await {
+        let outcome = match reply {
+            Ok(Ok(reply)) => match reply.result {
+                Ok(answer) => {
+                    let outcome = answer.outcome();
+                    let ttl = answer
+                        .ttl_secs
+                        .unwrap_or(u64::from(provider.cache_ttl_secs));
+                    if ttl > 0 {
+                        profile.provider_cache.insert(
+                            provider.pid,
+                            CachedAnswer {
+                                segments: answer.segments.clone(),
+                                expires_at: now.saturating_add(ttl as i64),
+                            },
+                        );
+                    }
+                    segments.push((provider.data_source_id, answer.segments));
+                    outcome
+                }
+                Err(CallError::Timeout(_)) => Outcome::Timeout,
+                Err(_) => Outcome::Error,
+            },
+            Ok(Err(_mailbox)) => Outcome::Error,
+            Err(_late) => Outcome::Timeout,
+        };
+        record(&provider, outcome, waited);
+        result.providers.push((provider.name.clone(), outcome));
+    }
+    segments
+}
+
+fn record(provider: &Provider, outcome: Outcome, waited: Duration) {
+    let name = provider.name.clone();
+    metrics::counter!("tributary_provider_calls_total", "provider" => name.clone(), "outcome" => outcome.as_str())
+        .increment(1);
+    metrics::histogram!("tributary_provider_wait_seconds", "provider" => name)
+        .record(waited.as_secs_f64());
+}

@@ -1,0 +1,501 @@
+//! Typed configuration (DESIGN.md §7): `config.toml`, overridden key by key by environment
+//! variables `TRIBUTARY__SECTION__KEY`, validated before anything starts.
+//!
+//! Unknown keys and bad values stop start-up with a message that names the key, e.g.
+//! `config key realtime.deadline_ms: must be between 1 and 10000 (got 0)`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::catalog::{Catalog, Provider};
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "TRIBUTARY";
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub realtime: RealtimeConfig,
+    #[serde(default)]
+    pub catalog: CatalogConfig,
+    /// Seed providers, added to the seed file's (AAM field names, as in the admin API).
+    #[serde(default)]
+    pub providers: Vec<Provider>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Public listener (`/event`, `/health`, `/ready`, `/metrics`). Port 0 picks a free port.
+    pub bind: String,
+    /// HTTP worker threads; 0 = one per core.
+    pub workers: usize,
+    /// Returned as `dcs_region` on every answer.
+    pub dcs_region: u32,
+    /// `Domain` of the `demdex` cookie; empty = the request's host.
+    pub cookie_domain: String,
+    /// Origins allowed to read answers with credentials; empty = echo any caller's origin.
+    pub cors_origins: Vec<String>,
+    /// Whether `d_cts=2` may expose traits, segments and provider outcomes.
+    pub allow_cts: bool,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "127.0.0.1:8080".into(),
+            workers: 0,
+            dcs_region: 7,
+            cookie_domain: String::new(),
+            cors_origins: Vec::new(),
+            allow_cts: true,
+            shutdown_timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Directory of the embedded sled database.
+    pub path: PathBuf,
+    /// Bytes of sled page cache (sled's default of 1 GiB is too much for most hosts).
+    pub cache_capacity: u64,
+    /// How often sled flushes acknowledged writes to disk.
+    pub flush_every_ms: u64,
+    /// Profiles unseen this long are purged (retention).
+    pub profile_ttl_days: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("data/tributary"),
+            cache_capacity: 64 * 1024 * 1024,
+            flush_every_ms: 500,
+            profile_ttl_days: 120,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RealtimeConfig {
+    /// The whole event's budget, from arrival to answer.
+    pub deadline_ms: u64,
+    /// Kept back from each provider's budget for the answer's trip back.
+    pub network_buffer_ms: u64,
+    /// Kept back at the end of the deadline for evaluation, persistence and writing the reply.
+    pub reply_reserve_ms: u64,
+    /// A provider whose budget would be below this is not called (`skipped`).
+    pub min_provider_budget_ms: u64,
+    /// A visitor session idle this long stops and frees its memory.
+    pub session_idle_secs: u64,
+    /// Threads of the segment engine (evaluation and store access); 0 = one per core.
+    pub engine_threads: usize,
+    /// Largest provider answer body read; larger answers are that provider's error.
+    pub provider_body_limit: usize,
+    /// Pooled keep-alive connections per provider per worker thread.
+    pub provider_pool_size: usize,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        RealtimeConfig {
+            deadline_ms: 100,
+            network_buffer_ms: 5,
+            reply_reserve_ms: 5,
+            min_provider_budget_ms: 10,
+            session_idle_secs: 30,
+            engine_threads: 0,
+            provider_body_limit: 64 * 1024,
+            provider_pool_size: 256,
+        }
+    }
+}
+
+impl RealtimeConfig {
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+    pub fn network_buffer(&self) -> Duration {
+        Duration::from_millis(self.network_buffer_ms)
+    }
+    pub fn reply_reserve(&self) -> Duration {
+        Duration::from_millis(self.reply_reserve_ms)
+    }
+    pub fn min_provider_budget(&self) -> Duration {
+        Duration::from_millis(self.min_provider_budget_ms)
+    }
+    pub fn session_idle(&self) -> Duration {
+        Duration::from_secs(self.session_idle_secs)
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// JSON file (`providers`, `traits`, `segments`) loaded into an empty store at start.
+    pub seed: Option<PathBuf>,
+}
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "config: {}", self.message)
+        } else {
+            write!(f, "config key {}: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies the process's `TRIBUTARY__…` variables and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, None)
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (tests, tools).
+    pub fn load_with_env(
+        path: &Path,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Config, ConfigError> {
+        if !path.exists() {
+            return Err(bad("", format!("file {} does not exist", path.display())));
+        }
+        let file = config::File::from(path).format(config::FileFormat::Toml);
+        Self::build(file, env)
+    }
+
+    /// Parses TOML text (no file), with the given environment overrides.
+    pub fn from_toml(
+        text: &str,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Config, ConfigError> {
+        Self::build(config::File::from_str(text, config::FileFormat::Toml), env)
+    }
+
+    fn build<S>(source: S, env: Option<HashMap<String, String>>) -> Result<Config, ConfigError>
+    where
+        S: config::Source + Send + Sync + 'static,
+    {
+        let mut environment = config::Environment::with_prefix(ENV_PREFIX)
+            .separator("__")
+            .prefix_separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("server.cors_origins");
+        if let Some(vars) = env {
+            environment = environment.source(Some(vars.into_iter().collect()));
+        }
+        let built = config::Config::builder()
+            .add_source(source)
+            .add_source(environment)
+            .build()
+            .map_err(from_config_error)?;
+        let cfg: Config = built.try_deserialize().map_err(from_config_error)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and relations that types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        s.bind
+            .parse::<SocketAddr>()
+            .map_err(|_| bad("server.bind", format!("not an address:port ({:?})", s.bind)))?;
+        if s.workers > 1024 {
+            return Err(bad(
+                "server.workers",
+                "must be at most 1024 (0 = one per core)",
+            ));
+        }
+        if s.dcs_region > 1000 {
+            return Err(bad("server.dcs_region", "must be at most 1000"));
+        }
+        if !s.cookie_domain.is_empty()
+            && !s
+                .cookie_domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            return Err(bad(
+                "server.cookie_domain",
+                "must be a domain name like .example.com",
+            ));
+        }
+        for origin in &s.cors_origins {
+            if !is_origin(origin) {
+                return Err(bad(
+                    "server.cors_origins",
+                    format!("{origin:?} is not an origin like https://www.example.com"),
+                ));
+            }
+        }
+
+        let st = &self.store;
+        if st.path.as_os_str().is_empty() {
+            return Err(bad("store.path", "must not be empty"));
+        }
+        if st.cache_capacity < 1024 * 1024 {
+            return Err(bad(
+                "store.cache_capacity",
+                "must be at least 1048576 bytes",
+            ));
+        }
+        if !(1..=60_000).contains(&st.flush_every_ms) {
+            return Err(bad("store.flush_every_ms", "must be between 1 and 60000"));
+        }
+        if st.profile_ttl_days == 0 || st.profile_ttl_days > 3650 {
+            return Err(bad("store.profile_ttl_days", "must be between 1 and 3650"));
+        }
+
+        let r = &self.realtime;
+        range("realtime.deadline_ms", r.deadline_ms, 1, 10_000)?;
+        range("realtime.network_buffer_ms", r.network_buffer_ms, 0, 1000)?;
+        range("realtime.reply_reserve_ms", r.reply_reserve_ms, 0, 1000)?;
+        range(
+            "realtime.min_provider_budget_ms",
+            r.min_provider_budget_ms,
+            1,
+            10_000,
+        )?;
+        if r.network_buffer_ms + r.reply_reserve_ms >= r.deadline_ms {
+            return Err(bad(
+                "realtime.deadline_ms",
+                "must be larger than network_buffer_ms + reply_reserve_ms",
+            ));
+        }
+        range("realtime.session_idle_secs", r.session_idle_secs, 1, 86_400)?;
+        range("realtime.engine_threads", r.engine_threads as u64, 0, 256)?;
+        range(
+            "realtime.provider_body_limit",
+            r.provider_body_limit as u64,
+            1024,
+            16 << 20,
+        )?;
+        range(
+            "realtime.provider_pool_size",
+            r.provider_pool_size as u64,
+            1,
+            100_000,
+        )?;
+
+        if !self.providers.is_empty() {
+            let catalog = Catalog {
+                providers: self.providers.clone(),
+                ..Default::default()
+            };
+            catalog
+                .validate()
+                .map_err(|e| bad("providers", e.to_string()))?;
+        }
+        if let Some(seed) = &self.catalog.seed {
+            if !seed.exists() {
+                return Err(bad(
+                    "catalog.seed",
+                    format!("file {} does not exist", seed.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The seed catalog: the seed file's objects plus `[[providers]]`, validated together.
+    pub fn seed_catalog(&self) -> Result<Option<Catalog>, ConfigError> {
+        let mut catalog = match &self.catalog.seed {
+            Some(path) => Catalog::from_seed_file(path).map_err(|e| bad("catalog.seed", e))?,
+            None if self.providers.is_empty() => return Ok(None),
+            None => Catalog::default(),
+        };
+        catalog.providers.extend(self.providers.iter().cloned());
+        catalog
+            .validate()
+            .map_err(|e| bad("catalog.seed", e.to_string()))?;
+        Ok(Some(catalog))
+    }
+
+    pub fn public_addr(&self) -> SocketAddr {
+        // validate() checked it; the fallback is never used by a validated config.
+        self.server
+            .bind
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+
+    pub fn worker_count(&self) -> usize {
+        nonzero_or_cores(self.server.workers)
+    }
+
+    pub fn engine_thread_count(&self) -> usize {
+        nonzero_or_cores(self.realtime.engine_threads)
+    }
+}
+
+fn nonzero_or_cores(n: usize) -> usize {
+    if n > 0 {
+        n
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    }
+}
+
+fn range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(bad(
+            key,
+            format!("must be between {min} and {max} (got {value})"),
+        ))
+    }
+}
+
+/// `scheme://host[:port]`, nothing more (CORS compares origins exactly).
+fn is_origin(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return false;
+    };
+    (scheme == "http" || scheme == "https")
+        && !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
+/// The config crate reports keys inside its messages ("… for key `server.bind`"); we keep its
+/// text, which names the key, and add the key when it can be found.
+fn from_config_error(e: config::ConfigError) -> ConfigError {
+    let text = e.to_string();
+    let key = text
+        .split("for key `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or("")
+        .to_string();
+    ConfigError { key, message: text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::from_toml("", env(&[])).unwrap();
+        assert_eq!(c.server.bind, "127.0.0.1:8080");
+        assert_eq!(c.realtime.deadline_ms, 100);
+    }
+
+    #[test]
+    fn env_overrides_any_key() {
+        let c = Config::from_toml(
+            "[server]\nbind = \"127.0.0.1:1\"\n",
+            env(&[
+                ("TRIBUTARY__SERVER__BIND", "127.0.0.1:0"),
+                ("TRIBUTARY__STORE__PATH", "/tmp/x"),
+                ("TRIBUTARY__REALTIME__DEADLINE_MS", "250"),
+                (
+                    "TRIBUTARY__SERVER__CORS_ORIGINS",
+                    "https://a.example,http://b.example:8080",
+                ),
+                ("TRIBUTARY__SERVER__ALLOW_CTS", "false"),
+                ("OTHER__SERVER__BIND", "nope"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.bind, "127.0.0.1:0");
+        assert_eq!(c.store.path, PathBuf::from("/tmp/x"));
+        assert_eq!(c.realtime.deadline_ms, 250);
+        assert_eq!(
+            c.server.cors_origins,
+            ["https://a.example", "http://b.example:8080"]
+        );
+        assert!(!c.server.allow_cts);
+    }
+
+    fn error(toml: &str, vars: &[(&str, &str)]) -> String {
+        Config::from_toml(toml, env(vars)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = error("[server]\nbogus = 1\n", &[]);
+        assert!(e.contains("bogus"), "{e}");
+        let e = error("[nosuch]\nx = 1\n", &[]);
+        assert!(e.contains("nosuch"), "{e}");
+        assert_eq!(
+            error("[realtime]\ndeadline_ms = 0\n", &[]),
+            "config key realtime.deadline_ms: must be between 1 and 10000 (got 0)"
+        );
+        let e = error("", &[("TRIBUTARY__SERVER__BIND", "not-an-address")]);
+        assert!(e.starts_with("config key server.bind:"), "{e}");
+        let e = error("", &[("TRIBUTARY__REALTIME__DEADLINE_MS", "soon")]);
+        assert!(e.contains("deadline_ms"), "{e}");
+        let e = error("", &[("TRIBUTARY__SERVER__NOPE", "1")]);
+        assert!(e.contains("nope"), "{e}");
+        let e = error("[server]\ncors_origins = [\"*\"]\n", &[]);
+        assert!(e.starts_with("config key server.cors_origins:"), "{e}");
+        let e = error(
+            "[realtime]\ndeadline_ms = 10\nnetwork_buffer_ms = 5\nreply_reserve_ms = 5\n",
+            &[],
+        );
+        assert!(e.starts_with("config key realtime.deadline_ms:"), "{e}");
+        let e = error("[catalog]\nseed = \"/nonexistent/catalog.json\"\n", &[]);
+        assert!(e.starts_with("config key catalog.seed:"), "{e}");
+        let e = error(
+            "[[providers]]\npid = 1\nname = \"a\"\nurl = \"gopher://x\"\ndataSourceId = 1\n",
+            &[],
+        );
+        assert!(e.starts_with("config key providers: provider 1 url"), "{e}");
+    }
+
+    #[test]
+    fn repository_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let c = Config::load_with_env(&path, env(&[])).unwrap();
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let seed = manifest.join(c.catalog.seed.clone().expect("config.toml names a seed"));
+        let catalog = Catalog::from_seed_file(&seed).unwrap();
+        catalog.validate().unwrap();
+    }
+}

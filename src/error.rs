@@ -1,0 +1,163 @@
+//! Every error a client can see, in one place.
+//!
+//! Two kinds exist on the public listener:
+//! - [`DcsError`]: AAM's `errors` entries. The call still answers `200`; the codes are AAM's
+//!   (AAM-REFERENCE.md §1.12) and are repeated in the `X-Error` header.
+//! - [`HttpError`]: the few cases where the request cannot be read at all (a hostile JSONP
+//!   callback, an oversized request, an unknown route). Each maps to one status and one JSON
+//!   body here, and nowhere else.
+
+use std::borrow::Cow;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// An entry of the `/event` response's `errors` array.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DcsError {
+    pub code: u16,
+    pub msg: Cow<'static, str>,
+}
+
+impl DcsError {
+    /// Code 0: something went wrong that AAM has no code for; the message says what.
+    pub fn unspecified(msg: impl Into<Cow<'static, str>>) -> Self {
+        DcsError {
+            code: 0,
+            msg: msg.into(),
+        }
+    }
+
+    /// Code 10: traits could not be (fully) evaluated, e.g. the engine missed the deadline.
+    pub fn unable_to_evaluate() -> Self {
+        DcsError {
+            code: 10,
+            msg: "Unable to evaluate traits".into(),
+        }
+    }
+
+    /// Code 102: `d_uuid` is not a 38-digit id; the call continues as if it were absent.
+    pub fn invalid_aam_id() -> Self {
+        DcsError {
+            code: 102,
+            msg: "Invalid AAM ID passed in request".into(),
+        }
+    }
+
+    /// Code 171: the visitor opted out; nothing is read or written.
+    pub fn opted_out() -> Self {
+        DcsError {
+            code: 171,
+            msg: "Encountered opt out tag".into(),
+        }
+    }
+
+    /// Code 200: the stored profile could not be read; segments come from this event only.
+    pub fn profile_unreadable() -> Self {
+        DcsError {
+            code: 200,
+            msg: "Cannot read traits from profile cache".into(),
+        }
+    }
+
+    /// Code 311: a parameter is not properly percent-encoded (or not UTF-8); AAM ignores the
+    /// whole request, and so do we.
+    pub fn invalid_parameters(param: &str) -> Self {
+        DcsError {
+            code: 311,
+            msg: format!(
+                "Request contains invalid parameters: {}",
+                truncate(param, 64)
+            )
+            .into(),
+        }
+    }
+
+    /// Code 0 for a parameter whose value cannot be used (e.g. a non-numeric `d_sid`).
+    pub fn invalid_value(param: &str, why: &str) -> Self {
+        DcsError::unspecified(format!("Invalid {}: {why}", truncate(param, 64)))
+    }
+}
+
+/// Cuts client-supplied text that is echoed in a message, on a character boundary.
+pub fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// A request the public listener refuses outright.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("the query string is longer than {limit} bytes")]
+    QueryTooLong { limit: usize },
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("unsupported content type; send application/x-www-form-urlencoded")]
+    UnsupportedMediaType,
+    /// The name is never echoed back: reflecting it is how JSONP endpoints get abused.
+    #[error("invalid d_cb callback name: must match ^[A-Za-z_$][A-Za-z0-9_$.]{{0,63}}$")]
+    BadCallback,
+    #[error("the request body could not be read")]
+    BadBody,
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+}
+
+#[derive(Serialize)]
+struct HttpErrorBody {
+    errors: [DcsError; 1],
+}
+
+impl ResponseError for HttpError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            HttpError::QueryTooLong { .. } => StatusCode::URI_TOO_LONG,
+            HttpError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            HttpError::BadCallback | HttpError::BadBody => StatusCode::BAD_REQUEST,
+            HttpError::NotFound => StatusCode::NOT_FOUND,
+            HttpError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        // The same `errors` shape as a 200 answer, so one client-side parser handles both.
+        let body = HttpErrorBody {
+            errors: [DcsError::unspecified(self.to_string())],
+        };
+        HttpResponse::build(self.status_code())
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header(("X-Error", "0"))
+            .json(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("abc", 10), "abc");
+        assert_eq!(truncate("ééé", 3), "é");
+        assert_eq!(truncate("abcdef", 4), "abcd");
+    }
+
+    #[test]
+    fn http_errors_map_to_statuses() {
+        assert_eq!(HttpError::QueryTooLong { limit: 1 }.status_code(), 414);
+        assert_eq!(HttpError::BodyTooLarge { limit: 1 }.status_code(), 413);
+        assert_eq!(HttpError::BadCallback.status_code(), 400);
+        assert_eq!(HttpError::UnsupportedMediaType.status_code(), 415);
+        assert_eq!(HttpError::NotFound.status_code(), 404);
+    }
+}

@@ -1,0 +1,179 @@
+//! Identifiers that cross the wire: visitor ids (the `demdex` cookie, `d_uuid`, `uuid`) and
+//! transaction ids (`tid`).
+//!
+//! Both are AAM formats (AAM-REFERENCE.md §1.7, §1.10): a visitor id is a 38-digit decimal
+//! string, a `tid` is 12 characters of base64 (8 bytes).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use base64::Engine as _;
+use rand::RngExt as _;
+
+/// Smallest freshly generated visitor id: new ids are drawn from [10^37, 10^38) so that they
+/// print as 38 digits without padding (DESIGN.md §2).
+const NEW_ID_MIN: u128 = 10u128.pow(37);
+/// One past the largest 38-digit number; it fits in a u128 (10^38 < 2^128).
+const ID_LIMIT: u128 = 10u128.pow(38);
+
+/// A visitor id: a 38-digit decimal number.
+///
+/// Ids read from cookies or `d_uuid` may start with zeros (AAM's own examples do, e.g.
+/// `07955261652886032950143702505894272138`), so parsing accepts any 38 digits; ids we
+/// generate never start with a zero.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct VisitorId(u128);
+
+impl VisitorId {
+    /// A new random visitor id.
+    pub fn generate() -> Self {
+        VisitorId(rand::rng().random_range(NEW_ID_MIN..ID_LIMIT))
+    }
+
+    /// Parses exactly 38 ASCII digits; anything else is `None`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let bytes = text.as_bytes();
+        if bytes.len() != 38 || !bytes.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        // 38 digits are always below 10^38, so this cannot overflow.
+        text.parse::<u128>().ok().map(VisitorId)
+    }
+
+    /// Builds an id from its numeric value (store keys, tests). Values of 10^38 or more are not ids.
+    pub fn from_u128(value: u128) -> Option<Self> {
+        (value < ID_LIMIT).then_some(VisitorId(value))
+    }
+
+    pub fn as_u128(self) -> u128 {
+        self.0
+    }
+
+    /// Big-endian bytes: an order-preserving store key.
+    pub fn to_be_bytes(self) -> [u8; 16] {
+        self.0.to_be_bytes()
+    }
+}
+
+impl fmt::Display for VisitorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:038}", self.0)
+    }
+}
+
+/// A transaction id: unique per call, 12 characters, in the response and in every log line of
+/// the event.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Tid([u8; 12]);
+
+impl Tid {
+    /// The next transaction id of this process.
+    ///
+    /// Uniqueness comes from a counter, not from luck: the counter starts at a random point
+    /// (so two processes do not produce the same sequence) and is passed through a bijective
+    /// mixer (so ids do not look sequential and reveal no traffic volume).
+    pub fn next() -> Self {
+        static COUNTER: OnceLock<AtomicU64> = OnceLock::new();
+        let counter = COUNTER.get_or_init(|| AtomicU64::new(rand::rng().random()));
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        Self::from_u64(mix(n))
+    }
+
+    fn from_u64(n: u64) -> Self {
+        let mut out = [0u8; 12];
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(n.to_be_bytes(), &mut out)
+            .unwrap_or(0);
+        debug_assert_eq!(written, 12, "8 bytes always encode to 12 base64 characters");
+        Tid(out)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Base64 output is ASCII.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl fmt::Display for Tid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// splitmix64's finalizer: a bijection on u64, so distinct counters give distinct tids.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn generated_ids_have_38_digits_and_round_trip() {
+        for _ in 0..1000 {
+            let id = VisitorId::generate();
+            let text = id.to_string();
+            assert_eq!(text.len(), 38);
+            assert_ne!(text.as_bytes()[0], b'0');
+            assert_eq!(VisitorId::parse(&text), Some(id));
+        }
+    }
+
+    #[test]
+    fn parse_accepts_exactly_38_digits() {
+        let aam = "07955261652886032950143702505894272138";
+        assert_eq!(
+            VisitorId::parse(aam).map(|v| v.to_string()),
+            Some(aam.to_string())
+        );
+        for bad in [
+            "",
+            "1",
+            "0795526165288603295014370250589427213", // 37 digits
+            "079552616528860329501437025058942721381", // 39 digits
+            "0795526165288603295014370250589427213a",
+            "+795526165288603295014370250589427213",
+            " 7955261652886032950143702505894272138",
+            "NOTARGET",
+            "٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣٣", // non-ASCII digits
+        ] {
+            assert_eq!(VisitorId::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            VisitorId::parse("99999999999999999999999999999999999999").map(|v| v.as_u128()),
+            Some(ID_LIMIT - 1)
+        );
+    }
+
+    #[test]
+    fn from_u128_rejects_values_beyond_38_digits() {
+        assert!(VisitorId::from_u128(ID_LIMIT).is_none());
+        assert!(VisitorId::from_u128(ID_LIMIT - 1).is_some());
+    }
+
+    #[test]
+    fn tids_are_12_base64_chars_and_unique() {
+        let mut seen = HashSet::new();
+        for _ in 0..100_000 {
+            let tid = Tid::next();
+            let s = tid.as_str();
+            assert_eq!(s.len(), 12);
+            assert!(s.ends_with('='));
+            assert!(s[..11]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/'));
+            assert!(seen.insert(tid), "duplicate tid {s}");
+        }
+    }
+
+    #[test]
+    fn mix_is_injective_on_a_sample() {
+        let set: HashSet<u64> = (0..10_000u64).map(mix).collect();
+        assert_eq!(set.len(), 10_000);
+    }
+}

@@ -1,0 +1,48 @@
+//! Tributary: a real-time audience data collection server (an AAM-compatible DCS).
+//!
+//! # Layout
+//!
+//! Pure logic (no actix, no sled; unit-tested and fuzzable):
+//! - [`ids`]: visitor ids (38 digits) and transaction ids (`tid`).
+//! - [`signals`]: an event's key/values, and which of them may leave the process.
+//! - [`request`]: parsing `/event` parameters; visitor identification.
+//! - [`response`]: rendering AAM's JSON/JSONP answer, `X-Error`, the pixel.
+//! - [`rules`]: the trait and segment rule languages (lexer, parser, compiled rules).
+//! - [`catalog`]: providers, traits, segments (AAM field names) and their validation.
+//! - [`engine`]: the compiled catalog and qualification (traits → segments).
+//! - [`profile`]: what is remembered about a visitor.
+//! - [`provider`]: the provider protocol (request body, answer parsing, outcomes, budget).
+//! - [`error`]: every error a client can see, mapped to the wire in one place.
+//! - [`config`]: typed, validated configuration with environment overrides.
+//!
+//! Runtime:
+//! - [`actors`]: `VisitorSession`, `ProviderClient`, `SegmentEngine` and the session directory.
+//! - [`store`]: persistence; the only module that touches sled.
+//! - [`server`]: the HTTP listener and [`server::start`], which wires everything together.
+//! - [`metrics`]: the Prometheus exporter.
+//! - [`mock_provider`] and [`demo`]: sample providers and the `tributary demo` command.
+//!
+//! # Invariants
+//! - Only `store` touches sled, and store calls run on the engine's sync threads, never on an
+//!   actix-web worker.
+//! - One visitor's events are applied one at a time by its `VisitorSession`.
+//! - No provider failure fails an event; no answer waits past the event's deadline.
+//! - `p_` signals are never stored, logged or sent to providers.
+
+pub mod actors;
+pub mod catalog;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod error;
+pub mod ids;
+pub mod metrics;
+pub mod mock_provider;
+pub mod profile;
+pub mod provider;
+pub mod request;
+pub mod response;
+pub mod rules;
+pub mod server;
+pub mod signals;
+pub mod store;

@@ -1,0 +1,135 @@
+//! The `tributary` binary: parses the command line, loads the configuration, starts logging and
+//! hands over to the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tributary::config::Config;
+use tributary::mock_provider::{self, MockBehavior};
+use tributary::server::{self, StartOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "tributary",
+    version,
+    about = "Real-time audience data collection server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the DCS with a configuration file.
+    Serve {
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Run the DCS with sample providers, traits and segments, on a temporary store.
+    Demo {
+        /// Server settings to use (the catalog and store are the demo's own).
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Run a sample data provider (the provider protocol's other side).
+    MockProvider {
+        #[arg(long, default_value = "127.0.0.1:9101")]
+        bind: SocketAddr,
+        /// Name echoed in answers.
+        #[arg(long, default_value = "mock")]
+        name: String,
+        /// A segment and the share of visitors that have it, e.g. `auto-intender=0.6`.
+        #[arg(long = "segment", value_parser = parse_segment)]
+        segments: Vec<(String, f64)>,
+        /// Minimum and maximum latency in ms, e.g. `2..10`.
+        #[arg(long, default_value = "0..0", value_parser = parse_range)]
+        latency_ms: (u64, u64),
+        /// Share of calls answered with 500.
+        #[arg(long, default_value_t = 0.0)]
+        error_share: f64,
+        /// `ttl` (seconds) to put in answers.
+        #[arg(long)]
+        ttl: Option<u64>,
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+}
+
+fn parse_segment(text: &str) -> Result<(String, f64), String> {
+    let (id, share) = text.split_once('=').unwrap_or((text, "1"));
+    let share: f64 = share
+        .parse()
+        .map_err(|_| format!("{share:?} is not a share between 0 and 1"))?;
+    if id.is_empty() || !(0.0..=1.0).contains(&share) {
+        return Err("expected <segment-id>=<share between 0 and 1>".into());
+    }
+    Ok((id.to_string(), share))
+}
+
+fn parse_range(text: &str) -> Result<(u64, u64), String> {
+    let (lo, hi) = text.split_once("..").ok_or("expected <min>..<max>")?;
+    let lo: u64 = lo.parse().map_err(|_| "min is not a number")?;
+    let hi: u64 = hi.parse().map_err(|_| "max is not a number")?;
+    if lo > hi {
+        return Err("min is larger than max".into());
+    }
+    Ok((lo, hi))
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let system = actix_rt::System::new();
+    let outcome: Result<(), String> = match cli.command {
+        Command::Serve { config } => match Config::load(&config) {
+            Ok(config) => system.block_on(async move {
+                let running = server::start(
+                    config,
+                    StartOptions {
+                        handle_signals: true,
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                running.wait().await.map_err(|e| e.to_string())
+            }),
+            Err(e) => Err(e.to_string()),
+        },
+        Command::Demo { config } => system.block_on(tributary::demo::run(&config)),
+        Command::MockProvider {
+            bind,
+            name,
+            segments,
+            latency_ms,
+            error_share,
+            ttl,
+            workers,
+        } => system.block_on(async move {
+            let behavior = MockBehavior {
+                name,
+                segments,
+                latency_ms,
+                error_share,
+                ttl_secs: ttl,
+                ..Default::default()
+            };
+            let provider = mock_provider::start(bind, behavior, workers)
+                .await
+                .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+            println!("mock provider listening on {}", provider.url());
+            tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+            provider.stop().await;
+            Ok(())
+        }),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("tributary: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! Prometheus metrics: the `metrics` facade everywhere, one exporter per process.
+//!
+//! Labels are bounded: route, provider name, outcome — never a visitor, a segment or a URL.
+//!
+//! | metric | kind | labels |
+//! | --- | --- | --- |
+//! | `tributary_events_total` | counter | `result` (`ok`, `opted_out`, `ignored`, `timeout`) |
+//! | `tributary_event_duration_seconds` | histogram | |
+//! | `tributary_provider_calls_total` | counter | `provider`, `outcome` |
+//! | `tributary_provider_wait_seconds` | histogram | `provider` |
+//! | `tributary_engine_duration_seconds` | histogram | |
+//! | `tributary_sessions_active` | gauge | |
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Installs the process-wide recorder on first call and returns its handle.
+///
+/// Several servers in one process (tests) share it; if another recorder is already installed
+/// the handle still renders, just without our series.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0,
+                2.5,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                log::warn!("a metrics recorder was already installed; /metrics may be incomplete");
+            }
+            handle
+        })
+        .clone()
+}

@@ -1,0 +1,615 @@
+//! The public HTTP listener and the wiring of the whole server.
+//!
+//! [`start`] is the one function that composes Tributary — store, catalog, engine threads,
+//! session directory, HTTP workers — used alike by `tributary serve`, the demo and the
+//! integration tests, so that tests exercise exactly what runs in production.
+//!
+//! Routes: `GET|POST|OPTIONS /event` (DESIGN.md §2), `GET /health`, `GET /ready`,
+//! `GET /metrics`. Anything else is a JSON `404`.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::{Actor, SyncArbiter};
+use actix_web::body::MessageBody;
+use actix_web::cookie::{time as cookie_time, Cookie, SameSite};
+use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use futures_util::StreamExt as _;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::actors::directory::SessionDirectory;
+use crate::actors::provider_client::ClientSettings;
+use crate::actors::segment_engine::SegmentEngine;
+use crate::actors::visitor_session::{CollectEvent, EventData, SessionDeps, VisitorSession};
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::{Config, ConfigError};
+use crate::engine::{CatalogHandle, CompiledCatalog};
+use crate::error::{truncate, DcsError, HttpError};
+use crate::ids::{Tid, VisitorId};
+use crate::provider::Outcome;
+use crate::request::{
+    identify, parse_event, Identity, RequestError, MAX_BODY_BYTES, MAX_QUERY_BYTES,
+};
+use crate::response::{x_error, EventBody, PIXEL_GIF};
+use crate::signals::Signals;
+use crate::store::{CatalogStore, ProfileStore, SledStore, StoreError};
+
+/// Name of the visitor cookie (AAM's).
+pub const COOKIE_NAME: &str = "demdex";
+/// Cookie value of an opted-out visitor.
+pub const OPT_OUT_VALUE: &str = "NOTARGET";
+/// Visitor cookie lifetime, renewed on every call (AAM: 180 days).
+const COOKIE_DAYS: i64 = 180;
+/// Longest header value copied into an `h_` signal.
+const MAX_HEADER_SIGNAL: usize = 2048;
+/// How long a client may take to upload a form body; the event's deadline starts after it.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for events still running in sessions before the final flush.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Shared by every worker.
+pub struct AppState {
+    config: Arc<Config>,
+    deps: SessionDeps,
+    metrics: PrometheusHandle,
+    ready: Arc<AtomicBool>,
+}
+
+/// How [`start`] runs the server.
+#[derive(Clone, Copy, Debug)]
+pub struct StartOptions {
+    /// Stop gracefully on SIGINT/SIGTERM (the binary); tests stop servers themselves.
+    pub handle_signals: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("stored catalog: {0}")]
+    Catalog(#[from] CatalogError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: io::Error },
+}
+
+/// A started server.
+pub struct Running {
+    addr: SocketAddr,
+    handle: ServerHandle,
+    task: actix_rt::task::JoinHandle<io::Result<()>>,
+    store: Arc<SledStore>,
+    directory: Arc<SessionDirectory>,
+    catalog: CatalogHandle,
+    ready: Arc<AtomicBool>,
+}
+
+impl Running {
+    /// The public listener's address (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn store(&self) -> &Arc<SledStore> {
+        &self.store
+    }
+
+    pub fn catalog(&self) -> &CatalogHandle {
+        &self.catalog
+    }
+
+    pub fn sessions(&self) -> &Arc<SessionDirectory> {
+        &self.directory
+    }
+
+    /// Stops gracefully: no new connections, in-flight requests finish, then the store is
+    /// flushed.
+    pub async fn stop(self) -> Result<(), StoreError> {
+        self.ready.store(false, Ordering::SeqCst);
+        self.handle.stop(true).await;
+        self.finish().await
+    }
+
+    /// Runs until the server stops (a signal, or [`ServerHandle::stop`]), then flushes.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        self.finish().await
+    }
+
+    async fn finish(self) -> Result<(), StoreError> {
+        if let Ok(Err(e)) = (&mut { self.task }).await {
+            log::error!("HTTP server ended with an error: {e}");
+        }
+        self.ready.store(false, Ordering::SeqCst);
+        // Events whose HTTP answer already left may still be running in their sessions
+        // (e.g. behind a slow engine); give them a moment to save before the last flush.
+        let drained_by = Instant::now() + DRAIN_TIMEOUT;
+        while self.directory.pending() > 0 && Instant::now() < drained_by {
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.store.flush()?;
+        log::info!("store flushed; shutdown complete");
+        Ok(())
+    }
+}
+
+/// Opens the store, loads (or seeds) the catalog, starts the engine and the HTTP workers.
+/// Must be called inside a running actix `System`.
+pub async fn start(config: Config, options: StartOptions) -> Result<Running, StartError> {
+    let config = Arc::new(config);
+    let metrics = crate::metrics::install();
+
+    let store = Arc::new(SledStore::open(
+        &config.store.path,
+        config.store.cache_capacity,
+        config.store.flush_every_ms,
+    )?);
+    let (catalog, version) = load_or_seed_catalog(&config, &store)?;
+    let compiled = CompiledCatalog::compile(&catalog, version)?;
+    log::info!(
+        "catalog v{version}: {} providers, {} traits, {} segments",
+        catalog.providers.len(),
+        catalog.traits.len(),
+        catalog.segments.len()
+    );
+    let catalog_handle = CatalogHandle::new(compiled);
+
+    let engine_store: Arc<dyn ProfileStore> = store.clone();
+    let engine = SyncArbiter::start(config.engine_thread_count(), move || {
+        SegmentEngine::new(engine_store.clone())
+    });
+    let directory = Arc::new(SessionDirectory::default());
+    let deps = SessionDeps {
+        engine,
+        catalog: catalog_handle.clone(),
+        realtime: Arc::new(config.realtime.clone()),
+        clients: ClientSettings {
+            body_limit: config.realtime.provider_body_limit,
+            pool_size: config.realtime.provider_pool_size,
+        },
+        directory: directory.clone(),
+    };
+    let ready = Arc::new(AtomicBool::new(true));
+    let state = web::Data::new(AppState {
+        config: config.clone(),
+        deps,
+        metrics,
+        ready: ready.clone(),
+    });
+
+    let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
+        .workers(config.worker_count())
+        .shutdown_timeout(config.server.shutdown_timeout_secs);
+    if !options.handle_signals {
+        server = server.disable_signals();
+    }
+    let bind = config.public_addr();
+    // Plain bind(): HTTP/1.x only; TLS and HTTP/2 belong to the load balancer (CRATES.md F2).
+    let server = server.bind(bind).map_err(|source| StartError::Bind {
+        addr: bind.to_string(),
+        source,
+    })?;
+    let addr = server.addrs().first().copied().unwrap_or(bind);
+    let server = server.run();
+    let handle = server.handle();
+    let task = actix_rt::spawn(server);
+    log::info!("listening on http://{addr}");
+    Ok(Running {
+        addr,
+        handle,
+        task,
+        store,
+        directory,
+        catalog: catalog_handle,
+        ready,
+    })
+}
+
+/// The stored catalog; on a store that never held one, the seed (file plus `[[providers]]`).
+fn load_or_seed_catalog(config: &Config, store: &SledStore) -> Result<(Catalog, u64), StartError> {
+    if let Some((catalog, version)) = store.load_catalog()? {
+        if config.catalog.seed.is_some() || !config.providers.is_empty() {
+            log::warn!(
+                "the store already holds catalog v{version}; the seed in the config is not loaded \
+                 again (start with an empty store.path to reseed)"
+            );
+        }
+        return Ok((catalog, version));
+    }
+    match config.seed_catalog()? {
+        Some(seed) => {
+            let version = store.replace_catalog(&seed)?;
+            log::info!("seeded the catalog from the configuration");
+            Ok((seed, version))
+        }
+        None => Ok((Catalog::default(), 0)),
+    }
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/event")
+            .wrap(from_fn(cors))
+            .route(web::get().to(event))
+            .route(web::post().to(event))
+            .route(web::method(Method::OPTIONS).to(preflight))
+            .default_service(web::to(|| async {
+                HttpError::MethodNotAllowed.into_response()
+            })),
+    )
+    .route("/health", web::get().to(health))
+    .route("/ready", web::get().to(ready))
+    .route("/metrics", web::get().to(metrics_text))
+    .default_service(web::to(|| async { HttpError::NotFound.into_response() }));
+}
+
+impl HttpError {
+    fn into_response(self) -> HttpResponse {
+        actix_web::ResponseError::error_response(&self)
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `/event`: the Data Collection Server call.
+async fn event(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
+    let tid = Tid::next();
+    let query = req.query_string();
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(HttpError::QueryTooLong {
+            limit: MAX_QUERY_BYTES,
+        });
+    }
+    let body = if req.method() == Method::POST {
+        Some(read_form(&req, payload).await?)
+    } else {
+        None
+    };
+    let arrived = Instant::now();
+    let deadline = arrived + state.config.realtime.deadline();
+    let cookie = req.cookie(COOKIE_NAME);
+    let cookie_value = cookie.as_ref().map(|c| c.value());
+
+    let request = match parse_event(query.as_bytes(), body.as_deref()) {
+        Ok(r) => r,
+        Err(RequestError::BadCallback) => return Err(HttpError::BadCallback),
+        Err(RequestError::InvalidEncoding { param }) => {
+            // AAM ignores the whole request (error 311): no identity is issued, nothing is
+            // read or written. The answer format is guessed from the raw text.
+            let json = contains(query.as_bytes(), b"d_rtbd=json")
+                || body.as_deref().is_some_and(|b| contains(b, b"d_rtbd=json"));
+            let mut out = base_body(&state, tid);
+            out.uuid = cookie_value
+                .and_then(VisitorId::parse)
+                .map(|v| v.to_string());
+            out.errors.push(DcsError::invalid_parameters(&param));
+            metrics::counter!("tributary_events_total", "result" => "ignored").increment(1);
+            log::info!(target: "tributary::event", tid = tid.as_str(), result = "ignored"; "invalid parameter {param:?}");
+            return Ok(respond(json, None, &out, None));
+        }
+    };
+
+    let mut out = base_body(&state, tid);
+    out.errors.extend(request.errors.iter().cloned());
+    let cts = request.include_cts && state.config.server.allow_cts;
+    if request.include_dests {
+        out.dests = Some(Vec::new());
+    }
+
+    let visitor = match identify(cookie_value, request.d_uuid) {
+        Identity::OptedOut => {
+            out.errors.push(DcsError::opted_out());
+            metrics::counter!("tributary_events_total", "result" => "opted_out").increment(1);
+            log::info!(target: "tributary::event", tid = tid.as_str(), result = "opted_out"; "event");
+            return Ok(respond(
+                request.json,
+                request.callback.as_deref(),
+                &out,
+                None,
+            ));
+        }
+        Identity::Known(id) | Identity::New(id) => id,
+    };
+
+    let mut signals = request.signals;
+    add_header_signals(&req, &mut signals);
+    let event = Arc::new(EventData {
+        signals,
+        sids: request.sids,
+        tdpid: request.tdpid,
+        privacy: request.privacy,
+    });
+    let deps = &state.deps;
+    let (session, pending) = deps.directory.route(visitor, |generation| {
+        VisitorSession::new(visitor, generation, deps.clone()).start()
+    });
+    let sent = session.send(CollectEvent {
+        tid,
+        event,
+        deadline,
+        now: unix_now(),
+        pending: Some(pending),
+    });
+    let result_label = match tokio::time::timeout_at(deadline.into(), sent).await {
+        Ok(Ok(result)) => {
+            out.errors.extend(result.errors);
+            if cts {
+                out.traits = Some(result.realized);
+                out.segments = Some(result.segments);
+                out.providers = Some(
+                    result
+                        .providers
+                        .into_iter()
+                        .map(|(name, outcome): (String, Outcome)| (name, outcome.as_str()))
+                        .collect(),
+                );
+            }
+            "ok"
+        }
+        Ok(Err(e)) => {
+            log::error!(tid = tid.as_str(); "visitor session failed: {e}");
+            out.errors.push(DcsError::unable_to_evaluate());
+            "error"
+        }
+        Err(_) => {
+            // The session goes on with the event (nothing is lost); this answer just cannot
+            // wait for it.
+            out.errors.push(DcsError::unable_to_evaluate());
+            "timeout"
+        }
+    };
+    out.uuid = Some(visitor.to_string());
+    let elapsed = arrived.elapsed();
+    metrics::counter!("tributary_events_total", "result" => result_label).increment(1);
+    metrics::histogram!("tributary_event_duration_seconds").record(elapsed.as_secs_f64());
+    log::info!(
+        target: "tributary::event",
+        tid = tid.as_str(),
+        uuid:% = visitor,
+        result = result_label,
+        segments = out.segments.as_ref().map_or(0, Vec::len),
+        micros = elapsed.as_micros() as u64;
+        "event"
+    );
+    let secure = req.connection_info().scheme() == "https";
+    let cookie = visitor_cookie(visitor, secure, &state.config.server.cookie_domain);
+    Ok(respond(
+        request.json,
+        request.callback.as_deref(),
+        &out,
+        Some(cookie),
+    ))
+}
+
+fn base_body(state: &AppState, tid: Tid) -> EventBody {
+    EventBody {
+        dcs_region: state.config.server.dcs_region,
+        tid: tid.to_string(),
+        ..Default::default()
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Reads a `POST` form body of at most [`MAX_BODY_BYTES`].
+async fn read_form(req: &HttpRequest, mut payload: web::Payload) -> Result<Vec<u8>, HttpError> {
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        let essence = ct
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if essence != "application/x-www-form-urlencoded"
+            && essence != "text/plain"
+            && !essence.is_empty()
+        {
+            return Err(HttpError::UnsupportedMediaType);
+        }
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(HttpError::BodyTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    let read = async {
+        let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|_| HttpError::BadBody)?;
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(HttpError::BodyTooLarge {
+                    limit: MAX_BODY_BYTES,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(BODY_READ_TIMEOUT, read)
+        .await
+        .map_err(|_| HttpError::BadBody)?
+}
+
+/// Fills the `h_` signals from the real request (DESIGN.md §2).
+fn add_header_signals(req: &HttpRequest, signals: &mut Signals) {
+    for (name, key) in [
+        (header::REFERER, "h_referer"),
+        (header::USER_AGENT, "h_user-agent"),
+        (header::ACCEPT_LANGUAGE, "h_accept-language"),
+        (header::HOST, "h_host"),
+    ] {
+        if let Some(value) = req.headers().get(name).and_then(|v| v.to_str().ok()) {
+            signals.set(key, truncate(value, MAX_HEADER_SIGNAL));
+        }
+    }
+    if let Some(ip) = client_ip(req) {
+        signals.set("h_ip", ip.to_string());
+    }
+}
+
+/// The visitor's IP: from `Forwarded`/`X-Forwarded-For` when a proxy sets them, else the peer.
+fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
+    let info = req.connection_info();
+    let text = info.realip_remote_addr()?;
+    text.parse::<IpAddr>()
+        .ok()
+        .or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))
+}
+
+/// The `demdex` cookie, renewed for 180 days on every call.
+fn visitor_cookie(visitor: VisitorId, secure: bool, domain: &str) -> Cookie<'static> {
+    let mut cookie = Cookie::build(COOKIE_NAME, visitor.to_string())
+        .path("/")
+        .max_age(cookie_time::Duration::days(COOKIE_DAYS))
+        .finish();
+    if secure {
+        // Browsers send a third-party cookie only with SameSite=None, which requires Secure.
+        cookie.set_same_site(SameSite::None);
+        cookie.set_secure(true);
+    } else {
+        cookie.set_same_site(SameSite::Lax);
+    }
+    if !domain.is_empty() {
+        cookie.set_domain(domain.to_string());
+    }
+    cookie
+}
+
+fn respond(
+    json: bool,
+    callback: Option<&str>,
+    body: &EventBody,
+    cookie: Option<Cookie<'static>>,
+) -> HttpResponse {
+    let mut builder = HttpResponse::Ok();
+    builder.insert_header((header::CACHE_CONTROL, "no-store, no-cache, max-age=0"));
+    if let Some(codes) = x_error(&body.errors) {
+        builder.insert_header(("X-Error", codes));
+    }
+    if let Some(cookie) = cookie {
+        builder.cookie(cookie);
+    }
+    if json {
+        let content_type = if callback.is_some() {
+            "application/javascript; charset=utf-8"
+        } else {
+            "application/json"
+        };
+        builder
+            .content_type(content_type)
+            .body(body.render(callback))
+    } else {
+        builder.content_type("image/gif").body(PIXEL_GIF)
+    }
+}
+
+/// Whether the caller's origin may read answers with credentials. With no configured list,
+/// any origin is echoed (tags run on many customer domains) — but never `null`, the origin of
+/// sandboxed frames and local files, which must not be trusted with credentials.
+fn cors_origin(state: &AppState, req: &ServiceRequest) -> Option<HeaderValue> {
+    let origin = req.headers().get(header::ORIGIN)?;
+    let text = origin.to_str().ok()?;
+    let allowed = &state.config.server.cors_origins;
+    let ok = if allowed.is_empty() {
+        text != "null" && text.contains("://")
+    } else {
+        allowed.iter().any(|a| a == text)
+    };
+    ok.then(|| origin.clone())
+}
+
+/// CORS with credentials for `/event` (written by hand rather than with actix-cors, which
+/// refuses requests from other origins with an error: an event from any page must still be
+/// collected, only the reading of its answer is restricted).
+async fn cors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let origin = req
+        .app_data::<web::Data<AppState>>()
+        .and_then(|state| cors_origin(state, &req));
+    let preflight = req.method() == Method::OPTIONS;
+    let requested_headers = req
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned();
+    let mut res = next.call(req).await?;
+    let headers = res.headers_mut();
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(origin) = origin {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("X-Error"),
+        );
+        if preflight {
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST, OPTIONS"),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("86400"),
+            );
+            if let Some(requested) = requested_headers.filter(|h| h.len() <= 512) {
+                headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested);
+            }
+        }
+    }
+    Ok(res)
+}
+
+async fn preflight() -> HttpResponse {
+    HttpResponse::NoContent().finish()
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if state.ready.load(Ordering::SeqCst) {
+        HttpResponse::Ok().json(serde_json::json!({
+            "status": "ready",
+            "catalogVersion": state.deps.catalog.current().version(),
+        }))
+    } else {
+        HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE)
+            .json(serde_json::json!({"status": "stopping"}))
+    }
+}
+
+async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}

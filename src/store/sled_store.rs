@@ -1,0 +1,218 @@
+//! The embedded single-node store, on sled 0.34.
+//!
+//! Two trees, fixed: `profiles` (key: the visitor id as 16 big-endian bytes) and `catalog`
+//! (key: one kind byte, then the object id as 8 big-endian bytes; the catalog version sits
+//! under its own kind byte in the same tree so that a catalog replacement is one atomic
+//! batch).
+
+use std::path::Path;
+
+use super::codec::{decode_json, decode_profile, encode_json, encode_profile};
+use super::{CatalogStore, ProfileStore, StoreError};
+use crate::catalog::{Catalog, Provider, Segment, Trait};
+use crate::ids::VisitorId;
+use crate::profile::Profile;
+
+const KIND_VERSION: u8 = b'v';
+const KIND_PROVIDER: u8 = b'p';
+const KIND_TRAIT: u8 = b't';
+const KIND_SEGMENT: u8 = b's';
+
+/// sled-backed [`ProfileStore`] and [`CatalogStore`].
+pub struct SledStore {
+    db: sled::Db,
+    profiles: sled::Tree,
+    catalog: sled::Tree,
+}
+
+fn catalog_key(kind: u8, id: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = kind;
+    key[1..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+impl SledStore {
+    /// Opens (or creates) the store at `path`. `cache_capacity` bounds sled's page cache,
+    /// whose default (1 GiB) is too large for most hosts.
+    pub fn open(
+        path: &Path,
+        cache_capacity: u64,
+        flush_every_ms: u64,
+    ) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity)
+            .flush_every_ms(Some(flush_every_ms))
+            .open()
+            .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
+        let profiles = db.open_tree("profiles")?;
+        let catalog = db.open_tree("catalog")?;
+        Ok(SledStore {
+            db,
+            profiles,
+            catalog,
+        })
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    /// Number of stored profiles (walks the tree: for tests and tools, not for the hot path).
+    pub fn profile_count(&self) -> usize {
+        self.profiles.len()
+    }
+}
+
+impl ProfileStore for SledStore {
+    fn load_profile(&self, visitor: VisitorId) -> Result<Option<Profile>, StoreError> {
+        match self.profiles.get(visitor.to_be_bytes())? {
+            Some(bytes) => decode_profile(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn save_profile(&self, visitor: VisitorId, profile: &Profile) -> Result<(), StoreError> {
+        self.profiles
+            .insert(visitor.to_be_bytes(), encode_profile(profile)?)?;
+        Ok(())
+    }
+
+    fn delete_profile(&self, visitor: VisitorId) -> Result<(), StoreError> {
+        self.profiles.remove(visitor.to_be_bytes())?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+impl CatalogStore for SledStore {
+    fn load_catalog(&self) -> Result<Option<(Catalog, u64)>, StoreError> {
+        let mut catalog = Catalog::default();
+        let mut version = None;
+        for item in self.catalog.iter() {
+            let (key, value) = item?;
+            match key.first() {
+                Some(&KIND_VERSION) => {
+                    let bytes: [u8; 8] =
+                        value.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                            what: "catalog version",
+                            detail: format!("{} bytes instead of 8", value.len()),
+                        })?;
+                    version = Some(u64::from_be_bytes(bytes));
+                }
+                Some(&KIND_PROVIDER) => catalog.providers.push(decode_json::<Provider>(&value)?),
+                Some(&KIND_TRAIT) => catalog.traits.push(decode_json::<Trait>(&value)?),
+                Some(&KIND_SEGMENT) => catalog.segments.push(decode_json::<Segment>(&value)?),
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        what: "catalog key",
+                        detail: format!("unknown key {:?}", key.as_ref()),
+                    })
+                }
+            }
+        }
+        Ok(version.map(|v| (catalog, v)))
+    }
+
+    fn replace_catalog(&self, catalog: &Catalog) -> Result<u64, StoreError> {
+        let previous = self.load_catalog()?.map(|(_, v)| v).unwrap_or(0);
+        let version = previous + 1;
+        let mut batch = sled::Batch::default();
+        for key in self.catalog.iter().keys() {
+            batch.remove(key?);
+        }
+        for p in &catalog.providers {
+            batch.insert(
+                &catalog_key(KIND_PROVIDER, u64::from(p.pid))[..],
+                encode_json(p)?,
+            );
+        }
+        for t in &catalog.traits {
+            batch.insert(&catalog_key(KIND_TRAIT, t.sid)[..], encode_json(t)?);
+        }
+        for s in &catalog.segments {
+            batch.insert(&catalog_key(KIND_SEGMENT, s.sid)[..], encode_json(s)?);
+        }
+        batch.insert(&[KIND_VERSION][..], &version.to_be_bytes()[..]);
+        self.catalog.apply_batch(batch)?;
+        // An acknowledged catalog change must survive a crash (DESIGN.md §5).
+        self.db.flush()?;
+        Ok(version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::Realization;
+
+    fn open(dir: &Path) -> SledStore {
+        SledStore::open(dir, 8 << 20, 100).unwrap()
+    }
+
+    #[test]
+    fn profiles_persist_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = VisitorId::generate();
+        let mut p = Profile::default();
+        p.traits.insert(
+            1,
+            Realization {
+                first: 1,
+                last: 1,
+                count: 1,
+            },
+        );
+        {
+            let s = open(dir.path());
+            assert_eq!(s.load_profile(id).unwrap(), None);
+            s.save_profile(id, &p).unwrap();
+            s.flush().unwrap();
+        }
+        let s = open(dir.path());
+        assert_eq!(s.load_profile(id).unwrap(), Some(p));
+        s.delete_profile(id).unwrap();
+        assert_eq!(s.load_profile(id).unwrap(), None);
+    }
+
+    #[test]
+    fn corrupt_profiles_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let id = VisitorId::generate();
+        s.profiles
+            .insert(id.to_be_bytes(), &[7u8, 7, 7][..])
+            .unwrap();
+        assert!(matches!(
+            s.load_profile(id),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn catalog_replace_bumps_version_and_replaces_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        assert!(s.load_catalog().unwrap().is_none());
+        let c1: Catalog = serde_json::from_str(
+            r#"{"traits":[{"sid":1,"name":"a","traitType":"RULE_BASED_TRAIT","traitRule":"a==1","dataSourceId":1},
+                          {"sid":2,"name":"b","traitType":"RULE_BASED_TRAIT","traitRule":"b==1","dataSourceId":1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.replace_catalog(&c1).unwrap(), 1);
+        let mut c2 = c1.clone();
+        c2.traits.remove(0);
+        assert_eq!(s.replace_catalog(&c2).unwrap(), 2);
+        drop(s);
+        let s = open(dir.path());
+        let (loaded, version) = s.load_catalog().unwrap().unwrap();
+        assert_eq!(version, 2);
+        assert_eq!(loaded, c2);
+    }
+}
