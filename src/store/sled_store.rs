@@ -60,6 +60,14 @@ impl SledStore {
         Ok(self.db.size_on_disk()?)
     }
 
+    /// Stores raw bytes as a visitor's profile, bypassing the encoding: lets tests reproduce
+    /// corrupted records. Not for production use.
+    #[doc(hidden)]
+    pub fn put_raw_profile(&self, visitor: VisitorId, bytes: &[u8]) -> Result<(), StoreError> {
+        self.profiles.insert(visitor.to_be_bytes(), bytes)?;
+        Ok(())
+    }
+
     /// Number of stored profiles (walks the tree: for tests and tools, not for the hot path).
     pub fn profile_count(&self) -> usize {
         self.profiles.len()

@@ -1,0 +1,299 @@
+//! Shared test harness: real Tributary servers and real provider servers on 127.0.0.1:0,
+//! real sled stores in temporary directories.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use tempfile::TempDir;
+use tributary::catalog::Catalog;
+use tributary::config::Config;
+use tributary::server::{self, Running, StartOptions};
+
+/// How a test provider answers.
+#[derive(Clone, Debug)]
+pub enum Behavior {
+    /// `200` with these segment ids (and an optional `ttl`).
+    Segments(Vec<&'static str>, Option<u64>),
+    /// Never answers.
+    Hang,
+    /// Answers with this status and an empty body.
+    Status(u16),
+    /// `200` with this raw body.
+    Body(&'static str),
+    /// Waits, then behaves as the inner behavior.
+    Delay(u64, Box<Behavior>),
+}
+
+/// A provider server on loopback that records what it receives.
+pub struct TestProvider {
+    pub url: String,
+    hits: Arc<AtomicUsize>,
+    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+    headers: Arc<Mutex<Vec<actix_web::http::header::HeaderMap>>>,
+    handle: ServerHandle,
+}
+
+struct ProviderState {
+    behavior: Behavior,
+    hits: Arc<AtomicUsize>,
+    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+    headers: Arc<Mutex<Vec<actix_web::http::header::HeaderMap>>>,
+}
+
+impl TestProvider {
+    pub async fn start(behavior: Behavior) -> TestProvider {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let headers = Arc::new(Mutex::new(Vec::new()));
+        let state = web::Data::new(ProviderState {
+            behavior,
+            hits: hits.clone(),
+            bodies: bodies.clone(),
+            headers: headers.clone(),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .default_service(web::to(answer))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .expect("bind provider");
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        TestProvider {
+            url: format!("http://{addr}/segments"),
+            hits,
+            bodies,
+            headers,
+            handle,
+        }
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// JSON bodies received so far.
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.bodies.lock().unwrap().clone()
+    }
+
+    pub fn headers(&self) -> Vec<actix_web::http::header::HeaderMap> {
+        self.headers.lock().unwrap().clone()
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+async fn answer(
+    req: actix_web::HttpRequest,
+    body: web::Bytes,
+    state: web::Data<ProviderState>,
+) -> HttpResponse {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    state.headers.lock().unwrap().push(req.headers().clone());
+    if let Ok(json) = serde_json::from_slice(&body) {
+        state.bodies.lock().unwrap().push(json);
+    }
+    respond(&state.behavior).await
+}
+
+fn respond(
+    behavior: &Behavior,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = HttpResponse> + '_>> {
+    Box::pin(async move {
+        match behavior {
+            Behavior::Segments(ids, ttl) => {
+                let segs: Vec<_> = ids.iter().map(|id| serde_json::json!({"id": id})).collect();
+                let mut body =
+                    serde_json::json!({"user": {"data": [{"id": "p", "segment": segs}]}});
+                if let Some(ttl) = ttl {
+                    body["ttl"] = (*ttl).into();
+                }
+                HttpResponse::Ok().json(body)
+            }
+            Behavior::Hang => {
+                actix_rt::time::sleep(Duration::from_secs(3600)).await;
+                HttpResponse::Ok().finish()
+            }
+            Behavior::Status(code) => {
+                HttpResponse::build(actix_web::http::StatusCode::from_u16(*code).unwrap()).finish()
+            }
+            Behavior::Body(text) => HttpResponse::Ok()
+                .content_type("application/json")
+                .body(*text),
+            Behavior::Delay(ms, inner) => {
+                actix_rt::time::sleep(Duration::from_millis(*ms)).await;
+                respond(inner).await
+            }
+        }
+    })
+}
+
+/// A provider entry for a catalog.
+pub fn provider(
+    pid: u32,
+    name: &str,
+    url: &str,
+    data_source_id: u32,
+    timeout_ms: u32,
+) -> serde_json::Value {
+    serde_json::json!({"pid": pid, "name": name, "url": url, "dataSourceId": data_source_id, "timeoutMs": timeout_ms})
+}
+
+/// A catalog from JSON fragments.
+pub fn catalog(
+    providers: Vec<serde_json::Value>,
+    traits: serde_json::Value,
+    segments: serde_json::Value,
+) -> Catalog {
+    serde_json::from_value(
+        serde_json::json!({"providers": providers, "traits": traits, "segments": segments}),
+    )
+    .expect("valid test catalog")
+}
+
+/// A configuration for a test server: free port, store in `dir`, seed `catalog`.
+pub fn test_config(dir: &std::path::Path, catalog: &Catalog) -> Config {
+    let seed = dir.join("catalog.json");
+    std::fs::write(&seed, serde_json::to_vec(catalog).unwrap()).unwrap();
+    let mut config = Config::from_toml("", Some(Default::default())).unwrap();
+    config.server.bind = "127.0.0.1:0".into();
+    config.server.workers = 2;
+    config.store.path = dir.join("store");
+    config.store.cache_capacity = 8 << 20;
+    config.catalog.seed = Some(seed);
+    config.realtime.engine_threads = 2;
+    config.realtime.deadline_ms = 200;
+    config.realtime.min_provider_budget_ms = 5;
+    config.validate().unwrap();
+    config
+}
+
+/// A running server with its temporary directory.
+pub struct TestServer {
+    pub running: Running,
+    pub base: String,
+    /// Keeps the store directory until the server is dropped.
+    _dir: Arc<TempDir>,
+}
+
+impl TestServer {
+    pub async fn start(catalog: &Catalog) -> TestServer {
+        Self::start_with(catalog, |_| {}).await
+    }
+
+    pub async fn start_with(catalog: &Catalog, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let mut config = test_config(dir.path(), catalog);
+        tweak(&mut config);
+        config.validate().unwrap();
+        Self::start_config(config, dir).await
+    }
+
+    pub async fn start_config(config: Config, dir: Arc<TempDir>) -> TestServer {
+        let running = server::start(
+            config,
+            StartOptions {
+                handle_signals: false,
+            },
+        )
+        .await
+        .expect("server starts");
+        let base = format!("http://{}", running.addr());
+        TestServer {
+            running,
+            base,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("{}{}", self.base, path_and_query)
+    }
+
+    pub async fn stop(self) {
+        self.running.stop().await.expect("clean stop");
+    }
+}
+
+/// An HTTP answer, read whole.
+pub struct Reply {
+    pub status: u16,
+    pub headers: actix_web::http::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    /// The `demdex` value set by the answer.
+    pub fn visitor_cookie(&self) -> Option<String> {
+        self.headers.get_all("set-cookie").find_map(|v| {
+            let text = v.to_str().ok()?;
+            let value = text.strip_prefix("demdex=")?;
+            Some(value.split(';').next()?.to_string())
+        })
+    }
+}
+
+pub fn client() -> awc::Client {
+    awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish()
+}
+
+pub async fn get(url: &str) -> Reply {
+    read(client().get(url).send().await.expect("request")).await
+}
+
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = client().get(url);
+    for (k, v) in headers {
+        req = req.insert_header((*k, *v));
+    }
+    read(req.send().await.expect("request")).await
+}
+
+pub async fn post(url: &str, content_type: &str, body: Vec<u8>) -> Reply {
+    let req = client()
+        .post(url)
+        .insert_header(("content-type", content_type));
+    read(req.send_body(body).await.expect("request")).await
+}
+
+pub async fn read(
+    mut res: awc::ClientResponse<
+        impl futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>>
+            + Unpin,
+    >,
+) -> Reply {
+    let body = res.body().limit(1 << 20).await.expect("body").to_vec();
+    Reply {
+        status: res.status().as_u16(),
+        headers: res.headers().clone(),
+        body,
+    }
+}
+
+/// A fixed visitor id for `d_uuid`.
+pub const VISITOR: &str = "12345678901234567890123456789012345678";

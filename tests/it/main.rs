@@ -1,0 +1,8 @@
+//! Integration tests, compiled as one binary (one link instead of one per file).
+
+mod actors;
+mod common;
+mod event_api;
+mod providers;
+mod restart;
+mod visitors;

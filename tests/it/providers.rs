@@ -1,0 +1,239 @@
+//! Provider fan-out over real sockets (DESIGN.md §3): answers become onboarded traits, and
+//! nothing a provider does delays or breaks the reply.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::*;
+
+fn onboarded(traits: &[(u64, u32, &str)]) -> serde_json::Value {
+    traits
+        .iter()
+        .map(|(sid, ds, seg)| {
+            json!({"sid": sid, "name": format!("t{sid}"), "traitType": "ON_BOARDED_TRAIT",
+                   "traitRule": format!("segment == \"{seg}\""), "dataSourceId": ds})
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_fast_providers_segment_becomes_a_segment_in_the_reply() {
+    let acme = TestProvider::start(Behavior::Segments(vec!["auto-intender", "other"], None)).await;
+    let cat = catalog(
+        vec![provider(1, "acme", &acme.url, 1001, 150)],
+        onboarded(&[(21, 1001, "auto-intender"), (22, 1001, "not-sent")]),
+        json!([{"sid": 101, "name": "auto", "segmentRule": "21T", "dataSourceId": 1},
+               {"sid": 102, "name": "never", "segmentRule": "22T", "dataSourceId": 1}]),
+    );
+    let server = TestServer::start(&cat).await;
+    let reply = get_with(
+        &server.url(&format!(
+            "/event?d_rtbd=json&d_cts=2&d_uuid={VISITOR}&c_page=cars&p_secret=s3cret"
+        )),
+        &[
+            ("referer", "https://site.example/a"),
+            ("user-agent", "UA/1"),
+            ("x-forwarded-for", "203.0.113.77"),
+        ],
+    )
+    .await;
+    let body = reply.json();
+    assert_eq!(body["traits"], json!([21]));
+    assert_eq!(body["segments"], json!([101]));
+    assert_eq!(body["providers"], json!({"acme": "ok"}));
+
+    // What the provider received: the protocol body, no private signal, an anonymized IP.
+    let sent = &acme.bodies()[0];
+    assert_eq!(sent["id"], body["tid"]);
+    assert_eq!(sent["user"]["ext"]["uuid"], VISITOR);
+    assert_eq!(sent["signals"], json!({"c_page": "cars"}));
+    assert_eq!(sent["site"]["page"], "https://site.example/a");
+    assert_eq!(sent["device"], json!({"ua": "UA/1", "ip": "203.0.113.0"}));
+    let tmax = sent["tmax"].as_u64().unwrap();
+    assert!(tmax > 0 && tmax <= 150, "tmax {tmax}");
+    let headers = &acme.headers()[0];
+    assert_eq!(
+        headers.get("x-tributary-tid").unwrap().to_str().unwrap(),
+        body["tid"].as_str().unwrap()
+    );
+    assert_eq!(headers.get("content-type").unwrap(), "application/json");
+    assert!(!serde_json::to_string(sent).unwrap().contains("s3cret"));
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn hanging_providers_do_not_delay_the_reply_past_the_deadline() {
+    let hang1 = TestProvider::start(Behavior::Hang).await;
+    let hang2 = TestProvider::start(Behavior::Hang).await;
+    let fast = TestProvider::start(Behavior::Segments(vec!["x"], None)).await;
+    let cat = catalog(
+        vec![
+            provider(1, "hang1", &hang1.url, 1001, 5000),
+            provider(2, "hang2", &hang2.url, 1002, 5000),
+            provider(3, "fast", &fast.url, 1003, 5000),
+        ],
+        onboarded(&[(31, 1003, "x")]),
+        json!([{"sid": 103, "name": "fast", "segmentRule": "31T", "dataSourceId": 1}]),
+    );
+    let deadline_ms = 150;
+    let server = TestServer::start_with(&cat, |c| c.realtime.deadline_ms = deadline_ms).await;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let reply = get(&server.url("/event?d_rtbd=json&d_cts=2")).await;
+        let elapsed = started.elapsed();
+        let body = reply.json();
+        assert_eq!(
+            body["providers"],
+            json!({"hang1": "timeout", "hang2": "timeout", "fast": "ok"})
+        );
+        assert_eq!(
+            body["segments"],
+            json!([103]),
+            "the other provider's segments still arrive"
+        );
+        assert!(body.get("errors").is_none(), "{body}");
+        // The providers hang for an hour; the answer comes at the deadline, not after them.
+        // (A loose bound: this checks behaviour, not speed; see BENCHMARKS.md for latency.)
+        assert!(
+            elapsed < Duration::from_millis(deadline_ms + 400),
+            "took {elapsed:?}"
+        );
+        assert!(
+            elapsed >= Duration::from_millis(deadline_ms / 2),
+            "answered before waiting: {elapsed:?}"
+        );
+    }
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn failing_providers_yield_their_outcome_and_nothing_else() {
+    let e500 = TestProvider::start(Behavior::Status(500)).await;
+    let e404 = TestProvider::start(Behavior::Status(404)).await;
+    let e302 = TestProvider::start(Behavior::Status(302)).await;
+    let garbage = TestProvider::start(Behavior::Body("this is not json")).await;
+    let wrong_shape = TestProvider::start(Behavior::Body(r#"{"user":{"data":"auto"}}"#)).await;
+    let nodata = TestProvider::start(Behavior::Status(204)).await;
+    let ok = TestProvider::start(Behavior::Segments(vec!["auto"], None)).await;
+    // A closed port: bind, learn the address, stop.
+    let closed = TestProvider::start(Behavior::Status(200)).await;
+    closed.stop().await;
+
+    let names = [
+        "e500",
+        "e404",
+        "e302",
+        "garbage",
+        "wrong_shape",
+        "nodata",
+        "closed",
+        "ok",
+    ];
+    let urls = [
+        &e500.url,
+        &e404.url,
+        &e302.url,
+        &garbage.url,
+        &wrong_shape.url,
+        &nodata.url,
+        &closed.url,
+        &ok.url,
+    ];
+    let providers = names
+        .iter()
+        .zip(urls)
+        .enumerate()
+        .map(|(i, (name, url))| provider(i as u32 + 1, name, url, 1001 + i as u32, 150))
+        .collect();
+    // Every provider's data source has an onboarded trait that would match "auto".
+    let traits: Vec<(u64, u32, &str)> = (0..8).map(|i| (21 + i as u64, 1001 + i, "auto")).collect();
+    let cat = catalog(
+        providers,
+        onboarded(&traits),
+        json!([{"sid": 101, "name": "any", "segmentRule": "21T OR 22T OR 23T OR 24T OR 25T OR 26T OR 27T OR 28T", "dataSourceId": 1}]),
+    );
+    let server = TestServer::start(&cat).await;
+    let body = get(&server.url("/event?d_rtbd=json&d_cts=2")).await.json();
+    assert_eq!(
+        body["providers"],
+        json!({"e500": "error", "e404": "error", "e302": "error", "garbage": "error",
+               "wrong_shape": "error", "nodata": "nodata", "closed": "error", "ok": "ok"})
+    );
+    assert_eq!(
+        body["traits"],
+        json!([28]),
+        "only the good provider's answer realizes a trait"
+    );
+    assert_eq!(body["segments"], json!([101]));
+    assert!(body.get("errors").is_none());
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn fresh_answers_are_reused_from_the_profile() {
+    let acme = TestProvider::start(Behavior::Segments(vec!["auto"], Some(3600))).await;
+    let cat = catalog(
+        vec![provider(1, "acme", &acme.url, 1001, 150)],
+        onboarded(&[(21, 1001, "auto")]),
+        json!([{"sid": 101, "name": "auto", "segmentRule": "21T", "dataSourceId": 1}]),
+    );
+    let server = TestServer::start(&cat).await;
+    let url = server.url(&format!("/event?d_rtbd=json&d_cts=2&d_uuid={VISITOR}"));
+    let first = get(&url).await.json();
+    assert_eq!(first["providers"], json!({"acme": "ok"}));
+    let second = get(&url).await.json();
+    assert_eq!(second["providers"], json!({"acme": "cached"}));
+    assert_eq!(second["segments"], json!([101]));
+    assert_eq!(acme.hits(), 1);
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn providers_are_skipped_when_the_budget_is_too_small() {
+    let acme = TestProvider::start(Behavior::Segments(vec!["auto"], None)).await;
+    let cat = catalog(
+        vec![provider(1, "acme", &acme.url, 1001, 150)],
+        json!([]),
+        json!([]),
+    );
+    let server = TestServer::start_with(&cat, |c| {
+        c.realtime.deadline_ms = 30;
+        c.realtime.network_buffer_ms = 10;
+        c.realtime.reply_reserve_ms = 10;
+        c.realtime.min_provider_budget_ms = 15;
+    })
+    .await;
+    let body = get(&server.url("/event?d_rtbd=json&d_cts=2")).await.json();
+    assert_eq!(body["providers"], json!({"acme": "skipped"}));
+    assert_eq!(acme.hits(), 0);
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn a_slow_provider_times_out_but_keeps_its_budget() {
+    // Slower than the deadline allows, faster than its own timeout: a timeout for this event.
+    let slow = TestProvider::start(Behavior::Delay(
+        400,
+        Box::new(Behavior::Segments(vec!["auto"], None)),
+    ))
+    .await;
+    let cat = catalog(
+        vec![provider(1, "slow", &slow.url, 1001, 1000)],
+        onboarded(&[(21, 1001, "auto")]),
+        json!([]),
+    );
+    let server = TestServer::start_with(&cat, |c| c.realtime.deadline_ms = 100).await;
+    let started = Instant::now();
+    let body = get(&server.url("/event?d_rtbd=json&d_cts=2")).await.json();
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "did not wait for the slow provider"
+    );
+    assert_eq!(body["providers"], json!({"slow": "timeout"}));
+    assert_eq!(body["traits"], json!([]));
+    // The provider was told the budget left for it, capped below the deadline.
+    let tmax = slow.bodies()[0]["tmax"].as_u64().unwrap();
+    assert!(tmax <= 90, "tmax {tmax}");
+    server.stop().await;
+}

@@ -1,0 +1,104 @@
+//! Visitor sessions over HTTP: concurrency of one visitor, idle sessions.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tributary::ids::VisitorId;
+use tributary::store::ProfileStore;
+
+use crate::common::*;
+
+fn counting_catalog() -> tributary::catalog::Catalog {
+    catalog(
+        vec![],
+        json!([{"sid": 11, "name": "hit", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_hit == 1", "dataSourceId": 1}]),
+        json!([{"sid": 101, "name": "hit", "segmentRule": "11T", "dataSourceId": 1}]),
+    )
+}
+
+#[actix_web::test]
+async fn concurrent_events_of_one_visitor_all_count() {
+    let server = TestServer::start(&counting_catalog()).await;
+    let url = server.url(&format!(
+        "/event?d_rtbd=json&d_cts=2&d_uuid={VISITOR}&c_hit=1"
+    ));
+    let requests = (0..20).map(|_| get(&url));
+    let replies = futures_util::future::join_all(requests).await;
+    for reply in &replies {
+        assert_eq!(reply.json()["segments"], json!([101]));
+    }
+    let visitor = VisitorId::parse(VISITOR).unwrap();
+    let profile = server
+        .running
+        .store()
+        .load_profile(visitor)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        profile.traits[&11].count, 20,
+        "every concurrent event counted once"
+    );
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn many_visitors_at_once_each_get_their_own_profile() {
+    let server = TestServer::start(&counting_catalog()).await;
+    let ids: Vec<String> = (0..50)
+        .map(|i| format!("{:038}", 10u128.pow(37) + i))
+        .collect();
+    let urls: Vec<String> = ids
+        .iter()
+        .flat_map(|id| {
+            let url = server.url(&format!("/event?d_rtbd=json&d_uuid={id}&c_hit=1"));
+            [url.clone(), url]
+        })
+        .collect();
+    futures_util::future::join_all(urls.iter().map(|u| get(u))).await;
+    for id in &ids {
+        let profile = server
+            .running
+            .store()
+            .load_profile(VisitorId::parse(id).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(profile.traits[&11].count, 2, "visitor {id}");
+    }
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn idle_sessions_stop_and_a_returning_visitor_is_served_from_the_store() {
+    let server =
+        TestServer::start_with(&counting_catalog(), |c| c.realtime.session_idle_secs = 1).await;
+    let url = server.url(&format!(
+        "/event?d_rtbd=json&d_cts=2&d_uuid={VISITOR}&c_hit=1"
+    ));
+    get(&url).await;
+    assert_eq!(server.running.sessions().len(), 1);
+    let mut waited = Duration::ZERO;
+    while !server.running.sessions().is_empty() && waited < Duration::from_secs(5) {
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+    assert!(
+        server.running.sessions().is_empty(),
+        "the idle session stopped"
+    );
+    let body = get(&server.url(&format!("/event?d_rtbd=json&d_cts=2&d_uuid={VISITOR}")))
+        .await
+        .json();
+    assert_eq!(
+        body["segments"],
+        json!([101]),
+        "the profile was saved before the session stopped"
+    );
+    let profile = server
+        .running
+        .store()
+        .load_profile(VisitorId::parse(VISITOR).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(profile.traits[&11].count, 1);
+    server.stop().await;
+}
