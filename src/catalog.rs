@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::rules::segment_rule::SegmentRule;
 use crate::rules::trait_rule::TraitRule;
+use crate::rules::RuleError;
 
 /// Longest name, description or integration code (AAM: names ≤ 255 characters).
 const MAX_TEXT: usize = 255;
@@ -190,6 +191,12 @@ impl Catalog {
 
     /// Checks every object and every reference; the first problem found is returned.
     pub fn validate(&self) -> Result<(), CatalogError> {
+        self.parse_rules().map(|_| ())
+    }
+
+    /// Validates the catalog and returns its parsed rules, in catalog order, so that compiling
+    /// a catalog parses each rule once.
+    pub fn parse_rules(&self) -> Result<ParsedRules, CatalogError> {
         let mut pids = HashSet::new();
         for p in &self.providers {
             let object = format!("provider {}", p.pid);
@@ -229,6 +236,7 @@ impl Catalog {
         }
 
         let mut trait_ids = BTreeSet::new();
+        let mut trait_rules = Vec::with_capacity(self.traits.len());
         for t in &self.traits {
             let object = format!("trait {}", t.sid);
             if !trait_ids.insert(t.sid) {
@@ -244,15 +252,13 @@ impl Catalog {
                     format!("must be at most {MAX_TTL_DAYS} days"),
                 ));
             }
-            TraitRule::parse(&t.trait_rule).map_err(|e| CatalogError {
-                object: object.clone(),
-                field: "traitRule",
-                message: e.message,
-                offset: Some(e.offset),
-            })?;
+            let rule = TraitRule::parse(&t.trait_rule)
+                .map_err(|e| CatalogError::rule(object, "traitRule", e))?;
+            trait_rules.push(rule);
         }
 
         let mut segment_ids = HashSet::new();
+        let mut segment_rules = Vec::with_capacity(self.segments.len());
         for s in &self.segments {
             let object = format!("segment {}", s.sid);
             if !segment_ids.insert(s.sid) {
@@ -261,12 +267,8 @@ impl Catalog {
             check_name(&object, &s.name)?;
             check_text(&object, "description", &s.description, 2000)?;
             check_text(&object, "integrationCode", &s.integration_code, MAX_TEXT)?;
-            let rule = SegmentRule::parse(&s.segment_rule).map_err(|e| CatalogError {
-                object: object.clone(),
-                field: "segmentRule",
-                message: e.message,
-                offset: Some(e.offset),
-            })?;
+            let rule = SegmentRule::parse(&s.segment_rule)
+                .map_err(|e| CatalogError::rule(object.clone(), "segmentRule", e))?;
             if let Some(missing) = rule.traits().iter().find(|t| !trait_ids.contains(t)) {
                 return Err(err(
                     object,
@@ -274,8 +276,30 @@ impl Catalog {
                     format!("references unknown trait {missing}T"),
                 ));
             }
+            segment_rules.push(rule);
         }
-        Ok(())
+        Ok(ParsedRules {
+            traits: trait_rules,
+            segments: segment_rules,
+        })
+    }
+}
+
+/// The rules of a validated catalog, in the order of its `traits` and `segments`.
+pub struct ParsedRules {
+    pub traits: Vec<TraitRule>,
+    pub segments: Vec<SegmentRule>,
+}
+
+impl CatalogError {
+    /// A rule that does not parse: the rule error's message and offset, on `field`.
+    fn rule(object: String, field: &'static str, e: RuleError) -> Self {
+        CatalogError {
+            object,
+            field,
+            message: e.message,
+            offset: Some(e.offset),
+        }
     }
 }
 

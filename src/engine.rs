@@ -80,7 +80,7 @@ pub struct Evaluation {
 impl CompiledCatalog {
     /// Validates and compiles a catalog.
     pub fn compile(catalog: &Catalog, version: u64) -> Result<CompiledCatalog, CatalogError> {
-        catalog.validate()?;
+        let parsed = catalog.parse_rules()?;
         let providers = catalog
             .providers
             .iter()
@@ -92,7 +92,7 @@ impl CompiledCatalog {
         let mut traits = HashMap::new();
         let mut rule_traits = Vec::new();
         let mut onboarded_by_source: HashMap<u32, Vec<RuleTrait>> = HashMap::new();
-        for t in &catalog.traits {
+        for (t, rule) in catalog.traits.iter().zip(parsed.traits) {
             let onboarded = t.trait_type == TraitType::OnBoardedTrait;
             let active = t.status == Status::Active;
             traits.insert(
@@ -106,14 +106,6 @@ impl CompiledCatalog {
             if !active {
                 continue;
             }
-            // validate() parsed every rule already; a failure here would be a bug, reported
-            // as the same validation error rather than a panic.
-            let rule = TraitRule::parse(&t.trait_rule).map_err(|e| CatalogError {
-                object: format!("trait {}", t.sid),
-                field: "traitRule",
-                message: e.message,
-                offset: Some(e.offset),
-            })?;
             let compiled = RuleTrait {
                 sid: t.sid,
                 data_source_id: t.data_source_id,
@@ -142,17 +134,10 @@ impl CompiledCatalog {
 
         let mut segments = Vec::new();
         let mut segments_by_trait: HashMap<u64, Vec<usize>> = HashMap::new();
-        for s in catalog
-            .segments
-            .iter()
-            .filter(|s| s.status == Status::Active)
-        {
-            let rule = SegmentRule::parse(&s.segment_rule).map_err(|e| CatalogError {
-                object: format!("segment {}", s.sid),
-                field: "segmentRule",
-                message: e.message,
-                offset: Some(e.offset),
-            })?;
+        for (s, rule) in catalog.segments.iter().zip(parsed.segments) {
+            if s.status != Status::Active {
+                continue;
+            }
             let index = segments.len();
             for t in rule.traits() {
                 segments_by_trait.entry(*t).or_default().push(index);
