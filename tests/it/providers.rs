@@ -120,7 +120,13 @@ async fn failing_providers_yield_their_outcome_and_nothing_else() {
     let closed = TestProvider::start(Behavior::Status(200)).await;
     closed.stop().await;
 
+    // HTTPS to a plain-HTTP server: the TLS handshake fails (and the rustls path is exercised:
+    // without a crypto provider awc would panic here, CRATES.md F1).
+    let plain = TestProvider::start(Behavior::Segments(vec!["auto"], None)).await;
+    let tls_to_plain = plain.url.replace("http://", "https://");
+
     let names = [
+        "tls",
         "e500",
         "e404",
         "e302",
@@ -131,6 +137,7 @@ async fn failing_providers_yield_their_outcome_and_nothing_else() {
         "ok",
     ];
     let urls = [
+        &tls_to_plain,
         &e500.url,
         &e404.url,
         &e302.url,
@@ -147,23 +154,28 @@ async fn failing_providers_yield_their_outcome_and_nothing_else() {
         .map(|(i, (name, url))| provider(i as u32 + 1, name, url, 1001 + i as u32, 150))
         .collect();
     // Every provider's data source has an onboarded trait that would match "auto".
-    let traits: Vec<(u64, u32, &str)> = (0..8).map(|i| (21 + i as u64, 1001 + i, "auto")).collect();
+    let traits: Vec<(u64, u32, &str)> = (0..9).map(|i| (21 + i as u64, 1001 + i, "auto")).collect();
     let cat = catalog(
         providers,
         onboarded(&traits),
-        json!([{"sid": 101, "name": "any", "segmentRule": "21T OR 22T OR 23T OR 24T OR 25T OR 26T OR 27T OR 28T", "dataSourceId": 1}]),
+        json!([{"sid": 101, "name": "any", "segmentRule": "21T OR 22T OR 23T OR 24T OR 25T OR 26T OR 27T OR 28T OR 29T", "dataSourceId": 1}]),
     );
     let server = TestServer::start(&cat).await;
     let body = get(&server.url("/event?d_rtbd=json&d_cts=2")).await.json();
     assert_eq!(
         body["providers"],
         json!({"e500": "error", "e404": "error", "e302": "error", "garbage": "error",
-               "wrong_shape": "error", "nodata": "nodata", "closed": "error", "ok": "ok"})
+               "wrong_shape": "error", "nodata": "nodata", "closed": "error", "tls": "error", "ok": "ok"})
     );
     assert_eq!(
         body["traits"],
-        json!([28]),
+        json!([29]),
         "only the good provider's answer realizes a trait"
+    );
+    assert_eq!(
+        plain.hits(),
+        0,
+        "no HTTP request went through the failed handshake"
     );
     assert_eq!(body["segments"], json!([101]));
     assert!(body.get("errors").is_none());
