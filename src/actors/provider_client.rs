@@ -20,6 +20,7 @@ use actix::{
 };
 use actix_web::http::{header, Version};
 use actix_web::web::Bytes;
+use awc::error::{ConnectError, SendRequestError};
 
 use crate::catalog::Provider;
 use crate::ids::Tid;
@@ -115,9 +116,13 @@ impl Handler<LookupSegments> for ProviderClient {
             .insert_header(("X-Tributary-Tid", msg.tid.as_str()))
             .send_body(msg.body);
         let call = async move {
-            let mut response = request
-                .await
-                .map_err(|e| CallError::Request(e.to_string()))?;
+            let mut response = request.await.map_err(|e| match e {
+                // awc's own request and connect timeouts are the provider being too slow.
+                SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
+                    CallError::Timeout(timeout_ms)
+                }
+                other => CallError::Request(other.to_string()),
+            })?;
             let status = response.status().as_u16();
             // awc's request timeout stops at the response head; the outer timeout below covers
             // the body too, so a provider trickling bytes cannot hold the call open.

@@ -249,3 +249,21 @@ async fn a_slow_provider_times_out_but_keeps_its_budget() {
     assert!(tmax <= 90, "tmax {tmax}");
     server.stop().await;
 }
+
+#[actix_web::test]
+async fn a_provider_slower_than_its_own_timeout_is_a_timeout() {
+    // The provider's timeout (50 ms) ends the call before the event's deadline (200 ms): the
+    // outcome is still "timeout", not "error", and the answer does not wait for the deadline.
+    let hang = TestProvider::start(Behavior::Hang).await;
+    let cat = catalog(
+        vec![provider(1, "hang", &hang.url, 1001, 50)],
+        json!([]),
+        json!([]),
+    );
+    let server = TestServer::start_with(&cat, |c| c.realtime.deadline_ms = 200).await;
+    for _ in 0..2 {
+        let body = get(&server.url("/event?d_rtbd=json&d_cts=2")).await.json();
+        assert_eq!(body["providers"], json!({"hang": "timeout"}));
+    }
+    server.stop().await;
+}
