@@ -4,7 +4,7 @@
 //!
 //! | metric | kind | labels |
 //! | --- | --- | --- |
-//! | `tributary_events_total` | counter | `result` (`ok`, `opted_out`, `ignored`, `timeout`) |
+//! | `tributary_events_total` | counter | `result` (`ok`, `opted_out`, `ignored`, `timeout`, `error`) |
 //! | `tributary_event_duration_seconds` | histogram | |
 //! | `tributary_provider_calls_total` | counter | `provider`, `outcome` |
 //! | `tributary_provider_wait_seconds` | histogram | `provider` |
