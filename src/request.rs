@@ -445,6 +445,24 @@ mod tests {
     }
 
     #[test]
+    fn oversized_input_is_parsed_without_trouble() {
+        // The HTTP layer refuses more than 8 KB / 32 KB; the parser itself must still cope
+        // with anything it is handed.
+        let many_keys: String = (0..50_000).map(|i| format!("c_k{i}=v&")).collect();
+        let r = parse(&many_keys);
+        assert_eq!(r.signals.len(), 50_000);
+        let huge_value = format!("c_x={}", "a,".repeat(500_000));
+        let r = parse(&huge_value);
+        assert_eq!(r.signals.get("c_x").len(), 500_000);
+        let long_key = format!("{}=1", "k".repeat(300));
+        assert_eq!(
+            parse(&long_key).errors.len(),
+            1,
+            "keys over 255 bytes are refused"
+        );
+    }
+
+    #[test]
     fn d_sid_is_capped() {
         let many: Vec<String> = (0..1500).map(|i| i.to_string()).collect();
         let r = parse(&format!("d_sid={}", many.join(",")));
