@@ -226,7 +226,9 @@ async fn run_event(
             }
             result.realized = done.evaluation.realized;
             result.segments = done.evaluation.segments;
-            if persist && done.saved.is_ok() {
+            // After a failed write the profile stays in memory, so the next event's write
+            // carries this event's realizations too.
+            if persist {
                 ProfileState::Loaded(done.profile)
             } else {
                 ProfileState::Unloaded
