@@ -21,6 +21,7 @@
 //! - [`server`]: the HTTP listener and [`server::start`], which wires everything together.
 //! - [`metrics`]: the Prometheus exporter.
 //! - [`mock_provider`] and [`demo`]: sample providers and the `tributary demo` command.
+//! - [`bench`]: `tributary bench`, the benchmark tool (load generator, ceilings, scenarios).
 //!
 //! # Invariants
 //! - Only `store` touches sled, and store calls run on the engine's sync threads, never on an
@@ -30,6 +31,7 @@
 //! - `p_` signals are never stored, logged or sent to providers.
 
 pub mod actors;
+pub mod bench;
 pub mod catalog;
 pub mod config;
 pub mod demo;

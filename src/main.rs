@@ -4,8 +4,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tributary::bench::{baseline, BenchOptions};
 use tributary::config::Config;
 use tributary::mock_provider::{self, MockBehavior};
 use tributary::server::{self, StartOptions};
@@ -50,11 +52,55 @@ enum Command {
         /// Share of calls answered with 500.
         #[arg(long, default_value_t = 0.0)]
         error_share: f64,
+        /// Share of calls answered only after `--slow-ms`.
+        #[arg(long, default_value_t = 0.0)]
+        slow_share: f64,
+        #[arg(long, default_value_t = 0)]
+        slow_ms: u64,
         /// `ttl` (seconds) to put in answers.
         #[arg(long)]
         ttl: Option<u64>,
         #[arg(long, default_value_t = 1)]
         workers: usize,
+    },
+    /// Measure Tributary against bare HTTP and bare fan-out ceilings (see BENCHMARKS.md).
+    Bench {
+        /// A run of a few seconds that only checks that the tool works (CI).
+        #[arg(long)]
+        smoke: bool,
+        /// Measured seconds per scenario.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Unmeasured warm-up seconds before each measurement.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Keep-alive connections of closed-loop scenarios.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Visitor population (Zipf-distributed repeat visits).
+        #[arg(long, default_value_t = 1_000_000)]
+        visitors: u64,
+        /// Scenarios to run (repeatable); default: all but soak.
+        #[arg(long = "scenario", value_enum)]
+        scenarios: Vec<tributary::bench::Scenario>,
+        /// Length of the soak scenario in seconds.
+        #[arg(long, default_value_t = 600)]
+        soak_secs: u64,
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "bench-results.json")]
+        out: PathBuf,
+    },
+    /// A ceiling for `bench`: `http` (fixed JSON) or `fanout` (calls providers, no logic).
+    #[command(hide = true)]
+    BenchBaseline {
+        #[arg(value_parser = ["http", "fanout"])]
+        kind: String,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: SocketAddr,
+        #[arg(long = "provider")]
+        providers: Vec<String>,
+        #[arg(long, default_value_t = 80)]
+        timeout_ms: u64,
     },
 }
 
@@ -105,6 +151,8 @@ fn main() -> ExitCode {
             segments,
             latency_ms,
             error_share,
+            slow_share,
+            slow_ms,
             ttl,
             workers,
         } => system.block_on(async move {
@@ -112,9 +160,10 @@ fn main() -> ExitCode {
                 name,
                 segments,
                 latency_ms,
+                slow_share,
+                slow_ms,
                 error_share,
                 ttl_secs: ttl,
-                ..Default::default()
             };
             let provider = mock_provider::start(bind, behavior, workers)
                 .await
@@ -123,6 +172,47 @@ fn main() -> ExitCode {
             tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
             provider.stop().await;
             Ok(())
+        }),
+        Command::Bench {
+            smoke,
+            duration,
+            warmup,
+            connections,
+            visitors,
+            scenarios,
+            soak_secs,
+            out,
+        } => {
+            let mut options = if smoke {
+                BenchOptions::smoke(out)
+            } else {
+                BenchOptions {
+                    duration: Duration::from_secs_f64(duration.max(0.1)),
+                    warmup: Duration::from_secs_f64(warmup.max(0.0)),
+                    connections: connections.max(1),
+                    visitors: visitors.max(1),
+                    scenarios: Vec::new(),
+                    soak: Duration::from_secs(soak_secs),
+                    out,
+                }
+            };
+            options.scenarios = scenarios;
+            tributary::bench::run(options).map(|_| ())
+        }
+        Command::BenchBaseline {
+            kind,
+            bind,
+            providers,
+            timeout_ms,
+        } => system.block_on(async move {
+            let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let served = if kind == "http" {
+                baseline::http_ceiling(bind, workers).await
+            } else {
+                let timeout = Duration::from_millis(timeout_ms);
+                baseline::fanout_ceiling(bind, workers, providers, timeout).await
+            };
+            served.map_err(|e| format!("{kind} baseline: {e}"))
         }),
     };
     match outcome {

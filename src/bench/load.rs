@@ -1,0 +1,398 @@
+//! The load generator: keep-alive HTTP/1.1 connections driven closed-loop (fixed concurrency)
+//! or open-loop (fixed rate), latencies into an HDR histogram.
+//!
+//! The client is a minimal hand-written HTTP/1.1 client on tokio rather than awc: on a
+//! two-core machine the generator competes with the server for CPU, and every cycle it saves
+//! is a cycle the system under test gets. It sends one request at a time per connection and
+//! reads `Content-Length` bodies, which is all the servers under test produce.
+//!
+//! Open-loop latencies are measured from each request's *intended* send time, so a server that
+//! falls behind is charged for the queueing it causes (no coordinated omission).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{RngExt as _, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Who visits: a population of visitor ids and how often each comes back.
+#[derive(Clone, Debug)]
+pub enum Visitors {
+    /// Ids 0..n with Zipf-distributed repeat visits (exponent 1.0): a few visitors come back
+    /// often, most rarely.
+    Zipf(u64),
+    /// Ids 0..n visited in order, each once (then again from the start): every event is a
+    /// visitor not seen for a long time.
+    Sequential(u64),
+}
+
+/// Builds the request target (`/event?...`) for a visitor index.
+pub type TargetFn = Arc<dyn Fn(u64, &mut SmallRng) -> String + Send + Sync>;
+
+/// What one run does.
+#[derive(Clone)]
+pub struct LoadSpec {
+    pub addr: SocketAddr,
+    pub connections: usize,
+    pub duration: Duration,
+    /// `None`: closed loop, each connection sends as soon as it has an answer.
+    pub rate: Option<f64>,
+    pub visitors: Visitors,
+    pub target: TargetFn,
+    /// Counts requests as they finish, for a progress display.
+    pub progress: Option<Arc<AtomicU64>>,
+    /// With [`Visitors::Sequential`]: stop once every visitor had one visit (the duration is
+    /// then only a cap).
+    pub once: bool,
+}
+
+/// What one run measured.
+#[derive(Clone, Debug)]
+pub struct LoadResult {
+    pub requests: u64,
+    pub by_status: BTreeMap<u16, u64>,
+    /// Connection or protocol failures.
+    pub failures: u64,
+    pub elapsed: Duration,
+    /// Latency in microseconds, all requests.
+    pub latency: Histogram<u64>,
+}
+
+impl LoadResult {
+    pub fn per_second(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn count(&self, status: u16) -> u64 {
+        self.by_status.get(&status).copied().unwrap_or(0)
+    }
+
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    pub fn max_ms(&self) -> f64 {
+        self.latency.max() as f64 / 1000.0
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 120 s at 3 significant figures; the bounds are constants, so this cannot fail.
+    Histogram::new_with_bounds(1, 120_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).expect("histogram"))
+}
+
+/// Runs the load on its own thread and tokio runtime and waits for the result.
+pub fn run(spec: LoadSpec) -> io::Result<LoadResult> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(drive(spec))
+    })
+    .join()
+    .map_err(|_| io::Error::other("load generator thread panicked"))?
+}
+
+async fn drive(spec: LoadSpec) -> io::Result<LoadResult> {
+    let start = Instant::now();
+    let end = start + spec.duration;
+    let stop = Arc::new(AtomicBool::new(false));
+    let local = tokio::task::LocalSet::new();
+    let mut handles = Vec::new();
+    for k in 0..spec.connections {
+        let spec = spec.clone();
+        let stop = stop.clone();
+        handles.push(local.spawn_local(async move { connection(spec, k, start, end, stop).await }));
+    }
+    let results = local
+        .run_until(async move {
+            let mut out = Vec::new();
+            for h in handles {
+                out.push(h.await);
+            }
+            out
+        })
+        .await;
+    let mut total = LoadResult {
+        requests: 0,
+        by_status: BTreeMap::new(),
+        failures: 0,
+        elapsed: start.elapsed(),
+        latency: new_histogram(),
+    };
+    for r in results {
+        let r = r.map_err(|e| io::Error::other(format!("load task failed: {e}")))?;
+        total.requests += r.requests;
+        total.failures += r.failures;
+        for (status, n) in r.by_status {
+            *total.by_status.entry(status).or_default() += n;
+        }
+        total
+            .latency
+            .add(&r.latency)
+            .map_err(|e| io::Error::other(format!("histogram: {e}")))?;
+    }
+    Ok(total)
+}
+
+/// One connection's loop. In open-loop mode connection `k` owns slots k, k+C, k+2C… of the
+/// global schedule (slot i is due at start + i/rate).
+async fn connection(
+    spec: LoadSpec,
+    k: usize,
+    start: Instant,
+    end: Instant,
+    stop: Arc<AtomicBool>,
+) -> LoadResult {
+    let mut rng = SmallRng::seed_from_u64(0x5eed ^ k as u64);
+    let mut result = LoadResult {
+        requests: 0,
+        by_status: BTreeMap::new(),
+        failures: 0,
+        elapsed: Duration::ZERO,
+        latency: new_histogram(),
+    };
+    let zipf = match spec.visitors {
+        Visitors::Zipf(n) => Zipf::new(n.max(1) as f64, 1.0).ok(),
+        Visitors::Sequential(_) => None,
+    };
+    let mut sequence = k as u64;
+    let mut conn: Option<Conn> = None;
+    let mut slot = k as u64;
+    let host = spec.addr.to_string();
+    loop {
+        let intended = match spec.rate {
+            Some(rate) => {
+                let due = start + Duration::from_secs_f64(slot as f64 / rate);
+                slot += spec.connections as u64;
+                if due >= end {
+                    break;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                due
+            }
+            None => Instant::now(),
+        };
+        if intended >= end || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let visitor = match (&spec.visitors, &zipf) {
+            (Visitors::Zipf(_), Some(z)) => z.sample(&mut rng) as u64 - 1,
+            (Visitors::Sequential(n), _) => {
+                if spec.once && sequence >= *n {
+                    break;
+                }
+                let v = sequence % (*n).max(1);
+                sequence += spec.connections as u64;
+                v
+            }
+            (Visitors::Zipf(n), None) => rng.random_range(0..(*n).max(1)),
+        };
+        let target = (spec.target)(visitor, &mut rng);
+        let request =
+            format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tributary-bench\r\n\r\n");
+        if conn.is_none() {
+            match TcpStream::connect(spec.addr).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    conn = Some(Conn {
+                        stream,
+                        buf: Vec::with_capacity(4096),
+                    });
+                }
+                Err(_) => {
+                    result.failures += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        match c.exchange(request.as_bytes()).await {
+            Ok((status, keep_alive)) => {
+                let micros = intended.elapsed().as_micros() as u64;
+                let _ = result.latency.record(micros.max(1));
+                result.requests += 1;
+                *result.by_status.entry(status).or_default() += 1;
+                if let Some(p) = &spec.progress {
+                    p.fetch_add(1, Ordering::Relaxed);
+                }
+                if !keep_alive {
+                    conn = None;
+                }
+            }
+            Err(_) => {
+                result.failures += 1;
+                conn = None;
+            }
+        }
+    }
+    result
+}
+
+/// One keep-alive connection.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    /// Sends a request and reads the whole response; returns its status and whether the
+    /// connection may be reused.
+    async fn exchange(&mut self, request: &[u8]) -> io::Result<(u16, bool)> {
+        self.stream.write_all(request).await?;
+        self.buf.clear();
+        let mut chunk = [0u8; 8192];
+        let head_end = loop {
+            if let Some(pos) = find(&self.buf, b"\r\n\r\n") {
+                break pos + 4;
+            }
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end]).map_err(|_| bad("non-UTF-8 head"))?;
+        let status: u16 = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("no status"))?;
+        let mut length = 0usize;
+        let mut keep_alive = true;
+        for line in head.split("\r\n").skip(1) {
+            if let Some((name, value)) = line.split_once(':') {
+                let value = value.trim();
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.parse().map_err(|_| bad("bad content-length"))?;
+                } else if name.eq_ignore_ascii_case("connection")
+                    && value.eq_ignore_ascii_case("close")
+                {
+                    keep_alive = false;
+                } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                    return Err(bad("chunked bodies are not supported"));
+                }
+            }
+        }
+        let mut have = self.buf.len() - head_end;
+        while have < length {
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            have += n;
+        }
+        Ok((status, keep_alive))
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn bad(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A tiny blocking server answering every request with a fixed response.
+    fn fixed_server(response: &'static [u8]) -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let mut buf = [0u8; 4096];
+                    let mut pending = Vec::new();
+                    loop {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        }
+                        while let Some(pos) = find(&pending, b"\r\n\r\n") {
+                            pending.drain(..pos + 4);
+                            if stream.write_all(response).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn closed_and_open_loop_runs_count_statuses() {
+        let addr = fixed_server(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello");
+        let target: TargetFn = Arc::new(|v, _| format!("/event?v={v}"));
+        let spec = LoadSpec {
+            addr,
+            connections: 4,
+            duration: Duration::from_millis(300),
+            rate: None,
+            visitors: Visitors::Zipf(1000),
+            target: target.clone(),
+            progress: None,
+            once: false,
+        };
+        let r = run(spec.clone()).unwrap();
+        assert!(r.requests > 10, "{}", r.requests);
+        assert_eq!(r.count(200), r.requests);
+        assert_eq!(r.failures, 0);
+        assert_eq!(r.latency.len(), r.requests);
+
+        let r = run(LoadSpec {
+            rate: Some(200.0),
+            visitors: Visitors::Sequential(10),
+            ..spec.clone()
+        })
+        .unwrap();
+        // 200/s for 0.3 s: about 60 requests, give or take scheduling.
+        assert!((40..=70).contains(&r.requests), "{}", r.requests);
+
+        let r = run(LoadSpec {
+            duration: Duration::from_secs(10),
+            visitors: Visitors::Sequential(101),
+            once: true,
+            ..spec
+        })
+        .unwrap();
+        assert_eq!(r.requests, 101, "each visitor once, then stop");
+    }
+
+    #[test]
+    fn failures_are_counted_not_fatal() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let spec = LoadSpec {
+            addr,
+            connections: 1,
+            duration: Duration::from_millis(100),
+            rate: None,
+            visitors: Visitors::Sequential(1),
+            target: Arc::new(|_, _| "/".into()),
+            progress: None,
+            once: false,
+        };
+        let r = run(spec).unwrap();
+        assert_eq!(r.requests, 0);
+        assert!(r.failures > 0);
+    }
+}

@@ -1,0 +1,1009 @@
+//! `tributary bench`: measures Tributary against two ceilings in one run on one machine.
+//!
+//! Every system under test runs as its own process — Tributary (`serve`, temp store), the mock
+//! providers (`mock-provider`), the HTTP and fan-out ceilings (`bench-baseline`) — started from
+//! this same binary, and is driven by the in-process load generator ([`load`]). Results are
+//! reported as ratios against the ceilings measured in the same run, so they mean something on
+//! a noisy or shared machine; the absolute figures do not travel between machines.
+//!
+//! Scenarios (see [`Scenario`]): the two ceilings; no providers; three providers cold (every
+//! event calls them) and warm (answers cached); one provider hanging at half load (deadline
+//! adherence); a 100,000-trait / 20,000-segment catalog; a million visitors (store growth and
+//! memory); overload at twice capacity (shedding) and recovery; optionally a soak.
+
+pub mod baseline;
+pub mod catalogs;
+pub mod load;
+pub mod procstat;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use catalogs::BenchProvider;
+use load::{LoadResult, LoadSpec, Visitors};
+
+/// The deadline Tributary runs with in every scenario.
+pub const DEADLINE_MS: u64 = 100;
+
+/// What `tributary bench` runs.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Measured time per scenario.
+    pub duration: Duration,
+    /// Unmeasured load before each measurement.
+    pub warmup: Duration,
+    /// Keep-alive connections of closed-loop runs.
+    pub connections: usize,
+    /// Visitor population (Zipf-distributed repeat visits).
+    pub visitors: u64,
+    /// Scenarios to run, in order; empty = all but the soak.
+    pub scenarios: Vec<Scenario>,
+    /// Length of the soak at 70% load (only when the soak scenario is selected).
+    pub soak: Duration,
+    /// Where the JSON report goes.
+    pub out: PathBuf,
+}
+
+impl BenchOptions {
+    /// A run of a few seconds that only checks that everything works (CI).
+    pub fn smoke(out: PathBuf) -> Self {
+        BenchOptions {
+            duration: Duration::from_millis(700),
+            warmup: Duration::from_millis(200),
+            connections: 8,
+            visitors: 2_000,
+            scenarios: Vec::new(),
+            soak: Duration::from_secs(2),
+            out,
+        }
+    }
+
+    fn is_smoke(&self) -> bool {
+        self.duration < Duration::from_secs(2)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    HttpCeiling,
+    NoProviders,
+    FanoutCeiling,
+    ProvidersCold,
+    ProvidersWarm,
+    HangingProvider,
+    Catalog100k,
+    Visitors1m,
+    Overload,
+    Soak,
+}
+
+impl Scenario {
+    pub fn all() -> Vec<Scenario> {
+        use Scenario::*;
+        vec![
+            HttpCeiling,
+            NoProviders,
+            FanoutCeiling,
+            ProvidersCold,
+            ProvidersWarm,
+            HangingProvider,
+            Catalog100k,
+            Visitors1m,
+            Overload,
+        ]
+    }
+
+    fn name(self) -> &'static str {
+        use Scenario::*;
+        match self {
+            HttpCeiling => "http-ceiling",
+            NoProviders => "no-providers",
+            FanoutCeiling => "fanout-ceiling",
+            ProvidersCold => "providers-cold",
+            ProvidersWarm => "providers-warm",
+            HangingProvider => "hanging-provider",
+            Catalog100k => "catalog-100k",
+            Visitors1m => "visitors-1m",
+            Overload => "overload",
+            Soak => "soak",
+        }
+    }
+}
+
+/// One measured phase.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measurement {
+    pub scenario: String,
+    pub events_per_sec: f64,
+    pub requests: u64,
+    pub by_status: BTreeMap<u16, u64>,
+    pub failures: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    /// Server CPU time per answered request, in microseconds.
+    pub cpu_us_per_event: Option<f64>,
+    pub peak_rss_bytes: Option<u64>,
+    pub store_bytes: Option<u64>,
+    /// Offered rate for open-loop phases.
+    pub offered_per_sec: Option<f64>,
+    /// Scenario-specific figures.
+    pub extra: BTreeMap<String, f64>,
+}
+
+/// A target from the issue, checked against this run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    pub target: String,
+    pub value: String,
+    pub pass: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub machine: BTreeMap<String, String>,
+    pub settings: BTreeMap<String, String>,
+    pub measurements: Vec<Measurement>,
+    pub checks: Vec<Check>,
+}
+
+/// A child process serving HTTP.
+struct Service {
+    name: String,
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Service {
+    /// Starts `exe args…` and waits for it to print `listening on http://<addr>`.
+    fn spawn(name: &str, args: &[String], env: &[(&str, String)]) -> Result<Service, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+        let mut command = Command::new(exe);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command.env("RUST_LOG", "warn,tributary::server=info");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {name}: {e}"))?;
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let outputs: Vec<Box<dyn Read + Send>> = vec![
+            Box::new(child.stdout.take().ok_or("no stdout")?),
+            Box::new(child.stderr.take().ok_or("no stderr")?),
+        ];
+        for out in outputs {
+            let tx = tx.clone();
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if let Some(url) = line.split("listening on http://").nth(1) {
+                        let addr = url.split(['/', ' ']).next().unwrap_or("").to_string();
+                        let _ = tx.send(addr);
+                    }
+                    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                    if log.len() < 200 {
+                        log.push(line);
+                    }
+                }
+            });
+        }
+        let give_up = Instant::now() + Duration::from_secs(120);
+        let announced = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(addr) => break Ok(addr),
+                Err(_) if Instant::now() > give_up => break Err(()),
+                Err(_) => {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        // Give the log readers a moment to collect the last lines.
+                        std::thread::sleep(Duration::from_millis(100));
+                        break Err(());
+                    }
+                }
+            }
+        };
+        match announced {
+            Ok(addr) => {
+                let addr = addr
+                    .parse()
+                    .map_err(|_| format!("{name} announced a bad address {addr:?}"))?;
+                Ok(Service {
+                    name: name.to_string(),
+                    child,
+                    addr,
+                    log,
+                })
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let log = log.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+                Err(format!("{name} did not start:\n{log}"))
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_text(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join("\n")
+    }
+
+    /// SIGTERM, then SIGKILL if it does not stop within 10 s. A process that had already died
+    /// or stops with a failure gets its log printed.
+    fn stop(mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            eprintln!(
+                "{} had exited by itself ({status}); its log:\n{}",
+                self.name,
+                self.log_text()
+            );
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                if !status.success() && status.code().is_some() {
+                    eprintln!(
+                        "{} stopped with {status}; its log:\n{}",
+                        self.name,
+                        self.log_text()
+                    );
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("{} did not stop in 10 s; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking `GET` returning the body (for /metrics and readiness checks).
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+}
+
+/// The value of a metric line (`name{labels} value`) in Prometheus text, summed over labels.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let series_name = series.split('{').next().unwrap_or("");
+        if series_name == name {
+            if let Ok(v) = value.parse::<f64>() {
+                *found.get_or_insert(0.0) += v;
+            }
+        }
+    }
+    found
+}
+
+struct Bench {
+    options: BenchOptions,
+    dir: tempfile::TempDir,
+    providers: Vec<BenchProvider>,
+    hanging: BenchProvider,
+    measurements: Vec<Measurement>,
+}
+
+/// Runs the benchmark and writes the report.
+pub fn run(options: BenchOptions) -> Result<Report, String> {
+    if cfg!(debug_assertions) && !options.is_smoke() {
+        eprintln!(
+            "warning: this is a debug build; run `cargo run --release -- bench` for real figures"
+        );
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("tributary-bench-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let mut services = Vec::new();
+    let mut providers = Vec::new();
+    for i in 1..=3u32 {
+        let name = format!("p{i}");
+        let args = vec![
+            "mock-provider".into(),
+            "--bind".into(),
+            "127.0.0.1:0".into(),
+            "--name".into(),
+            name.clone(),
+            "--segment".into(),
+            format!("seg-{i}=0.8"),
+            "--segment".into(),
+            format!("other-{i}=0.5"),
+            "--latency-ms".into(),
+            "1..3".into(),
+        ];
+        let service = Service::spawn(&name, &args, &[])?;
+        providers.push(BenchProvider {
+            pid: i,
+            name,
+            url: format!("http://{}/segments", service.addr),
+            data_source_id: 1000 + i,
+            segment: format!("seg-{i}"),
+        });
+        services.push(service);
+    }
+    let hang_args: Vec<String> = [
+        "mock-provider",
+        "--bind",
+        "127.0.0.1:0",
+        "--name",
+        "hang",
+        "--segment",
+        "seg-3=1",
+        "--latency-ms",
+        "600000..600000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let hang = Service::spawn("hanging provider", &hang_args, &[])?;
+    let hanging = BenchProvider {
+        pid: 3,
+        name: "hang".into(),
+        url: format!("http://{}/segments", hang.addr),
+        data_source_id: 1003,
+        segment: "seg-3".into(),
+    };
+    services.push(hang);
+
+    let mut bench = Bench {
+        options,
+        dir,
+        providers,
+        hanging,
+        measurements: Vec::new(),
+    };
+    let scenarios = if bench.options.scenarios.is_empty() {
+        Scenario::all()
+    } else {
+        bench.options.scenarios.clone()
+    };
+    let outcome = scenarios.iter().try_for_each(|s| bench.scenario(*s));
+    for s in services {
+        s.stop();
+    }
+    outcome?;
+
+    let report = Report {
+        machine: machine(),
+        settings: BTreeMap::from([
+            (
+                "duration_secs".into(),
+                format!("{}", bench.options.duration.as_secs_f64()),
+            ),
+            (
+                "warmup_secs".into(),
+                format!("{}", bench.options.warmup.as_secs_f64()),
+            ),
+            ("connections".into(), bench.options.connections.to_string()),
+            ("visitors".into(), bench.options.visitors.to_string()),
+            ("deadline_ms".into(), DEADLINE_MS.to_string()),
+            (
+                "build".into(),
+                if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                }
+                .into(),
+            ),
+        ]),
+        checks: checks(&bench.measurements),
+        measurements: bench.measurements,
+    };
+    print_report(&report);
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(&bench.options.out, json)
+        .map_err(|e| format!("cannot write {}: {e}", bench.options.out.display()))?;
+    println!("\nJSON report: {}", bench.options.out.display());
+    Ok(report)
+}
+
+fn machine() -> BTreeMap<String, String> {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    BTreeMap::from([
+        ("cpu".into(), cpu),
+        ("cores".into(), cores.to_string()),
+        ("tributary".into(), env!("CARGO_PKG_VERSION").into()),
+    ])
+}
+
+impl Bench {
+    fn find(&self, scenario: Scenario) -> Option<&Measurement> {
+        self.measurements
+            .iter()
+            .find(|m| m.scenario == scenario.name())
+    }
+
+    /// Writes a config and catalog for Tributary and starts it.
+    fn tributary(
+        &self,
+        label: &str,
+        catalog: serde_json::Value,
+        extra_config: &str,
+    ) -> Result<(Service, PathBuf), String> {
+        let seed = self.dir.path().join(format!("catalog-{label}.json"));
+        std::fs::write(
+            &seed,
+            serde_json::to_vec(&catalog).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+        let store = self.dir.path().join(format!("store-{label}"));
+        let config = self.dir.path().join(format!("config-{label}.toml"));
+        let text = format!(
+            "[server]\nbind = \"127.0.0.1:0\"\n[store]\npath = {store:?}\n[realtime]\ndeadline_ms = {DEADLINE_MS}\n{extra_config}\n[catalog]\nseed = {seed:?}\n"
+        );
+        std::fs::write(&config, text).map_err(|e| e.to_string())?;
+        let args = vec![
+            "serve".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ];
+        let service = Service::spawn(&format!("tributary ({label})"), &args, &[])?;
+        Ok((service, store))
+    }
+
+    fn spec(
+        &self,
+        addr: SocketAddr,
+        visitors: Visitors,
+        rate: Option<f64>,
+        connections: usize,
+        duration: Duration,
+    ) -> LoadSpec {
+        LoadSpec {
+            addr,
+            connections,
+            duration,
+            rate,
+            visitors,
+            target: Arc::new(catalogs::event_target),
+            progress: None,
+            once: false,
+        }
+    }
+
+    /// Warm-up, then a measured phase with CPU, memory and store figures.
+    fn measure(
+        &mut self,
+        scenario: &str,
+        service: &Service,
+        store: Option<&Path>,
+        spec: LoadSpec,
+    ) -> Result<Measurement, String> {
+        if !self.options.warmup.is_zero() {
+            load::run(LoadSpec {
+                duration: self.options.warmup,
+                ..spec.clone()
+            })
+            .map_err(|e| e.to_string())?;
+        }
+        let cpu_before = procstat::cpu_micros(service.pid());
+        let result = with_progress(scenario, spec)?;
+        let cpu_after = procstat::cpu_micros(service.pid());
+        let mut m = measurement(scenario, &result);
+        if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+            if result.requests > 0 {
+                m.cpu_us_per_event = Some((b - a) as f64 / result.requests as f64);
+            }
+        }
+        m.peak_rss_bytes = procstat::peak_rss_bytes(service.pid());
+        m.store_bytes = store.map(procstat::dir_size);
+        Ok(m)
+    }
+
+    fn scenario(&mut self, scenario: Scenario) -> Result<(), String> {
+        let o = self.options.clone();
+        let name = scenario.name();
+        let zipf = Visitors::Zipf(o.visitors);
+        match scenario {
+            Scenario::HttpCeiling => {
+                let s = Service::spawn(name, &["bench-baseline".into(), "http".into()], &[])?;
+                let spec = self.spec(s.addr, zipf, None, o.connections, o.duration);
+                let m = self.measure(name, &s, None, spec)?;
+                s.stop();
+                self.measurements.push(m);
+            }
+            Scenario::FanoutCeiling => {
+                let mut args = vec!["bench-baseline".to_string(), "fanout".into()];
+                for p in &self.providers {
+                    args.push("--provider".into());
+                    args.push(p.url.clone());
+                }
+                let s = Service::spawn(name, &args, &[])?;
+                let spec = self.spec(s.addr, zipf, None, o.connections, o.duration);
+                let m = self.measure(name, &s, None, spec)?;
+                s.stop();
+                self.measurements.push(m);
+            }
+            Scenario::NoProviders | Scenario::Catalog100k => {
+                let catalog = if scenario == Scenario::NoProviders {
+                    catalogs::small(&[], 0, 80)
+                } else if o.is_smoke() {
+                    catalogs::large(2_000, 400)
+                } else {
+                    catalogs::large(100_000, 20_000)
+                };
+                let (s, store) = self.tributary(name, catalog, "")?;
+                let spec = self.spec(s.addr, zipf, None, o.connections, o.duration);
+                let m = self.measure(name, &s, Some(&store), spec)?;
+                s.stop();
+                self.measurements.push(m);
+            }
+            Scenario::ProvidersCold | Scenario::ProvidersWarm => {
+                let warm = scenario == Scenario::ProvidersWarm;
+                let catalog = catalogs::small(&self.providers, if warm { 3600 } else { 0 }, 80);
+                let (s, store) = self.tributary(name, catalog, "")?;
+                let visitors = if warm {
+                    o.visitors.min(10_000)
+                } else {
+                    o.visitors
+                };
+                if warm {
+                    // Every visitor once, so that every answer is in its profile's cache.
+                    let prime = LoadSpec {
+                        visitors: Visitors::Sequential(visitors),
+                        ..self.spec(
+                            s.addr,
+                            Visitors::Sequential(visitors),
+                            None,
+                            o.connections,
+                            o.duration,
+                        )
+                    };
+                    prime_each_visitor(prime, visitors)?;
+                }
+                let spec = self.spec(
+                    s.addr,
+                    Visitors::Zipf(visitors),
+                    None,
+                    o.connections,
+                    o.duration,
+                );
+                let mut m = self.measure(name, &s, Some(&store), spec)?;
+                if let Some(text) = http_get(s.addr, "/metrics") {
+                    let calls = metric(&text, "tributary_provider_calls_total").unwrap_or(0.0);
+                    m.extra.insert("provider_outcomes_total".into(), calls);
+                }
+                s.stop();
+                self.measurements.push(m);
+            }
+            Scenario::HangingProvider => {
+                let capacity = self
+                    .find(Scenario::ProvidersCold)
+                    .map(|m| m.events_per_sec)
+                    .unwrap_or(1000.0);
+                let providers = [&self.providers[0], &self.providers[1], &self.hanging];
+                let list: Vec<BenchProvider> = providers
+                    .iter()
+                    .map(|p| BenchProvider {
+                        pid: p.pid,
+                        name: p.name.clone(),
+                        url: p.url.clone(),
+                        data_source_id: p.data_source_id,
+                        segment: p.segment.clone(),
+                    })
+                    .collect();
+                // The hanging provider's own timeout is longer than the deadline, so only the
+                // deadline ends the wait.
+                let catalog = catalogs::small(&list, 0, 1000);
+                let (s, store) = self.tributary(name, catalog, "")?;
+                let rate = (capacity * 0.5).max(10.0);
+                let connections = connections_for(rate, DEADLINE_MS as f64 / 1000.0);
+                let spec = self.spec(s.addr, zipf, Some(rate), connections, o.duration);
+                let mut m = self.measure(name, &s, Some(&store), spec)?;
+                m.offered_per_sec = Some(rate);
+                s.stop();
+                self.measurements.push(m);
+            }
+            Scenario::Visitors1m => {
+                let (s, store) = self.tributary(name, catalogs::small(&[], 0, 80), "")?;
+                let total = if o.is_smoke() { 5_000 } else { 1_000_000 };
+                let rss_idle = procstat::rss_bytes(s.pid()).unwrap_or(0);
+                let started = Instant::now();
+                let spec = LoadSpec {
+                    // Long enough for every visitor once at the rates seen on small machines;
+                    // each connection stops when its share is done.
+                    ..self.spec(
+                        s.addr,
+                        Visitors::Sequential(total),
+                        None,
+                        o.connections,
+                        Duration::from_secs(600),
+                    )
+                };
+                let result = prime_each_visitor(spec, total)?;
+                let elapsed = started.elapsed();
+                let mut m = measurement(name, &result);
+                m.events_per_sec = result.requests as f64 / elapsed.as_secs_f64();
+                let metrics = http_get(s.addr, "/metrics").unwrap_or_default();
+                let sessions = metric(&metrics, "tributary_sessions_active").unwrap_or(0.0);
+                let rss = procstat::rss_bytes(s.pid()).unwrap_or(0);
+                m.peak_rss_bytes = procstat::peak_rss_bytes(s.pid());
+                s.stop();
+                let store_bytes = procstat::dir_size(&store);
+                m.store_bytes = Some(store_bytes);
+                m.extra.insert("visitors".into(), total as f64);
+                m.extra.insert("sessions_active_at_end".into(), sessions);
+                m.extra.insert("rss_bytes_at_end".into(), rss as f64);
+                m.extra.insert("rss_idle_bytes".into(), rss_idle as f64);
+                if sessions > 0.0 {
+                    m.extra.insert(
+                        "rss_bytes_per_active_session".into(),
+                        (rss.saturating_sub(rss_idle)) as f64 / sessions,
+                    );
+                }
+                m.extra.insert(
+                    "store_bytes_per_profile".into(),
+                    store_bytes as f64 / total as f64,
+                );
+                self.measurements.push(m);
+            }
+            Scenario::Overload => {
+                let capacity = self
+                    .find(Scenario::NoProviders)
+                    .map(|m| m.events_per_sec)
+                    .unwrap_or(1000.0);
+                let (s, store) = self.tributary(name, catalogs::small(&[], 0, 80), "")?;
+                for (phase, factor) in [("overload", 2.0), ("recovery", 0.5)] {
+                    let rate = (capacity * factor).max(10.0);
+                    let connections = connections_for(rate, DEADLINE_MS as f64 / 1000.0);
+                    let spec = self.spec(s.addr, zipf.clone(), Some(rate), connections, o.duration);
+                    let label = format!("{name}-{phase}");
+                    let result = with_progress(&label, spec)?;
+                    let mut m = measurement(&label, &result);
+                    m.offered_per_sec = Some(rate);
+                    m.store_bytes = Some(procstat::dir_size(&store));
+                    m.extra.insert("shed_429".into(), result.count(429) as f64);
+                    self.measurements.push(m);
+                }
+                s.stop();
+            }
+            Scenario::Soak => {
+                let capacity = self
+                    .find(Scenario::NoProviders)
+                    .map(|m| m.events_per_sec)
+                    .unwrap_or(1000.0);
+                let (s, store) =
+                    self.tributary(name, catalogs::small(&self.providers, 0, 80), "")?;
+                let rate = capacity * 0.7;
+                let connections = connections_for(rate, 0.05);
+                let spec = self.spec(s.addr, zipf, Some(rate), connections, o.soak);
+                let pid = s.pid();
+                let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+                let done = Arc::new(AtomicBool::new(false));
+                let sampler = {
+                    let samples = samples.clone();
+                    let done = done.clone();
+                    std::thread::spawn(move || {
+                        while !done.load(Ordering::Relaxed) {
+                            if let Some(rss) = procstat::rss_bytes(pid) {
+                                samples.lock().unwrap_or_else(|p| p.into_inner()).push(rss);
+                            }
+                            std::thread::sleep(Duration::from_secs(5));
+                        }
+                    })
+                };
+                let result = with_progress(name, spec)?;
+                done.store(true, Ordering::Relaxed);
+                let _ = sampler.join();
+                let mut m = measurement(name, &result);
+                m.offered_per_sec = Some(rate);
+                m.store_bytes = Some(procstat::dir_size(&store));
+                m.peak_rss_bytes = procstat::peak_rss_bytes(pid);
+                let samples = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if samples.len() >= 4 {
+                    // Growth from the end of the first quarter to the end.
+                    let first = samples[samples.len() / 4] as f64;
+                    let last = *samples.last().unwrap_or(&0) as f64;
+                    m.extra.insert("rss_first_quarter_bytes".into(), first);
+                    m.extra.insert("rss_end_bytes".into(), last);
+                    m.extra
+                        .insert("rss_growth_ratio".into(), last / first.max(1.0));
+                }
+                s.stop();
+                self.measurements.push(m);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Connections needed to offer `rate` requests/s when each may take up to `latency` seconds.
+fn connections_for(rate: f64, latency: f64) -> usize {
+    ((rate * latency * 1.5).ceil() as usize).clamp(16, 4096)
+}
+
+/// Visits each of `visitors` once (sequentially), whatever the rate; returns what happened.
+fn prime_each_visitor(spec: LoadSpec, visitors: u64) -> Result<LoadResult, String> {
+    let progress = Arc::new(AtomicU64::new(0));
+    let spec = LoadSpec {
+        progress: Some(progress.clone()),
+        ..spec
+    };
+    // Each connection visits ids k, k+C, k+2C…; stop once all ids had their visit.
+    let stop_at = visitors;
+    let bar = bar("priming", Some(stop_at));
+    let watcher_progress = progress.clone();
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher_done = done.clone();
+    let watcher = std::thread::spawn(move || {
+        while !watcher_done.load(Ordering::Relaxed) {
+            bar.set_position(watcher_progress.load(Ordering::Relaxed).min(stop_at));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bar.finish_and_clear();
+    });
+    let result = load::run(LoadSpec { once: true, ..spec }).map_err(|e| e.to_string());
+    done.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
+    result
+}
+
+fn bar(label: &str, length: Option<u64>) -> ProgressBar {
+    let bar = match length {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::new_spinner(),
+    };
+    if let Ok(style) = ProgressStyle::with_template("{prefix:>22} [{bar:30}] {pos}/{len} {msg}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+/// Runs a load with a progress bar showing elapsed time and the current rate.
+fn with_progress(label: &str, spec: LoadSpec) -> Result<LoadResult, String> {
+    let progress = Arc::new(AtomicU64::new(0));
+    let duration = spec.duration;
+    let spec = LoadSpec {
+        progress: Some(progress.clone()),
+        ..spec
+    };
+    let bar = bar(label, Some(duration.as_millis() as u64));
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher_done = done.clone();
+    let watcher = std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut last = (Instant::now(), 0u64);
+        while !watcher_done.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(250));
+            let n = progress.load(Ordering::Relaxed);
+            let rate = (n - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-3);
+            last = (Instant::now(), n);
+            bar.set_position(
+                (started.elapsed().as_millis() as u64).min(duration.as_millis() as u64),
+            );
+            bar.set_message(format!("{rate:>9.0} req/s"));
+        }
+        bar.finish_and_clear();
+    });
+    let result = load::run(spec).map_err(|e| e.to_string());
+    done.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
+    result
+}
+
+fn measurement(scenario: &str, r: &LoadResult) -> Measurement {
+    Measurement {
+        scenario: scenario.to_string(),
+        events_per_sec: r.per_second(),
+        requests: r.requests,
+        by_status: r.by_status.clone(),
+        failures: r.failures,
+        p50_ms: r.quantile_ms(0.5),
+        p99_ms: r.quantile_ms(0.99),
+        p999_ms: r.quantile_ms(0.999),
+        max_ms: r.max_ms(),
+        cpu_us_per_event: None,
+        peak_rss_bytes: None,
+        store_bytes: None,
+        offered_per_sec: None,
+        extra: BTreeMap::new(),
+    }
+}
+
+/// The issue's targets, where this run measured what they need.
+fn checks(ms: &[Measurement]) -> Vec<Check> {
+    let get = |name: &str| ms.iter().find(|m| m.scenario == name);
+    let mut out = Vec::new();
+    let mut ratio = |target: &str, a: &str, b: &str, min: f64| {
+        if let (Some(a), Some(b)) = (get(a), get(b)) {
+            let r = a.events_per_sec / b.events_per_sec.max(1e-9);
+            out.push(Check {
+                target: target.into(),
+                value: format!("{r:.2}"),
+                pass: r >= min,
+            });
+        }
+    };
+    ratio(
+        "providers-cold ≥ 0.85 × fanout-ceiling",
+        "providers-cold",
+        "fanout-ceiling",
+        0.85,
+    );
+    ratio(
+        "no-providers ≥ 0.50 × http-ceiling",
+        "no-providers",
+        "http-ceiling",
+        0.50,
+    );
+    ratio(
+        "providers-warm ≥ 3 × providers-cold",
+        "providers-warm",
+        "providers-cold",
+        3.0,
+    );
+    ratio(
+        "catalog-100k ≥ 0.90 × no-providers (10 traits)",
+        "catalog-100k",
+        "no-providers",
+        0.90,
+    );
+    if let Some(h) = get("hanging-provider") {
+        let limit = DEADLINE_MS as f64;
+        out.push(Check {
+            target: format!("hanging-provider p99 ≤ {} ms", limit + 5.0),
+            value: format!("{:.1} ms", h.p99_ms),
+            pass: h.p99_ms <= limit + 5.0,
+        });
+        out.push(Check {
+            target: format!("hanging-provider max ≤ {} ms", limit + 20.0),
+            value: format!("{:.1} ms", h.max_ms),
+            pass: h.max_ms <= limit + 20.0,
+        });
+    }
+    if let (Some(over), Some(rec)) = (get("overload-overload"), get("overload-recovery")) {
+        let shed = over.by_status.get(&429).copied().unwrap_or(0);
+        out.push(Check {
+            target: "overload (2× capacity): explicit 429s, p99 ≤ deadline".into(),
+            value: format!("{shed} × 429, p99 {:.1} ms", over.p99_ms),
+            pass: shed > 0 && over.p99_ms <= DEADLINE_MS as f64,
+        });
+        let rec_shed = rec.by_status.get(&429).copied().unwrap_or(0);
+        out.push(Check {
+            target: "recovery (0.5× capacity): no 429, p99 ≤ deadline".into(),
+            value: format!("{rec_shed} × 429, p99 {:.1} ms", rec.p99_ms),
+            pass: rec_shed == 0 && rec.p99_ms <= DEADLINE_MS as f64,
+        });
+    }
+    if let Some(s) = get("soak") {
+        if let Some(g) = s.extra.get("rss_growth_ratio") {
+            out.push(Check {
+                target: "soak at 70%: RSS growth ≤ 10% after the first quarter".into(),
+                value: format!("{g:.3}"),
+                pass: *g <= 1.10,
+            });
+        }
+    }
+    out
+}
+
+fn print_report(r: &Report) {
+    println!();
+    println!(
+        "{:<20} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10}",
+        "scenario",
+        "events/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "CPU µs/ev",
+        "RSS MiB",
+        "store MiB",
+        "non-200"
+    );
+    for m in &r.measurements {
+        let non_ok: u64 = m
+            .by_status
+            .iter()
+            .filter(|(s, _)| **s != 200)
+            .map(|(_, n)| n)
+            .sum::<u64>()
+            + m.failures;
+        println!(
+            "{:<20} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>8} {:>10} {:>10}",
+            m.scenario,
+            m.events_per_sec,
+            m.p50_ms,
+            m.p99_ms,
+            m.p999_ms,
+            m.max_ms,
+            m.cpu_us_per_event.map_or("-".into(), |c| format!("{c:.0}")),
+            m.peak_rss_bytes
+                .map_or("-".into(), |b| format!("{:.0}", b as f64 / 1048576.0)),
+            m.store_bytes
+                .map_or("-".into(), |b| format!("{:.1}", b as f64 / 1048576.0)),
+            non_ok,
+        );
+    }
+    for m in &r.measurements {
+        if !m.extra.is_empty() {
+            let extras: Vec<String> = m.extra.iter().map(|(k, v)| format!("{k}={v:.0}")).collect();
+            println!("  {}: {}", m.scenario, extras.join(", "));
+        }
+    }
+    if !r.checks.is_empty() {
+        println!("\ntargets:");
+        for c in &r.checks {
+            println!(
+                "  [{}] {} — {}",
+                if c.pass { "pass" } else { "MISS" },
+                c.target,
+                c.value
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_sums_series_and_skips_blank_lines() {
+        let text = "# HELP x\n\nx{a=\"1\"} 2\nx{a=\"2\"} 3.5\nxy 9\n\ny 1\n";
+        assert_eq!(metric(text, "x"), Some(5.5));
+        assert_eq!(metric(text, "y"), Some(1.0));
+        assert_eq!(metric(text, "z"), None);
+    }
+
+    #[test]
+    fn connections_cover_rate_times_latency() {
+        assert_eq!(connections_for(1000.0, 0.1), 150);
+        assert_eq!(connections_for(1.0, 0.1), 16);
+        assert_eq!(connections_for(1e9, 1.0), 4096);
+    }
+}
