@@ -77,6 +77,8 @@ pub struct StoreConfig {
     pub flush_every_ms: u64,
     /// Profiles unseen this long are purged (retention).
     pub profile_ttl_days: u32,
+    /// Store threads that read and write profiles (each visitor always on the same one).
+    pub threads: usize,
 }
 
 impl Default for StoreConfig {
@@ -86,6 +88,7 @@ impl Default for StoreConfig {
             cache_capacity: 64 * 1024 * 1024,
             flush_every_ms: 500,
             profile_ttl_days: 120,
+            threads: 2,
         }
     }
 }
@@ -103,8 +106,6 @@ pub struct RealtimeConfig {
     pub min_provider_budget_ms: u64,
     /// A visitor session idle this long stops and frees its memory.
     pub session_idle_secs: u64,
-    /// Threads of the segment engine (evaluation and store access); 0 = one per core.
-    pub engine_threads: usize,
     /// Largest provider answer body read; larger answers are that provider's error.
     pub provider_body_limit: usize,
     /// Pooled keep-alive connections per provider per worker thread.
@@ -119,7 +120,6 @@ impl Default for RealtimeConfig {
             reply_reserve_ms: 5,
             min_provider_budget_ms: 10,
             session_idle_secs: 30,
-            engine_threads: 0,
             provider_body_limit: 64 * 1024,
             provider_pool_size: 256,
         }
@@ -274,6 +274,7 @@ impl Config {
         if !(1..=60_000).contains(&st.flush_every_ms) {
             return Err(bad("store.flush_every_ms", "must be between 1 and 60000"));
         }
+        range("store.threads", st.threads as u64, 1, 64)?;
         if st.profile_ttl_days == 0 || st.profile_ttl_days > 3650 {
             return Err(bad("store.profile_ttl_days", "must be between 1 and 3650"));
         }
@@ -295,7 +296,6 @@ impl Config {
             ));
         }
         range("realtime.session_idle_secs", r.session_idle_secs, 1, 86_400)?;
-        range("realtime.engine_threads", r.engine_threads as u64, 0, 256)?;
         range(
             "realtime.provider_body_limit",
             r.provider_body_limit as u64,
@@ -353,10 +353,6 @@ impl Config {
 
     pub fn worker_count(&self) -> usize {
         nonzero_or_cores(self.server.workers)
-    }
-
-    pub fn engine_thread_count(&self) -> usize {
-        nonzero_or_cores(self.realtime.engine_threads)
     }
 }
 

@@ -220,39 +220,94 @@ impl CompiledCatalog {
 
         realized.sort_unstable();
         realized.dedup();
+        // Segment membership can only change where a trait appeared or disappeared; only those
+        // segments are re-evaluated (all of them when the catalog changed since the last
+        // evaluation of this profile).
+        let full = profile.catalog_version != self.version;
+        let mut changed: Vec<u64> = Vec::new();
         for sid in &realized {
-            let onboarded = self.traits.get(sid).is_some_and(|t| t.onboarded);
-            profile.realize(*sid, now, onboarded);
-        }
-
-        // Expired realizations and traits that no longer exist stop counting.
-        profile.traits.retain(|sid, r| match self.traits.get(sid) {
-            Some(info) => info.ttl_secs == 0 || now < r.last.saturating_add(info.ttl_secs),
-            None => false,
-        });
-
-        let mut candidates: HashSet<usize> = HashSet::new();
-        for sid in profile.traits.keys() {
-            if let Some(segs) = self.segments_by_trait.get(sid) {
-                candidates.extend(segs);
+            let Some(info) = self.traits.get(sid) else {
+                continue;
+            };
+            if !profile.traits.contains_key(sid) {
+                changed.push(*sid);
+            }
+            profile.realize(*sid, now, info.onboarded);
+            if info.ttl_secs > 0 && profile.next_expiry != 0 {
+                profile.next_expiry = profile.next_expiry.min(now.saturating_add(info.ttl_secs));
             }
         }
-        let mut segments: Vec<u64> = candidates
-            .into_iter()
-            .filter(|&i| {
-                self.segments[i]
-                    .1
-                    .matches(|t| profile.traits.contains_key(&t))
-            })
-            .map(|i| self.segments[i].0)
-            .collect();
-        segments.sort_unstable();
+
+        // Expired realizations (and, after a catalog change, deleted traits) stop counting.
+        // The scan only runs when something is due to expire.
+        if full || profile.next_expiry == 0 || now >= profile.next_expiry {
+            let mut next = i64::MAX;
+            profile.traits.retain(|sid, r| match self.traits.get(sid) {
+                Some(info) if info.ttl_secs == 0 => true,
+                Some(info) => {
+                    let expires = r.last.saturating_add(info.ttl_secs);
+                    let keep = now < expires;
+                    if keep {
+                        next = next.min(expires);
+                    } else {
+                        changed.push(*sid);
+                    }
+                    keep
+                }
+                None => {
+                    changed.push(*sid);
+                    false
+                }
+            });
+            profile.next_expiry = next;
+        }
+
+        if full {
+            let mut candidates: HashSet<usize> = HashSet::new();
+            for sid in profile.traits.keys() {
+                if let Some(segs) = self.segments_by_trait.get(sid) {
+                    candidates.extend(segs);
+                }
+            }
+            let mut segments: Vec<u64> = candidates
+                .into_iter()
+                .filter(|&i| {
+                    self.segments[i]
+                        .1
+                        .matches(|t| profile.traits.contains_key(&t))
+                })
+                .map(|i| self.segments[i].0)
+                .collect();
+            segments.sort_unstable();
+            profile.segments = segments;
+            profile.catalog_version = self.version;
+        } else {
+            let mut candidates: Vec<usize> = changed
+                .iter()
+                .filter_map(|sid| self.segments_by_trait.get(sid))
+                .flatten()
+                .copied()
+                .collect();
+            candidates.sort_unstable();
+            candidates.dedup();
+            for i in candidates {
+                let (sid, rule) = &self.segments[i];
+                let member = rule.matches(|t| profile.traits.contains_key(&t));
+                match (profile.segments.binary_search(sid), member) {
+                    (Err(at), true) => profile.segments.insert(at, *sid),
+                    (Ok(at), false) => {
+                        profile.segments.remove(at);
+                    }
+                    _ => {}
+                }
+            }
+        }
 
         if profile.first_seen == 0 {
             profile.first_seen = now;
         }
         profile.last_seen = now;
-        profile.segments = segments.clone();
+        let segments = profile.segments.clone();
         Evaluation { realized, segments }
     }
 }
@@ -430,6 +485,83 @@ mod tests {
         assert!(e.segments.is_empty());
         assert!(!p.traits.contains_key(&13), "expired realization is pruned");
         assert!(p.traits.contains_key(&14), "ttl 0 never expires");
+    }
+
+    #[test]
+    fn a_new_catalog_version_re_evaluates_every_segment() {
+        let c1 = catalog();
+        let mut p = Profile::default();
+        run(
+            &c1,
+            &mut p,
+            &[("c_page", "cars"), ("c_coupon", "yes")],
+            &[],
+            10,
+        );
+        assert_eq!(p.segments, [102, 103]);
+        assert_eq!(p.catalog_version, 1);
+
+        // Version 2 changes segment 102's rule; an event that realizes nothing new still
+        // re-evaluates it, because the profile was evaluated with version 1.
+        let changed: Catalog = serde_json::from_str(
+            r#"{"traits": [
+                  {"sid": 11, "name": "cars", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == cars", "dataSourceId": 1},
+                  {"sid": 12, "name": "x", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_x == 1", "dataSourceId": 1}],
+                "segments": [{"sid": 102, "name": "needs 12", "segmentRule": "11T AND 12T", "dataSourceId": 1}]}"#,
+        )
+        .unwrap();
+        let c2 = CompiledCatalog::compile(&changed, 2).unwrap();
+        let e = run(&c2, &mut p, &[("c_coupon", "yes")], &[], 20);
+        assert!(
+            e.segments.is_empty(),
+            "102 no longer matches, 103 no longer exists"
+        );
+        assert_eq!(p.catalog_version, 2);
+
+        // Same version: only segments touched by a change are looked at, and they update.
+        let e = run(&c2, &mut p, &[("c_x", "1")], &[], 30);
+        assert_eq!(e.segments, [102]);
+        let e = run(&c2, &mut p, &[("c_x", "1")], &[], 40);
+        assert_eq!(e.segments, [102], "membership is kept between events");
+    }
+
+    #[test]
+    fn expiry_is_scanned_only_when_due() {
+        let c = catalog();
+        let mut p = Profile::default();
+        run(&c, &mut p, &[("c_x", "1"), ("c_coupon", "yes")], &[], 1_000);
+        assert_eq!(
+            p.next_expiry,
+            1_000 + SECS_PER_DAY,
+            "trait 13 has a one-day TTL"
+        );
+        run(&c, &mut p, &[("c_x", "1"), ("c_coupon", "yes")], &[], 2_000);
+        assert_eq!(
+            p.next_expiry,
+            1_000 + SECS_PER_DAY,
+            "re-realized, scan not yet due"
+        );
+        run(
+            &c,
+            &mut p,
+            &[("c_coupon", "yes")],
+            &[],
+            1_000 + SECS_PER_DAY,
+        );
+        assert!(
+            p.traits.contains_key(&13),
+            "last realized at 2000: still held"
+        );
+        assert_eq!(p.next_expiry, 2_000 + SECS_PER_DAY);
+        let e = run(
+            &c,
+            &mut p,
+            &[("c_coupon", "yes")],
+            &[],
+            2_000 + SECS_PER_DAY,
+        );
+        assert!(!p.traits.contains_key(&13));
+        assert!(e.segments.is_empty());
     }
 
     #[test]

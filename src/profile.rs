@@ -38,6 +38,13 @@ pub struct Profile {
     pub provider_cache: BTreeMap<u32, CachedAnswer>,
     pub first_seen: i64,
     pub last_seen: i64,
+    /// The catalog version `segments` was computed with; another version means a full
+    /// re-evaluation, since rules may have changed.
+    pub catalog_version: u64,
+    /// Earliest time a held trait expires (0 = not known yet). Derived from the traits and the
+    /// catalog's TTLs, so it is not stored: it is recomputed on the first evaluation.
+    #[serde(skip)]
+    pub next_expiry: i64,
 }
 
 impl Profile {

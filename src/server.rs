@@ -1,6 +1,6 @@
 //! The public HTTP listener and the wiring of the whole server.
 //!
-//! [`start`] is the one function that composes Tributary — store, catalog, engine threads,
+//! [`start`] is the one function that composes Tributary — store, catalog, store threads,
 //! session directory, HTTP workers — used alike by `tributary serve`, the demo and the
 //! integration tests, so that tests exercise exactly what runs in production.
 //!
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use actix::{Actor, SyncArbiter};
+use actix::Actor;
 use actix_web::body::MessageBody;
 use actix_web::cookie::{time as cookie_time, Cookie, SameSite};
 use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
@@ -26,7 +26,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::actors::directory::SessionDirectory;
 use crate::actors::provider_client::ClientSettings;
-use crate::actors::segment_engine::SegmentEngine;
 use crate::actors::visitor_session::{CollectEvent, EventData, SessionDeps, VisitorSession};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{Config, ConfigError};
@@ -39,7 +38,7 @@ use crate::request::{
 };
 use crate::response::{x_error, EventBody, PIXEL_GIF};
 use crate::signals::Signals;
-use crate::store::{CatalogStore, ProfileStore, SledStore, StoreError};
+use crate::store::{CatalogStore, ProfileService, ProfileStore, SledStore, StoreError};
 
 /// Name of the visitor cookie (AAM's).
 pub const COOKIE_NAME: &str = "demdex";
@@ -87,6 +86,7 @@ pub struct Running {
     handle: ServerHandle,
     task: actix_rt::task::JoinHandle<io::Result<()>>,
     store: Arc<SledStore>,
+    profiles: ProfileService,
     directory: Arc<SessionDirectory>,
     catalog: CatalogHandle,
     ready: Arc<AtomicBool>,
@@ -108,6 +108,11 @@ impl Running {
 
     pub fn sessions(&self) -> &Arc<SessionDirectory> {
         &self.directory
+    }
+
+    /// Waits until every profile write queued so far is in the store, and flushes it.
+    pub async fn sync_store(&self) -> Result<(), StoreError> {
+        self.profiles.flush().await
     }
 
     /// Stops gracefully: no new connections, in-flight requests finish, then the store is
@@ -134,13 +139,14 @@ impl Running {
         while self.directory.pending() > 0 && Instant::now() < drained_by {
             actix_rt::time::sleep(Duration::from_millis(10)).await;
         }
-        self.store.flush()?;
+        // Queued profile writes first, then everything to disk.
+        self.profiles.flush().await?;
         log::info!("store flushed; shutdown complete");
         Ok(())
     }
 }
 
-/// Opens the store, loads (or seeds) the catalog, starts the engine and the HTTP workers.
+/// Opens the store, loads (or seeds) the catalog, starts the store threads and the HTTP workers.
 /// Must be called inside a running actix `System`.
 pub async fn start(config: Config, options: StartOptions) -> Result<Running, StartError> {
     let config = Arc::new(config);
@@ -161,13 +167,11 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     );
     let catalog_handle = CatalogHandle::new(compiled);
 
-    let engine_store: Arc<dyn ProfileStore> = store.clone();
-    let engine = SyncArbiter::start(config.engine_thread_count(), move || {
-        SegmentEngine::new(engine_store.clone())
-    });
+    let profile_store: Arc<dyn ProfileStore> = store.clone();
+    let profiles = ProfileService::start(profile_store, config.store.threads);
     let directory = Arc::new(SessionDirectory::default());
     let deps = SessionDeps {
-        engine,
+        profiles: profiles.clone(),
         catalog: catalog_handle.clone(),
         realtime: Arc::new(config.realtime.clone()),
         clients: ClientSettings {
@@ -206,6 +210,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         handle,
         task,
         store,
+        profiles,
         directory,
         catalog: catalog_handle,
         ready,

@@ -1,21 +1,27 @@
-//! `SegmentEngine`: evaluation and persistence, on its own threads.
+//! `SegmentEngine`: qualification and persistence of profiles.
 //!
-//! Started with [`actix::SyncArbiter`], so each engine thread runs one message at a time and
-//! may block on sled without stalling an actix-web worker or a visitor session. Messages carry
-//! everything needed (the profile, the catalog snapshot the event started with, the event), so
-//! the engine holds no per-visitor state and any of its threads can serve any visitor; the
-//! visitor session guarantees that one visitor's messages never overlap.
+//! One engine per arbiter thread, found through [`engine_for`] like the provider clients, so a
+//! session hands its event to an engine on its own thread: no thread hop on the hot path.
+//! Evaluation is pure CPU (microseconds) against the catalog snapshot the event started with.
+//! Everything that touches the disk goes through the [`ProfileService`]'s store threads: loads
+//! are awaited there, saves are queued there (write-behind) and the answer does not wait for
+//! them. No actix-web worker ever blocks on the store.
+//!
+//! The engine holds no per-visitor state; the visitor's session guarantees that one visitor's
+//! messages never overlap.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::{Actor, Handler, Message, SyncContext};
+use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
 
 use super::visitor_session::EventData;
 use crate::engine::{CompiledCatalog, Evaluation, EventInput, ProviderSegments};
 use crate::ids::{Tid, VisitorId};
 use crate::profile::Profile;
-use crate::store::{ProfileStore, StoreError};
+use crate::store::{ProfileService, StoreError};
 
 /// Reads a visitor's stored profile (`None` for a visitor never stored).
 #[derive(Message)]
@@ -24,7 +30,7 @@ pub struct LoadProfile {
     pub visitor: VisitorId,
 }
 
-/// Qualifies an event against a profile and, when `persist` is set, stores the result.
+/// Qualifies an event against a profile and, when `persist` is set, queues the result's save.
 #[derive(Message)]
 #[rtype(result = "Evaluated")]
 pub struct EvaluateProfile {
@@ -47,30 +53,38 @@ pub struct EvaluateProfile {
 pub struct Evaluated {
     pub profile: Profile,
     pub evaluation: Evaluation,
-    /// The outcome of the write (`Ok` when nothing had to be written).
+    /// Whether the save could be queued (`Ok` when nothing had to be written).
     pub saved: Result<(), StoreError>,
 }
 
 /// Evaluates rules and persists profiles; see the module doc.
 pub struct SegmentEngine {
-    store: Arc<dyn ProfileStore>,
+    profiles: ProfileService,
 }
 
 impl SegmentEngine {
-    pub fn new(store: Arc<dyn ProfileStore>) -> Self {
-        SegmentEngine { store }
+    pub fn new(profiles: ProfileService) -> Self {
+        SegmentEngine { profiles }
     }
 }
 
 impl Actor for SegmentEngine {
-    type Context = SyncContext<Self>;
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Every session of this thread talks to this engine; handlers are short, so the
+        // mailbox drains as fast as it fills.
+        ctx.set_mailbox_capacity(4096);
+    }
 }
 
 impl Handler<LoadProfile> for SegmentEngine {
-    type Result = Result<Option<Profile>, StoreError>;
+    // The load runs on a store thread; awaiting it keeps this thread free for other work.
+    type Result = ResponseFuture<Result<Option<Profile>, StoreError>>;
 
     fn handle(&mut self, msg: LoadProfile, _: &mut Self::Context) -> Self::Result {
-        self.store.load_profile(msg.visitor)
+        let profiles = self.profiles.clone();
+        Box::pin(async move { profiles.load(msg.visitor).await })
     }
 }
 
@@ -99,7 +113,7 @@ impl Handler<EvaluateProfile> for SegmentEngine {
             },
         );
         let saved = if msg.persist {
-            self.store.save_profile(msg.visitor, &profile)
+            self.profiles.save(msg.visitor, &profile)
         } else {
             Ok(())
         };
@@ -114,4 +128,23 @@ impl Handler<EvaluateProfile> for SegmentEngine {
             saved,
         })
     }
+}
+
+thread_local! {
+    /// This thread's engine per profile service (one service per running server).
+    static ENGINES: RefCell<HashMap<usize, Addr<SegmentEngine>>> = RefCell::new(HashMap::new());
+}
+
+/// The engine of the current arbiter thread for `profiles`, started on first use.
+pub fn engine_for(profiles: &ProfileService) -> Addr<SegmentEngine> {
+    ENGINES.with(|engines| {
+        let mut engines = engines.borrow_mut();
+        let key = profiles.identity();
+        if let Some(addr) = engines.get(&key).filter(|a| a.connected()) {
+            return addr.clone();
+        }
+        let addr = SegmentEngine::new(profiles.clone()).start();
+        engines.insert(key, addr.clone());
+        addr
+    })
 }

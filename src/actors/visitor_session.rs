@@ -18,15 +18,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler,
-    Message, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Message,
+    WrapFuture,
 };
 use actix_web::web::Bytes;
 use futures_util::future::join_all;
 
 use super::directory::{PendingGuard, SessionDirectory};
 use super::provider_client::{client_for, CallError, ClientSettings, LookupSegments};
-use super::segment_engine::{EvaluateProfile, LoadProfile, SegmentEngine};
+use super::segment_engine::{engine_for, EvaluateProfile, LoadProfile};
 use crate::catalog::Provider;
 use crate::config::RealtimeConfig;
 use crate::engine::{CatalogHandle, CompiledCatalog};
@@ -36,6 +36,7 @@ use crate::profile::{CachedAnswer, Profile};
 use crate::provider::{budget, request_body, Outcome, RequestContext};
 use crate::request::PrivacyParams;
 use crate::signals::Signals;
+use crate::store::ProfileService;
 
 /// The parts of an event the session, the providers and the engine need.
 #[derive(Debug, Default)]
@@ -77,7 +78,8 @@ pub struct EventResult {
 /// What a session needs from the rest of the server; cheap to clone.
 #[derive(Clone)]
 pub struct SessionDeps {
-    pub engine: Addr<SegmentEngine>,
+    /// The store threads; each thread's engine is found through it.
+    pub profiles: ProfileService,
     pub catalog: CatalogHandle,
     pub realtime: Arc<RealtimeConfig>,
     pub clients: ClientSettings,
@@ -173,7 +175,10 @@ async fn run_event(
 
     let (mut profile, persist) = match state {
         ProfileState::Loaded(p) => (p, true),
-        ProfileState::Unloaded => match deps.engine.send(LoadProfile { visitor }).await {
+        ProfileState::Unloaded => match engine_for(&deps.profiles)
+            .send(LoadProfile { visitor })
+            .await
+        {
             Ok(Ok(stored)) => (stored.unwrap_or_default(), true),
             Ok(Err(e)) => {
                 log::warn!(tid = tid.as_str(); "profile of {visitor} unreadable: {e}");
@@ -204,8 +209,7 @@ async fn run_event(
     )
     .await;
 
-    let evaluated = deps
-        .engine
+    let evaluated = engine_for(&deps.profiles)
         .send(EvaluateProfile {
             tid,
             visitor,

@@ -81,7 +81,11 @@ pub enum Scenario {
     ProvidersCold,
     ProvidersWarm,
     HangingProvider,
+    #[value(name = "catalog-100k")]
+    #[serde(rename = "catalog-100k")]
     Catalog100k,
+    #[value(name = "visitors-1m")]
+    #[serde(rename = "visitors-1m")]
     Visitors1m,
     Overload,
     Soak,

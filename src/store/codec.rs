@@ -2,30 +2,63 @@
 //!
 //! Profiles are postcard (compact, fast) inside a versioned envelope: postcard writes the enum
 //! variant index first, so the index *is* the schema version. Postcard is not self-describing,
-//! so a field added to [`Profile`] would silently change the V1 layout — the golden-bytes
-//! test below fails when that happens. To evolve: freeze today's struct as `ProfileV1`, add
-//! `V2(Profile)`, and migrate V1 records on read.
+//! so a field added to [`Profile`] silently changes the current layout — the golden-bytes
+//! tests below fail when that happens. To evolve: freeze today's struct as `ProfileVn`, add a
+//! variant for the new one, and migrate old records on read (as V1 is here).
 //!
 //! Catalog objects are JSON (self-describing, admin-facing, small) behind a version byte.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-use crate::profile::Profile;
+use crate::profile::{CachedAnswer, Profile, Realization};
 
+/// The profile layout of the first release (issue 2), frozen.
 #[derive(Serialize, Deserialize)]
-enum StoredProfile {
-    V1(Profile),
+struct ProfileV1 {
+    traits: BTreeMap<u64, Realization>,
+    segments: Vec<u64>,
+    synced_ids: BTreeMap<u32, String>,
+    provider_cache: BTreeMap<u32, CachedAnswer>,
+    first_seen: i64,
+    last_seen: i64,
 }
 
-/// Borrowing twin of [`StoredProfile`] so that encoding does not clone the profile.
+impl From<ProfileV1> for Profile {
+    fn from(v1: ProfileV1) -> Profile {
+        Profile {
+            traits: v1.traits,
+            segments: v1.segments,
+            synced_ids: v1.synced_ids,
+            provider_cache: v1.provider_cache,
+            first_seen: v1.first_seen,
+            last_seen: v1.last_seen,
+            // Unknown: the next evaluation recomputes every segment.
+            catalog_version: 0,
+            next_expiry: 0,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+enum StoredProfile {
+    V1(ProfileV1),
+    V2(Profile),
+}
+
+/// Borrowing twin of [`StoredProfile`] so that encoding does not clone the profile; it only
+/// ever writes the current version.
 #[derive(Serialize)]
 enum StoredProfileRef<'a> {
-    V1(&'a Profile),
+    #[allow(dead_code)]
+    V1(()),
+    V2(&'a Profile),
 }
 
 pub fn encode_profile(profile: &Profile) -> Result<Vec<u8>, StoreError> {
-    postcard::to_stdvec(&StoredProfileRef::V1(profile)).map_err(|e| StoreError::Corrupt {
+    postcard::to_stdvec(&StoredProfileRef::V2(profile)).map_err(|e| StoreError::Corrupt {
         what: "profile",
         detail: format!("cannot encode: {e}"),
     })
@@ -33,7 +66,8 @@ pub fn encode_profile(profile: &Profile) -> Result<Vec<u8>, StoreError> {
 
 pub fn decode_profile(bytes: &[u8]) -> Result<Profile, StoreError> {
     match postcard::from_bytes::<StoredProfile>(bytes) {
-        Ok(StoredProfile::V1(p)) => Ok(p),
+        Ok(StoredProfile::V1(p)) => Ok(p.into()),
+        Ok(StoredProfile::V2(p)) => Ok(p),
         Err(e) => Err(StoreError::Corrupt {
             what: "profile",
             detail: e.to_string(),
@@ -82,6 +116,7 @@ mod tests {
             first_seen: 1,
             last_seen: 2,
             segments: vec![101],
+            catalog_version: 7,
             ..Default::default()
         };
         p.traits.insert(
@@ -105,17 +140,35 @@ mod tests {
 
     #[test]
     fn profile_round_trips() {
-        let p = sample();
-        assert_eq!(decode_profile(&encode_profile(&p).unwrap()).unwrap(), p);
+        let mut p = sample();
+        p.next_expiry = 99;
+        let back = decode_profile(&encode_profile(&p).unwrap()).unwrap();
+        assert_eq!(back.next_expiry, 0, "derived, not stored");
+        p.next_expiry = 0;
+        assert_eq!(back, p);
     }
 
-    /// Fails when the V1 layout changes: see the module doc before updating these bytes.
+    /// Fails when the current layout changes: see the module doc before updating these bytes.
     #[test]
-    fn profile_v1_golden_bytes() {
+    fn profile_v2_golden_bytes() {
         assert_eq!(
             encode_profile(&sample()).unwrap(),
-            [0, 1, 11, 2, 4, 3, 1, 101, 1, 5, 3, 97, 98, 99, 1, 1, 1, 1, 115, 18, 2, 4]
+            [1, 1, 11, 2, 4, 3, 1, 101, 1, 5, 3, 97, 98, 99, 1, 1, 1, 1, 115, 18, 2, 4, 7]
         );
+    }
+
+    /// Records written by the first release (V1) still load.
+    #[test]
+    fn profile_v1_records_migrate() {
+        let v1 = [
+            0, 1, 11, 2, 4, 3, 1, 101, 1, 5, 3, 97, 98, 99, 1, 1, 1, 1, 115, 18, 2, 4,
+        ];
+        let p = decode_profile(&v1).unwrap();
+        let expected = Profile {
+            catalog_version: 0,
+            ..sample()
+        };
+        assert_eq!(p, expected);
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //!
 //! Everything else talks to the [`ProfileStore`] and [`CatalogStore`] traits, so a distributed
 //! backend can be added beside [`SledStore`] without changing callers. The traits are
-//! synchronous on purpose: they are called only from the segment engine's own threads, never
-//! from an actix-web worker.
+//! synchronous on purpose: they are called only from the store's own threads
+//! ([`ProfileService`]) or at start-up, never from an actix-web worker.
 
 mod codec;
+mod profile_service;
 mod sled_store;
 
+pub use profile_service::ProfileService;
 pub use sled_store::SledStore;
 
 use crate::catalog::Catalog;
@@ -30,13 +32,26 @@ impl From<sled::Error> for StoreError {
     }
 }
 
-/// Visitor profiles by visitor id.
+/// Visitor profiles by visitor id, stored in their versioned encoding (see `codec`).
 pub trait ProfileStore: Send + Sync {
-    fn load_profile(&self, visitor: VisitorId) -> Result<Option<Profile>, StoreError>;
-    fn save_profile(&self, visitor: VisitorId, profile: &Profile) -> Result<(), StoreError>;
+    /// The stored bytes of a profile.
+    fn get_profile_bytes(&self, visitor: VisitorId) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes encoded profiles, as one atomic batch where the backend can.
+    fn put_profile_bytes(&self, batch: &[(VisitorId, Vec<u8>)]) -> Result<(), StoreError>;
     fn delete_profile(&self, visitor: VisitorId) -> Result<(), StoreError>;
     /// Makes every acknowledged write durable.
     fn flush(&self) -> Result<(), StoreError>;
+
+    fn load_profile(&self, visitor: VisitorId) -> Result<Option<Profile>, StoreError> {
+        match self.get_profile_bytes(visitor)? {
+            Some(bytes) => codec::decode_profile(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn save_profile(&self, visitor: VisitorId, profile: &Profile) -> Result<(), StoreError> {
+        self.put_profile_bytes(&[(visitor, codec::encode_profile(profile)?)])
+    }
 }
 
 /// The catalog (providers, traits, segments).

@@ -7,11 +7,10 @@
 
 use std::path::Path;
 
-use super::codec::{decode_json, decode_profile, encode_json, encode_profile};
+use super::codec::{decode_json, encode_json};
 use super::{CatalogStore, ProfileStore, StoreError};
 use crate::catalog::{Catalog, Provider, Segment, Trait};
 use crate::ids::VisitorId;
-use crate::profile::Profile;
 
 const KIND_VERSION: u8 = b'v';
 const KIND_PROVIDER: u8 = b'p';
@@ -75,16 +74,24 @@ impl SledStore {
 }
 
 impl ProfileStore for SledStore {
-    fn load_profile(&self, visitor: VisitorId) -> Result<Option<Profile>, StoreError> {
-        match self.profiles.get(visitor.to_be_bytes())? {
-            Some(bytes) => decode_profile(&bytes).map(Some),
-            None => Ok(None),
-        }
+    fn get_profile_bytes(&self, visitor: VisitorId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .profiles
+            .get(visitor.to_be_bytes())?
+            .map(|v| v.to_vec()))
     }
 
-    fn save_profile(&self, visitor: VisitorId, profile: &Profile) -> Result<(), StoreError> {
-        self.profiles
-            .insert(visitor.to_be_bytes(), encode_profile(profile)?)?;
+    fn put_profile_bytes(&self, batch: &[(VisitorId, Vec<u8>)]) -> Result<(), StoreError> {
+        if let [(visitor, bytes)] = batch {
+            self.profiles
+                .insert(visitor.to_be_bytes(), bytes.as_slice())?;
+            return Ok(());
+        }
+        let mut b = sled::Batch::default();
+        for (visitor, bytes) in batch {
+            b.insert(&visitor.to_be_bytes()[..], bytes.as_slice());
+        }
+        self.profiles.apply_batch(b)?;
         Ok(())
     }
 
@@ -158,7 +165,7 @@ impl CatalogStore for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::Realization;
+    use crate::profile::{Profile, Realization};
 
     fn open(dir: &Path) -> SledStore {
         SledStore::open(dir, 8 << 20, 100).unwrap()

@@ -1,10 +1,10 @@
-//! The actors driven directly, without HTTP: `SegmentEngine` on its sync threads with a real
-//! sled store, `VisitorSession` with real provider servers.
+//! The actors driven directly, without HTTP: `SegmentEngine` with a real sled store behind its
+//! store threads, `VisitorSession` with real provider servers.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, SyncArbiter};
+use actix::Actor;
 use serde_json::json;
 use tributary::actors::directory::SessionDirectory;
 use tributary::actors::provider_client::ClientSettings;
@@ -16,6 +16,7 @@ use tributary::ids::{Tid, VisitorId};
 use tributary::profile::Profile;
 use tributary::provider::Outcome;
 use tributary::signals::Signals;
+use tributary::store::ProfileService;
 use tributary::store::{ProfileStore, SledStore};
 
 use crate::common::*;
@@ -46,8 +47,9 @@ fn event(pairs: &[(&str, &str)]) -> Arc<EventData> {
 async fn segment_engine_evaluates_persists_and_loads() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path(), 8 << 20, 100).unwrap());
-    let engine_store: Arc<dyn ProfileStore> = store.clone();
-    let engine = SyncArbiter::start(2, move || SegmentEngine::new(engine_store.clone()));
+    let profile_store: Arc<dyn ProfileStore> = store.clone();
+    let profiles = ProfileService::start(profile_store, 2);
+    let engine = SegmentEngine::new(profiles.clone()).start();
     let compiled =
         Arc::new(CompiledCatalog::compile(&sample_catalog("http://127.0.0.1:9/"), 1).unwrap());
     let visitor = VisitorId::generate();
@@ -80,7 +82,11 @@ async fn segment_engine_evaluates_persists_and_loads() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(stored, done.profile);
+    let expected = Profile {
+        next_expiry: 0, // derived, not stored
+        ..done.profile
+    };
+    assert_eq!(stored, expected);
     assert_eq!(stored.segments, [101]);
 
     // persist = false (the stored profile was unreadable) evaluates without writing.
@@ -99,6 +105,7 @@ async fn segment_engine_evaluates_persists_and_loads() {
         .await
         .unwrap();
     assert_eq!(done.evaluation.realized, [11]);
+    profiles.flush().await.unwrap();
     assert!(store.load_profile(other).unwrap().is_none());
 }
 
@@ -111,14 +118,14 @@ struct Harness {
 fn harness(catalog: &tributary::catalog::Catalog, deadline_ms: u64) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path(), 8 << 20, 100).unwrap());
-    let engine_store: Arc<dyn ProfileStore> = store.clone();
-    let engine = SyncArbiter::start(1, move || SegmentEngine::new(engine_store.clone()));
+    let profile_store: Arc<dyn ProfileStore> = store.clone();
+    let profiles = ProfileService::start(profile_store, 1);
     let realtime = RealtimeConfig {
         deadline_ms,
         ..Default::default()
     };
     let deps = SessionDeps {
-        engine,
+        profiles,
         catalog: CatalogHandle::new(CompiledCatalog::compile(catalog, 1).unwrap()),
         realtime: Arc::new(realtime),
         clients: ClientSettings {
@@ -162,6 +169,7 @@ async fn visitor_session_asks_providers_and_serialises_events() {
         assert_eq!(r.providers, [("acme".to_string(), Outcome::Ok)]);
         assert!(r.errors.is_empty());
     }
+    h.deps.profiles.flush().await.unwrap();
     let profile = h.store.load_profile(visitor).unwrap().unwrap();
     assert_eq!(profile.traits[&11].count, 5);
     assert_eq!(profile.traits[&21].count, 1, "onboarded traits count once");
@@ -203,6 +211,7 @@ async fn an_unreadable_profile_is_reported_and_left_untouched() {
         .unwrap();
     assert_eq!(r.errors.iter().map(|e| e.code).collect::<Vec<_>>(), [200]);
     assert_eq!(r.realized, [11]);
+    h.deps.profiles.flush().await.unwrap();
     assert!(
         h.store.load_profile(visitor).is_err(),
         "the unreadable record was not overwritten"

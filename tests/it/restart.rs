@@ -66,10 +66,7 @@ async fn a_profile_survives_a_restart_on_the_same_store() {
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
-        format!(
-            "[catalog]\nseed = {:?}\n[realtime]\nengine_threads = 1\n",
-            seed
-        ),
+        format!("[catalog]\nseed = {:?}\n[store]\nthreads = 1\n", seed),
     )
     .unwrap();
     let store = dir.path().join("store");

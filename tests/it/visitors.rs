@@ -28,6 +28,7 @@ async fn concurrent_events_of_one_visitor_all_count() {
         assert_eq!(reply.json()["segments"], json!([101]));
     }
     let visitor = VisitorId::parse(VISITOR).unwrap();
+    server.running.sync_store().await.unwrap();
     let profile = server
         .running
         .store()
@@ -55,6 +56,7 @@ async fn many_visitors_at_once_each_get_their_own_profile() {
         })
         .collect();
     futures_util::future::join_all(urls.iter().map(|u| get(u))).await;
+    server.running.sync_store().await.unwrap();
     for id in &ids {
         let profile = server
             .running
@@ -93,6 +95,7 @@ async fn idle_sessions_stop_and_a_returning_visitor_is_served_from_the_store() {
         json!([101]),
         "the profile was saved before the session stopped"
     );
+    server.running.sync_store().await.unwrap();
     let profile = server
         .running
         .store()

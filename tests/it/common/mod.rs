@@ -173,7 +173,7 @@ pub fn test_config(dir: &std::path::Path, catalog: &Catalog) -> Config {
     config.store.path = dir.join("store");
     config.store.cache_capacity = 8 << 20;
     config.catalog.seed = Some(seed);
-    config.realtime.engine_threads = 2;
+    config.store.threads = 2;
     config.realtime.deadline_ms = 200;
     config.realtime.min_provider_budget_ms = 5;
     config.validate().unwrap();
