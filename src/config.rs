@@ -77,8 +77,11 @@ pub struct StoreConfig {
     pub flush_every_ms: u64,
     /// Profiles unseen this long are purged (retention).
     pub profile_ttl_days: u32,
-    /// Store threads that read and write profiles (each visitor always on the same one).
+    /// Store writer threads (each visitor always on the same one).
     pub threads: usize,
+    /// How long a changed profile may wait in memory before it is written; changes made in
+    /// that window are written together. A crash loses at most this (plus `flush_every_ms`).
+    pub write_delay_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -89,6 +92,7 @@ impl Default for StoreConfig {
             flush_every_ms: 500,
             profile_ttl_days: 120,
             threads: 2,
+            write_delay_ms: 1000,
         }
     }
 }
@@ -275,6 +279,7 @@ impl Config {
             return Err(bad("store.flush_every_ms", "must be between 1 and 60000"));
         }
         range("store.threads", st.threads as u64, 1, 64)?;
+        range("store.write_delay_ms", st.write_delay_ms, 0, 60_000)?;
         if st.profile_ttl_days == 0 || st.profile_ttl_days > 3650 {
             return Err(bad("store.profile_ttl_days", "must be between 1 and 3650"));
         }

@@ -139,8 +139,9 @@ impl Running {
         while self.directory.pending() > 0 && Instant::now() < drained_by {
             actix_rt::time::sleep(Duration::from_millis(10)).await;
         }
-        // Queued profile writes first, then everything to disk.
+        // Pending profile writes first, then everything to disk.
         self.profiles.flush().await?;
+        self.profiles.stop_writers();
         log::info!("store flushed; shutdown complete");
         Ok(())
     }
@@ -168,7 +169,11 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let catalog_handle = CatalogHandle::new(compiled);
 
     let profile_store: Arc<dyn ProfileStore> = store.clone();
-    let profiles = ProfileService::start(profile_store, config.store.threads);
+    let profiles = ProfileService::start(
+        profile_store,
+        config.store.threads,
+        Duration::from_millis(config.store.write_delay_ms),
+    );
     let directory = Arc::new(SessionDirectory::default());
     let deps = SessionDeps {
         profiles: profiles.clone(),

@@ -2,8 +2,8 @@
 //!
 //! Everything else talks to the [`ProfileStore`] and [`CatalogStore`] traits, so a distributed
 //! backend can be added beside [`SledStore`] without changing callers. The traits are
-//! synchronous on purpose: they are called only from the store's own threads
-//! ([`ProfileService`]) or at start-up, never from an actix-web worker.
+//! synchronous on purpose: they are called only from the store's own threads and blocking
+//! tasks ([`ProfileService`]) or at start-up, never from an actix-web worker.
 
 mod codec;
 mod profile_service;
@@ -37,7 +37,7 @@ pub trait ProfileStore: Send + Sync {
     /// The stored bytes of a profile.
     fn get_profile_bytes(&self, visitor: VisitorId) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes encoded profiles, as one atomic batch where the backend can.
-    fn put_profile_bytes(&self, batch: &[(VisitorId, Vec<u8>)]) -> Result<(), StoreError>;
+    fn put_profile_bytes(&self, batch: &[(VisitorId, &[u8])]) -> Result<(), StoreError>;
     fn delete_profile(&self, visitor: VisitorId) -> Result<(), StoreError>;
     /// Makes every acknowledged write durable.
     fn flush(&self) -> Result<(), StoreError>;
@@ -50,7 +50,7 @@ pub trait ProfileStore: Send + Sync {
     }
 
     fn save_profile(&self, visitor: VisitorId, profile: &Profile) -> Result<(), StoreError> {
-        self.put_profile_bytes(&[(visitor, codec::encode_profile(profile)?)])
+        self.put_profile_bytes(&[(visitor, &codec::encode_profile(profile)?)])
     }
 }
 

@@ -1,201 +1,251 @@
 //! `ProfileService`: the only way the running server reads and writes profiles.
 //!
-//! A fixed number of store threads ("shards"), each owning a FIFO queue. A visitor always maps
-//! to the same shard, so its operations happen in the order they were issued: a load issued
-//! after a save sees that save (read-your-writes), even when the save is still queued.
+//! A write-behind cache in front of the [`ProfileStore`]. Saving a profile encodes it and puts
+//! it in a pending map (one short mutex per shard) — no thread is woken, no disk is touched, and
+//! an event's answer never waits for either. One writer thread per shard writes pending
+//! profiles once they are `write_delay` old, as one batch, so a visitor with many events in
+//! that window costs one write instead of one per event. Reads check the pending map first,
+//! so they always see the latest save (read-your-writes), and otherwise read the store on a
+//! blocking thread, never on the caller's.
 //!
-//! Saves are write-behind: the caller encodes the profile, enqueues it and returns at once — an
-//! event's answer never waits for the disk. Each shard drains what is queued, keeps only the
-//! latest save per visitor, and writes the lot as one batch, so a busy visitor costs one write
-//! per batch rather than one per event. Durability is unchanged by this: sled itself only makes
-//! writes durable at its periodic flush, and [`ProfileService::flush`] (shutdown) waits for
-//! every queued write and then flushes.
+//! An entry leaves the pending map only after its write has reached the store (and only if no
+//! newer save replaced it meanwhile), so at every moment the latest profile is either pending
+//! or stored. Deletes and batch writes of a shard are serialized by the shard's I/O lock, so a
+//! write cannot resurrect a profile deleted while it was in flight.
+//!
+//! Durability: a crash loses what is pending (at most `write_delay` of changes) plus what sled
+//! has not flushed (`store.flush_every_ms`); [`ProfileService::flush`] (shutdown) writes
+//! everything pending and flushes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::Arc;
-use std::time::Instant;
-
-use tokio::sync::oneshot;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use super::{codec, ProfileStore, StoreError};
 use crate::ids::VisitorId;
 use crate::profile::Profile;
 
-/// Most queued operations one shard takes in one round.
-const MAX_BATCH: usize = 1024;
+/// How often a writer thread looks for due writes.
+const TICK: Duration = Duration::from_millis(5);
 
-enum Command {
-    Load {
-        visitor: VisitorId,
-        reply: oneshot::Sender<Result<Option<Profile>, StoreError>>,
-    },
-    Save {
-        visitor: VisitorId,
-        bytes: Vec<u8>,
-    },
-    Delete {
-        visitor: VisitorId,
-        reply: oneshot::Sender<Result<(), StoreError>>,
-    },
-    /// Write everything queued before this, then reply.
-    Sync {
-        reply: oneshot::Sender<Result<(), StoreError>>,
-    },
+struct Pending {
+    bytes: Arc<Vec<u8>>,
+    /// Bumped on every save, so a writer only removes the version it wrote.
+    version: u64,
+    /// When the oldest unwritten change of this entry was made.
+    since: Instant,
 }
 
-/// Cheap to clone; every clone talks to the same shards.
+#[derive(Default)]
+struct Shard {
+    pending: Mutex<HashMap<VisitorId, Pending>>,
+    /// Held while this shard writes to or deletes from the store.
+    io: Mutex<()>,
+}
+
+struct Inner {
+    shards: Vec<Shard>,
+    store: Arc<dyn ProfileStore>,
+    write_delay: Duration,
+    /// Pending profiles across shards (the write-behind backlog).
+    pending: AtomicUsize,
+    versions: AtomicU64,
+    stopping: AtomicBool,
+}
+
+/// Cheap to clone; every clone shares the same cache and writer threads.
 #[derive(Clone)]
 pub struct ProfileService {
-    shards: Arc<Vec<mpsc::Sender<Command>>>,
-    /// Operations enqueued and not yet done, across shards.
-    depth: Arc<AtomicUsize>,
-    store: Arc<dyn ProfileStore>,
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a few map operations that leave the map consistent, so a
+    // poisoned lock (a panic elsewhere while holding it) still guards valid data.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ProfileService {
-    /// Starts `shards` store threads over `store`.
-    pub fn start(store: Arc<dyn ProfileStore>, shards: usize) -> ProfileService {
-        let depth = Arc::new(AtomicUsize::new(0));
-        let senders = (0..shards.max(1))
-            .map(|i| {
-                let (tx, rx) = mpsc::channel();
-                let store = store.clone();
-                let depth = depth.clone();
-                std::thread::Builder::new()
-                    .name(format!("tributary-store-{i}"))
-                    .spawn(move || shard(store, rx, depth))
-                    .map(|_| tx)
-            })
-            .collect::<Result<Vec<_>, _>>()
-            // Failing to start a thread at start-up leaves nothing sensible to run.
-            .unwrap_or_else(|e| panic!("cannot start store threads: {e}"));
-        ProfileService {
-            shards: Arc::new(senders),
-            depth,
+    /// Starts `shards` writer threads over `store`; a saved profile is written once it has been
+    /// pending for `write_delay`.
+    pub fn start(
+        store: Arc<dyn ProfileStore>,
+        shards: usize,
+        write_delay: Duration,
+    ) -> ProfileService {
+        let inner = Arc::new(Inner {
+            shards: (0..shards.max(1)).map(|_| Shard::default()).collect(),
             store,
-        }
-    }
-
-    fn send(&self, visitor: VisitorId, command: Command) -> Result<(), StoreError> {
-        let v = visitor.as_u128();
-        let index = ((v ^ (v >> 64)) as u64 % self.shards.len() as u64) as usize;
-        self.depth.fetch_add(1, Ordering::AcqRel);
-        self.shards[index].send(command).map_err(|_| {
-            self.depth.fetch_sub(1, Ordering::AcqRel);
-            StoreError::Io("store thread stopped".into())
-        })
-    }
-
-    /// The visitor's profile, seeing every save issued before.
-    pub async fn load(&self, visitor: VisitorId) -> Result<Option<Profile>, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(visitor, Command::Load { visitor, reply })?;
-        answer
-            .await
-            .map_err(|_| StoreError::Io("store thread stopped".into()))?
-    }
-
-    /// Queues a save of the profile; returns once it is queued (write-behind).
-    pub fn save(&self, visitor: VisitorId, profile: &Profile) -> Result<(), StoreError> {
-        let bytes = codec::encode_profile(profile)?;
-        self.send(visitor, Command::Save { visitor, bytes })
-    }
-
-    /// Deletes the visitor's profile, after any save queued before.
-    pub async fn delete(&self, visitor: VisitorId) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(visitor, Command::Delete { visitor, reply })?;
-        answer
-            .await
-            .map_err(|_| StoreError::Io("store thread stopped".into()))?
-    }
-
-    /// Waits until everything queued so far is written, then makes it durable.
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        let mut answers = Vec::new();
-        for shard in self.shards.iter() {
-            let (reply, answer) = oneshot::channel();
-            self.depth.fetch_add(1, Ordering::AcqRel);
-            if shard.send(Command::Sync { reply }).is_err() {
-                self.depth.fetch_sub(1, Ordering::AcqRel);
-                return Err(StoreError::Io("store thread stopped".into()));
+            write_delay,
+            pending: AtomicUsize::new(0),
+            versions: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+        });
+        for index in 0..inner.shards.len() {
+            let weak = Arc::downgrade(&inner);
+            let spawned = std::thread::Builder::new()
+                .name(format!("tributary-store-{index}"))
+                .spawn(move || writer(weak, index));
+            if let Err(e) = spawned {
+                // Without its writer a shard would only be written at flush; say so loudly.
+                log::error!("cannot start store writer thread {index}: {e}");
             }
-            answers.push(answer);
         }
-        for answer in answers {
-            answer
-                .await
-                .map_err(|_| StoreError::Io("store thread stopped".into()))??;
+        ProfileService { inner }
+    }
+
+    fn shard(&self, visitor: VisitorId) -> &Shard {
+        let v = visitor.as_u128();
+        let index = ((v ^ (v >> 64)) as u64 % self.inner.shards.len() as u64) as usize;
+        &self.inner.shards[index]
+    }
+
+    /// Queues a save of the profile (write-behind): encodes it and returns.
+    pub fn save(&self, visitor: VisitorId, profile: &Profile) -> Result<(), StoreError> {
+        let bytes = Arc::new(codec::encode_profile(profile)?);
+        let version = self.inner.versions.fetch_add(1, Ordering::Relaxed);
+        let mut pending = lock(&self.shard(visitor).pending);
+        match pending.get_mut(&visitor) {
+            Some(entry) => {
+                entry.bytes = bytes;
+                entry.version = version;
+            }
+            None => {
+                pending.insert(
+                    visitor,
+                    Pending {
+                        bytes,
+                        version,
+                        since: Instant::now(),
+                    },
+                );
+                self.inner.pending.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        self.store.flush()
+        Ok(())
+    }
+
+    /// The visitor's latest profile: pending, or read from the store on a blocking thread.
+    pub async fn load(&self, visitor: VisitorId) -> Result<Option<Profile>, StoreError> {
+        let queued = lock(&self.shard(visitor).pending)
+            .get(&visitor)
+            .map(|p| p.bytes.clone());
+        if let Some(bytes) = queued {
+            return codec::decode_profile(&bytes).map(Some);
+        }
+        let this = self.clone();
+        let read = actix_rt::task::spawn_blocking(move || {
+            // Checked again on this thread: a save may have been queued and written meanwhile,
+            // and the store read below must not miss an entry that was pending a moment ago.
+            let queued = lock(&this.shard(visitor).pending)
+                .get(&visitor)
+                .map(|p| p.bytes.clone());
+            match queued {
+                Some(bytes) => codec::decode_profile(&bytes).map(Some),
+                None => this.inner.store.load_profile(visitor),
+            }
+        });
+        read.await
+            .map_err(|e| StoreError::Io(format!("store read task failed: {e}")))?
+    }
+
+    /// Deletes the visitor's profile, pending or stored.
+    pub async fn delete(&self, visitor: VisitorId) -> Result<(), StoreError> {
+        let this = self.clone();
+        actix_rt::task::spawn_blocking(move || {
+            let shard = this.shard(visitor);
+            let _io = lock(&shard.io);
+            if lock(&shard.pending).remove(&visitor).is_some() {
+                this.inner.pending.fetch_sub(1, Ordering::Relaxed);
+            }
+            this.inner.store.delete_profile(visitor)
+        })
+        .await
+        .map_err(|e| StoreError::Io(format!("store delete task failed: {e}")))?
+    }
+
+    /// Writes everything pending and makes the store durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let this = self.clone();
+        actix_rt::task::spawn_blocking(move || {
+            for shard in &this.inner.shards {
+                write_due(&this.inner, shard, None)?;
+            }
+            this.inner.store.flush()
+        })
+        .await
+        .map_err(|e| StoreError::Io(format!("store flush task failed: {e}")))?
+    }
+
+    /// Profiles saved and not yet written (the write-behind backlog).
+    pub fn queue_depth(&self) -> usize {
+        self.inner.pending.load(Ordering::Relaxed)
     }
 
     /// Distinguishes services (one per running server) in per-thread registries.
     pub fn identity(&self) -> usize {
-        Arc::as_ptr(&self.shards) as *const () as usize
+        Arc::as_ptr(&self.inner) as *const () as usize
     }
 
-    /// Operations queued and not yet done (a measure of store back-pressure).
-    pub fn queue_depth(&self) -> usize {
-        self.depth.load(Ordering::Acquire)
-    }
-}
-
-/// One store thread: drains its queue in rounds, coalescing saves per visitor.
-fn shard(store: Arc<dyn ProfileStore>, rx: mpsc::Receiver<Command>, depth: Arc<AtomicUsize>) {
-    let mut pending: HashMap<VisitorId, Vec<u8>> = HashMap::new();
-    while let Ok(first) = rx.recv() {
-        let mut round = vec![first];
-        while round.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(c) => round.push(c),
-                Err(_) => break,
-            }
-        }
-        let taken = round.len();
-        for command in round {
-            match command {
-                Command::Save { visitor, bytes } => {
-                    pending.insert(visitor, bytes);
-                }
-                Command::Load { visitor, reply } => {
-                    let result = match pending.get(&visitor) {
-                        Some(bytes) => codec::decode_profile(bytes).map(Some),
-                        None => store.load_profile(visitor),
-                    };
-                    let _ = reply.send(result);
-                }
-                Command::Delete { visitor, reply } => {
-                    pending.remove(&visitor);
-                    let _ = reply.send(store.delete_profile(visitor));
-                }
-                Command::Sync { reply } => {
-                    let _ = reply.send(write(&*store, &mut pending));
-                }
-            }
-        }
-        if let Err(e) = write(&*store, &mut pending) {
-            log::error!("profile writes failed: {e}");
-        }
-        depth.fetch_sub(taken, Ordering::AcqRel);
+    /// Stops the writer threads after their current round (pending entries stay pending until
+    /// [`ProfileService::flush`]).
+    pub fn stop_writers(&self) {
+        self.inner.stopping.store(true, Ordering::Relaxed);
     }
 }
 
-fn write(
-    store: &dyn ProfileStore,
-    pending: &mut HashMap<VisitorId, Vec<u8>>,
-) -> Result<(), StoreError> {
-    if pending.is_empty() {
+/// One shard's writer: every tick, writes the entries that are due. Holds only a weak
+/// reference, so it ends when the service is dropped.
+fn writer(inner: std::sync::Weak<Inner>, index: usize) {
+    let mut last_error_log: Option<Instant> = None;
+    loop {
+        std::thread::sleep(TICK);
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let due_before = Instant::now()
+            .checked_sub(inner.write_delay)
+            .unwrap_or_else(Instant::now);
+        if let Err(e) = write_due(&inner, &inner.shards[index], Some(due_before)) {
+            metrics::counter!("tributary_store_write_errors_total").increment(1);
+            // A failing disk fails every tick; one line every ten seconds is enough.
+            if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                log::error!("profile writes failed (they stay pending and are retried): {e}");
+                last_error_log = Some(Instant::now());
+            }
+        }
+    }
+}
+
+/// Writes the shard's entries pending since before `due_before` (all of them with `None`).
+fn write_due(inner: &Inner, shard: &Shard, due_before: Option<Instant>) -> Result<(), StoreError> {
+    let _io = lock(&shard.io);
+    let batch: Vec<(VisitorId, Arc<Vec<u8>>, u64)> = lock(&shard.pending)
+        .iter()
+        .filter(|(_, p)| due_before.is_none_or(|t| p.since <= t))
+        .map(|(v, p)| (*v, p.bytes.clone(), p.version))
+        .collect();
+    if batch.is_empty() {
         return Ok(());
     }
     let started = Instant::now();
-    let batch: Vec<(VisitorId, Vec<u8>)> = pending.drain().collect();
-    let result = store.put_profile_bytes(&batch);
+    let items: Vec<(VisitorId, &[u8])> = batch.iter().map(|(v, b, _)| (*v, b.as_slice())).collect();
+    inner.store.put_profile_bytes(&items)?;
     metrics::histogram!("tributary_store_write_seconds").record(started.elapsed().as_secs_f64());
-    metrics::histogram!("tributary_store_write_batch_size").record(batch.len() as f64);
-    result
+    metrics::histogram!("tributary_store_write_batch_size").record(items.len() as f64);
+    let mut pending = lock(&shard.pending);
+    for (visitor, _, version) in batch {
+        if pending.get(&visitor).is_some_and(|p| p.version == version) {
+            pending.remove(&visitor);
+            inner.pending.fetch_sub(1, Ordering::Relaxed);
+        } else if let Some(p) = pending.get_mut(&visitor) {
+            // Saved again while being written: the newer change is due from now on.
+            p.since = started;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -203,9 +253,12 @@ mod tests {
     use super::*;
     use crate::store::SledStore;
 
-    fn service(dir: &std::path::Path) -> (ProfileService, Arc<SledStore>) {
+    fn service(dir: &std::path::Path, delay_ms: u64) -> (ProfileService, Arc<SledStore>) {
         let store = Arc::new(SledStore::open(dir, 8 << 20, 100).unwrap());
-        (ProfileService::start(store.clone(), 3), store)
+        (
+            ProfileService::start(store.clone(), 3, Duration::from_millis(delay_ms)),
+            store,
+        )
     }
 
     fn profile(seen: i64) -> Profile {
@@ -218,18 +271,27 @@ mod tests {
     #[actix_rt::test]
     async fn loads_see_earlier_saves_and_flush_writes_everything() {
         let dir = tempfile::tempdir().unwrap();
-        let (svc, store) = service(dir.path());
+        let (svc, store) = service(dir.path(), 60_000);
         let ids: Vec<VisitorId> = (0..200).map(|_| VisitorId::generate()).collect();
         for (i, id) in ids.iter().enumerate() {
             for n in 0..5 {
                 svc.save(*id, &profile(i as i64 * 10 + n)).unwrap();
             }
         }
-        // Read-your-writes: the last save of each visitor, queued or written.
+        assert_eq!(
+            svc.queue_depth(),
+            200,
+            "five saves of a visitor are one pending write"
+        );
+        // Read-your-writes: the last save of each visitor, pending or written.
         for (i, id) in ids.iter().enumerate() {
             let p = svc.load(*id).await.unwrap().unwrap();
             assert_eq!(p.last_seen, i as i64 * 10 + 4);
         }
+        assert!(
+            store.load_profile(ids[0]).unwrap().is_none(),
+            "not written before its delay"
+        );
         svc.flush().await.unwrap();
         assert_eq!(svc.queue_depth(), 0);
         for (i, id) in ids.iter().enumerate() {
@@ -242,22 +304,42 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn delete_follows_queued_saves() {
+    async fn writers_write_once_the_delay_has_passed() {
         let dir = tempfile::tempdir().unwrap();
-        let (svc, store) = service(dir.path());
+        let (svc, store) = service(dir.path(), 20);
         let id = VisitorId::generate();
         svc.save(id, &profile(1)).unwrap();
+        let until = Instant::now() + Duration::from_secs(5);
+        while svc.queue_depth() > 0 && Instant::now() < until {
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(svc.queue_depth(), 0);
+        assert_eq!(store.load_profile(id).unwrap().unwrap().last_seen, 1);
+        // The stored copy is what a later load sees.
+        assert_eq!(svc.load(id).await.unwrap().unwrap().last_seen, 1);
+    }
+
+    #[actix_rt::test]
+    async fn delete_removes_pending_and_stored_profiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, store) = service(dir.path(), 60_000);
+        let id = VisitorId::generate();
+        svc.save(id, &profile(1)).unwrap();
+        svc.flush().await.unwrap();
+        svc.save(id, &profile(2)).unwrap();
         svc.delete(id).await.unwrap();
         assert!(svc.load(id).await.unwrap().is_none());
-        svc.save(id, &profile(2)).unwrap();
         svc.flush().await.unwrap();
-        assert_eq!(store.load_profile(id).unwrap().unwrap().last_seen, 2);
+        assert!(store.load_profile(id).unwrap().is_none());
+        svc.save(id, &profile(3)).unwrap();
+        svc.flush().await.unwrap();
+        assert_eq!(store.load_profile(id).unwrap().unwrap().last_seen, 3);
     }
 
     #[actix_rt::test]
     async fn unreadable_records_are_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let (svc, store) = service(dir.path());
+        let (svc, store) = service(dir.path(), 10);
         let id = VisitorId::generate();
         store.put_raw_profile(id, &[9, 9, 9]).unwrap();
         assert!(matches!(

@@ -81,15 +81,14 @@ impl ProfileStore for SledStore {
             .map(|v| v.to_vec()))
     }
 
-    fn put_profile_bytes(&self, batch: &[(VisitorId, Vec<u8>)]) -> Result<(), StoreError> {
+    fn put_profile_bytes(&self, batch: &[(VisitorId, &[u8])]) -> Result<(), StoreError> {
         if let [(visitor, bytes)] = batch {
-            self.profiles
-                .insert(visitor.to_be_bytes(), bytes.as_slice())?;
+            self.profiles.insert(visitor.to_be_bytes(), *bytes)?;
             return Ok(());
         }
         let mut b = sled::Batch::default();
         for (visitor, bytes) in batch {
-            b.insert(&visitor.to_be_bytes()[..], bytes.as_slice());
+            b.insert(&visitor.to_be_bytes()[..], *bytes);
         }
         self.profiles.apply_batch(b)?;
         Ok(())
@@ -138,29 +137,49 @@ impl CatalogStore for SledStore {
     fn replace_catalog(&self, catalog: &Catalog) -> Result<u64, StoreError> {
         let previous = self.load_catalog()?.map(|(_, v)| v).unwrap_or(0);
         let version = previous + 1;
-        let mut batch = sled::Batch::default();
-        for key in self.catalog.iter().keys() {
-            batch.remove(key?);
+        // The version key goes first and comes back last: a catalog without it is never
+        // loaded (load_catalog answers None and the seed is loaded again), so a crash half-way
+        // cannot leave a half-written catalog in use. The objects are written in chunks: one
+        // batch of 100,000 traits makes sled hold hundreds of megabytes it never gives back.
+        self.catalog.remove([KIND_VERSION])?;
+        let old: Vec<sled::IVec> = self.catalog.iter().keys().collect::<Result<_, _>>()?;
+        for chunk in old.chunks(CHUNK) {
+            let mut batch = sled::Batch::default();
+            for key in chunk {
+                batch.remove(key.clone());
+            }
+            self.catalog.apply_batch(batch)?;
         }
+        let mut entries: Vec<([u8; 9], Vec<u8>)> = Vec::new();
         for p in &catalog.providers {
-            batch.insert(
-                &catalog_key(KIND_PROVIDER, u64::from(p.pid))[..],
+            entries.push((
+                catalog_key(KIND_PROVIDER, u64::from(p.pid)),
                 encode_json(p)?,
-            );
+            ));
         }
         for t in &catalog.traits {
-            batch.insert(&catalog_key(KIND_TRAIT, t.sid)[..], encode_json(t)?);
+            entries.push((catalog_key(KIND_TRAIT, t.sid), encode_json(t)?));
         }
         for s in &catalog.segments {
-            batch.insert(&catalog_key(KIND_SEGMENT, s.sid)[..], encode_json(s)?);
+            entries.push((catalog_key(KIND_SEGMENT, s.sid), encode_json(s)?));
         }
-        batch.insert(&[KIND_VERSION][..], &version.to_be_bytes()[..]);
-        self.catalog.apply_batch(batch)?;
+        for chunk in entries.chunks(CHUNK) {
+            let mut batch = sled::Batch::default();
+            for (key, value) in chunk {
+                batch.insert(&key[..], value.as_slice());
+            }
+            self.catalog.apply_batch(batch)?;
+        }
+        self.catalog
+            .insert([KIND_VERSION], &version.to_be_bytes()[..])?;
         // An acknowledged catalog change must survive a crash (DESIGN.md §5).
         self.db.flush()?;
         Ok(version)
     }
 }
+
+/// Catalog objects per sled batch when a whole catalog is written.
+const CHUNK: usize = 1000;
 
 #[cfg(test)]
 mod tests {
@@ -208,6 +227,20 @@ mod tests {
             s.load_profile(id),
             Err(StoreError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn a_catalog_without_its_version_key_is_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let c: Catalog = serde_json::from_str(
+            r#"{"traits":[{"sid":1,"name":"a","traitType":"RULE_BASED_TRAIT","traitRule":"a==1","dataSourceId":1}]}"#,
+        )
+        .unwrap();
+        s.replace_catalog(&c).unwrap();
+        // What a crash during the next replacement leaves: objects, no version.
+        s.catalog.remove([KIND_VERSION]).unwrap();
+        assert!(s.load_catalog().unwrap().is_none());
     }
 
     #[test]

@@ -48,7 +48,7 @@ async fn segment_engine_evaluates_persists_and_loads() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path(), 8 << 20, 100).unwrap());
     let profile_store: Arc<dyn ProfileStore> = store.clone();
-    let profiles = ProfileService::start(profile_store, 2);
+    let profiles = ProfileService::start(profile_store, 2, std::time::Duration::from_millis(50));
     let engine = SegmentEngine::new(profiles.clone()).start();
     let compiled =
         Arc::new(CompiledCatalog::compile(&sample_catalog("http://127.0.0.1:9/"), 1).unwrap());
@@ -119,7 +119,7 @@ fn harness(catalog: &tributary::catalog::Catalog, deadline_ms: u64) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path(), 8 << 20, 100).unwrap());
     let profile_store: Arc<dyn ProfileStore> = store.clone();
-    let profiles = ProfileService::start(profile_store, 1);
+    let profiles = ProfileService::start(profile_store, 1, std::time::Duration::from_millis(50));
     let realtime = RealtimeConfig {
         deadline_ms,
         ..Default::default()
