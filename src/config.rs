@@ -110,6 +110,9 @@ pub struct RealtimeConfig {
     pub min_provider_budget_ms: u64,
     /// A visitor session idle this long stops and frees its memory.
     pub session_idle_secs: u64,
+    /// Most visitor sessions kept in memory; beyond it the least recently active idle ones
+    /// stop early (their profiles are saved and reloaded on the next event).
+    pub max_sessions: usize,
     /// Largest provider answer body read; larger answers are that provider's error.
     pub provider_body_limit: usize,
     /// Pooled keep-alive connections per provider per worker thread.
@@ -124,6 +127,7 @@ impl Default for RealtimeConfig {
             reply_reserve_ms: 5,
             min_provider_budget_ms: 10,
             session_idle_secs: 30,
+            max_sessions: 100_000,
             provider_body_limit: 64 * 1024,
             provider_pool_size: 256,
         }
@@ -301,6 +305,12 @@ impl Config {
             ));
         }
         range("realtime.session_idle_secs", r.session_idle_secs, 1, 86_400)?;
+        range(
+            "realtime.max_sessions",
+            r.max_sessions as u64,
+            1,
+            100_000_000,
+        )?;
         range(
             "realtime.provider_body_limit",
             r.provider_body_limit as u64,

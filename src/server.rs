@@ -26,7 +26,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::actors::directory::SessionDirectory;
 use crate::actors::provider_client::ClientSettings;
-use crate::actors::visitor_session::{CollectEvent, EventData, SessionDeps, VisitorSession};
+use crate::actors::visitor_session::{
+    CollectEvent, EventData, Retire, SessionDeps, VisitorSession,
+};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{Config, ConfigError};
 use crate::engine::{CatalogHandle, CompiledCatalog};
@@ -88,6 +90,7 @@ pub struct Running {
     store: Arc<SledStore>,
     profiles: ProfileService,
     directory: Arc<SessionDirectory>,
+    sweeper: actix_rt::task::JoinHandle<()>,
     catalog: CatalogHandle,
     ready: Arc<AtomicBool>,
 }
@@ -139,6 +142,7 @@ impl Running {
         while self.directory.pending() > 0 && Instant::now() < drained_by {
             actix_rt::time::sleep(Duration::from_millis(10)).await;
         }
+        self.sweeper.abort();
         // Pending profile writes first, then everything to disk.
         self.profiles.flush().await?;
         self.profiles.stop_writers();
@@ -185,6 +189,11 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         },
         directory: directory.clone(),
     };
+    let sweeper = actix_rt::spawn(sweep_sessions(
+        directory.clone(),
+        config.realtime.session_idle(),
+        config.realtime.max_sessions,
+    ));
     let ready = Arc::new(AtomicBool::new(true));
     let state = web::Data::new(AppState {
         config: config.clone(),
@@ -217,9 +226,23 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         store,
         profiles,
         directory,
+        sweeper,
         catalog: catalog_handle,
         ready,
     })
+}
+
+/// How often idle (or surplus) sessions are looked for.
+const SWEEP_EVERY: Duration = Duration::from_millis(200);
+
+/// Retires idle sessions, and the least recently active ones beyond `max_sessions`.
+async fn sweep_sessions(directory: Arc<SessionDirectory>, idle: Duration, max_sessions: usize) {
+    loop {
+        actix_rt::time::sleep(SWEEP_EVERY).await;
+        for session in directory.sweep(idle, max_sessions) {
+            session.do_send(Retire);
+        }
+    }
 }
 
 /// The stored catalog; on a store that never held one, the seed (file plus `[[providers]]`).

@@ -1,45 +1,64 @@
-//! `SessionDirectory`: finds the running session of a visitor, or starts one.
+//! `SessionDirectory`: finds the running session of a visitor, or starts one, and retires
+//! sessions that are idle or beyond the configured number.
 //!
 //! Sharded by visitor id so that concurrent events of different visitors rarely meet on the
-//! same lock. Entries hold a `WeakAddr`, so the directory never keeps a session alive.
+//! same lock. Entries hold the session's address — an actix actor stops when no address of
+//! it is left — and the sweep removes the entries of idle sessions, so the directory keeps a
+//! session alive exactly as long as the visitor is active.
 //!
-//! The delicate part is retiring an idle session without losing an event routed to it at the
-//! same moment. Every routed message carries a [`PendingGuard`] that counts it as pending
-//! until the session has finished with it (or until the message is dropped undelivered). The
-//! count is raised under the shard lock, and a session retires only by removing its own entry
-//! under that same lock while its count is zero — so an event is either routed before the
-//! retirement (and the session sees the count and stays) or after it (and starts a new
-//! session, which loads the profile the old one finished saving).
+//! Retiring a session must not lose an event routed to it at the same moment. Every routed
+//! message carries a [`PendingGuard`] that counts it as pending until the session has finished
+//! with it (or until the message is dropped undelivered). The count is raised under the shard
+//! lock, and [`SessionDirectory::sweep`] removes an entry only under that same lock and only
+//! while its count is zero — so an event is either routed before the removal (and the entry is
+//! not removed) or after it (and starts a new session, which loads the profile the old one
+//! saved). One sweep for all sessions replaces a timer per session, which costs memory and
+//! wake-ups for every visitor.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use actix::{Addr, WeakAddr};
+use actix::Addr;
 
 use super::visitor_session::VisitorSession;
 use crate::ids::VisitorId;
 
 const SHARDS: usize = 64;
 
+/// What the directory and a session's messages share about one session.
+struct Activity {
+    /// Events routed to the session and not finished.
+    pending: AtomicUsize,
+    /// Milliseconds since the directory's epoch when the last event finished.
+    last_active_ms: AtomicU64,
+}
+
 struct Entry {
     generation: u64,
-    addr: WeakAddr<VisitorSession>,
-    pending: Arc<AtomicUsize>,
+    addr: Addr<VisitorSession>,
+    activity: Arc<Activity>,
 }
 
 /// Counts a routed event as pending for its session until dropped.
-pub struct PendingGuard(Arc<AtomicUsize>);
+pub struct PendingGuard {
+    activity: Arc<Activity>,
+    epoch: Instant,
+}
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.activity.last_active_ms.store(now, Ordering::Release);
+        self.activity.pending.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 pub struct SessionDirectory {
     shards: Box<[Mutex<HashMap<VisitorId, Entry>>]>,
     generations: AtomicU64,
+    epoch: Instant,
 }
 
 impl Default for SessionDirectory {
@@ -47,17 +66,25 @@ impl Default for SessionDirectory {
         SessionDirectory {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             generations: AtomicU64::new(1),
+            epoch: Instant::now(),
         }
     }
 }
 
+fn lock(shard: &Mutex<HashMap<VisitorId, Entry>>) -> MutexGuard<'_, HashMap<VisitorId, Entry>> {
+    // Every critical section is a single insert, lookup or remove, so a poisoned lock still
+    // guards a consistent map.
+    shard.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl SessionDirectory {
-    fn shard(&self, visitor: VisitorId) -> MutexGuard<'_, HashMap<VisitorId, Entry>> {
+    fn shard(&self, visitor: VisitorId) -> &Mutex<HashMap<VisitorId, Entry>> {
         let v = visitor.as_u128();
-        let index = ((v ^ (v >> 64)) as u64 % SHARDS as u64) as usize;
-        // A panic while holding a shard lock leaves a consistent map (every operation is a
-        // single insert or remove), so a poisoned lock is safe to keep using.
-        self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
+        &self.shards[((v ^ (v >> 64)) as u64 % SHARDS as u64) as usize]
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     /// The visitor's live session (started with `start(generation)` if there is none), and a
@@ -67,48 +94,89 @@ impl SessionDirectory {
         visitor: VisitorId,
         start: impl FnOnce(u64) -> Addr<VisitorSession>,
     ) -> (Addr<VisitorSession>, PendingGuard) {
-        let mut shard = self.shard(visitor);
+        let mut shard = lock(self.shard(visitor));
         if let Some(entry) = shard.get(&visitor) {
-            if let Some(addr) = entry.addr.upgrade().filter(Addr::connected) {
-                entry.pending.fetch_add(1, Ordering::AcqRel);
-                return (addr, PendingGuard(entry.pending.clone()));
+            if entry.addr.connected() {
+                entry.activity.pending.fetch_add(1, Ordering::AcqRel);
+                let guard = PendingGuard {
+                    activity: entry.activity.clone(),
+                    epoch: self.epoch,
+                };
+                return (entry.addr.clone(), guard);
             }
         }
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
         let addr = start(generation);
-        let pending = Arc::new(AtomicUsize::new(1));
-        shard.insert(
-            visitor,
-            Entry {
-                generation,
-                addr: addr.downgrade(),
-                pending: pending.clone(),
+        let activity = Arc::new(Activity {
+            pending: AtomicUsize::new(1),
+            last_active_ms: AtomicU64::new(self.now_ms()),
+        });
+        let entry = Entry {
+            generation,
+            addr: addr.clone(),
+            activity: activity.clone(),
+        };
+        shard.insert(visitor, entry);
+        (
+            addr,
+            PendingGuard {
+                activity,
+                epoch: self.epoch,
             },
-        );
-        (addr, PendingGuard(pending))
+        )
     }
 
-    /// Removes the session's entry if it is still this generation's and nothing is pending
-    /// for it; the session must stop when this returns true.
-    pub fn try_retire(&self, visitor: VisitorId, generation: u64) -> bool {
-        let mut shard = self.shard(visitor);
-        match shard.get(&visitor) {
-            Some(e) if e.generation == generation => {
-                if e.pending.load(Ordering::Acquire) == 0 {
-                    shard.remove(&visitor);
-                    true
-                } else {
+    /// Removes the entries of sessions with nothing pending that have been idle for `idle`,
+    /// and — when more than `max_sessions` exist — the least recently active others, and
+    /// returns their addresses: each must be told to stop.
+    pub fn sweep(&self, idle: Duration, max_sessions: usize) -> Vec<Addr<VisitorSession>> {
+        let now = self.now_ms();
+        let idle_ms = idle.as_millis() as u64;
+        let mut retired = Vec::new();
+        // (last active, shard, visitor) of idle-able sessions that are not yet due.
+        let mut others: Vec<(u64, usize, VisitorId)> = Vec::new();
+        for (index, shard) in self.shards.iter().enumerate() {
+            let mut map = lock(shard);
+            map.retain(|visitor, e| {
+                if !e.addr.connected() {
+                    return false; // stopped by itself
+                }
+                if e.activity.pending.load(Ordering::Acquire) > 0 {
+                    return true;
+                }
+                let last = e.activity.last_active_ms.load(Ordering::Acquire);
+                if now.saturating_sub(last) >= idle_ms {
+                    retired.push(e.addr.clone());
                     false
+                } else {
+                    others.push((last, index, *visitor));
+                    true
+                }
+            });
+        }
+        let remaining = self.len();
+        if remaining > max_sessions && !others.is_empty() {
+            let excess = (remaining - max_sessions).min(others.len());
+            others.select_nth_unstable_by_key(excess - 1, |(last, _, _)| *last);
+            for (_, index, visitor) in others.into_iter().take(excess) {
+                let mut map = lock(&self.shards[index]);
+                // Re-checked under the lock: an event may have arrived since.
+                let idle_now = map
+                    .get(&visitor)
+                    .is_some_and(|e| e.activity.pending.load(Ordering::Acquire) == 0);
+                if idle_now {
+                    if let Some(e) = map.remove(&visitor) {
+                        retired.push(e.addr);
+                    }
                 }
             }
-            // Replaced or gone: nothing can be routed to this generation any more.
-            _ => true,
         }
+        retired
     }
 
     /// Drops the entry of a session that stopped (for whatever reason).
     pub fn forget(&self, visitor: VisitorId, generation: u64) {
-        let mut shard = self.shard(visitor);
+        let mut shard = lock(self.shard(visitor));
         if shard
             .get(&visitor)
             .is_some_and(|e| e.generation == generation)
@@ -117,12 +185,10 @@ impl SessionDirectory {
         }
     }
 
-    /// Number of sessions known (live or just stopped).
+    /// Number of sessions known (live or just stopped). Locks every shard: for metrics and
+    /// tests, not for the event path.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
+        self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
     /// Events routed and not yet finished, across all sessions.
@@ -130,10 +196,9 @@ impl SessionDirectory {
         self.shards
             .iter()
             .map(|s| {
-                let shard = s.lock().unwrap_or_else(|p| p.into_inner());
-                shard
+                lock(s)
                     .values()
-                    .map(|e| e.pending.load(Ordering::Acquire))
+                    .map(|e| e.activity.pending.load(Ordering::Acquire))
                     .sum::<usize>()
             })
             .sum()

@@ -1,7 +1,8 @@
 //! `VisitorSession`: one actor per active visitor.
 //!
 //! Lifetime: started by the [`SessionDirectory`] on the first event of a visitor, on the
-//! arbiter (worker thread) that received it; stops after `session_idle_secs` without events.
+//! arbiter (worker thread) that received it; stopped by the directory's sweep ([`Retire`]) after
+//! `session_idle_secs` without events, or earlier when there are more than `max_sessions`.
 //! While alive it keeps the visitor's profile in memory, so a returning visitor costs no store
 //! read.
 //!
@@ -18,8 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Message,
-    WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AtomicResponse, Context, Handler, Message, WrapFuture,
 };
 use actix_web::web::Bytes;
 use futures_util::future::join_all;
@@ -63,6 +63,12 @@ pub struct CollectEvent {
     pub pending: Option<PendingGuard>,
 }
 
+/// Stops the session: the directory has removed it (idle, or too many sessions) and no event
+/// is pending for it, so nothing can be routed to it any more.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
 /// What an event produced.
 #[derive(Debug, Default)]
 pub struct EventResult {
@@ -99,7 +105,6 @@ pub struct VisitorSession {
     /// another generation).
     generation: u64,
     profile: ProfileState,
-    last_activity: Instant,
     deps: SessionDeps,
 }
 
@@ -109,7 +114,6 @@ impl VisitorSession {
             visitor,
             generation,
             profile: ProfileState::Unloaded,
-            last_activity: Instant::now(),
             deps,
         }
     }
@@ -118,19 +122,8 @@ impl VisitorSession {
 impl Actor for VisitorSession {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Self::Context) {
+    fn started(&mut self, _: &mut Self::Context) {
         metrics::gauge!("tributary_sessions_active").increment(1.0);
-        let idle = self.deps.realtime.session_idle();
-        let every = (idle / 2).max(Duration::from_millis(50));
-        // Interval items are not polled while an event is in progress (AtomicResponse makes
-        // the context wait), so a session never retires in the middle of an event.
-        ctx.run_interval(every, move |act, ctx| {
-            if act.last_activity.elapsed() >= idle
-                && act.deps.directory.try_retire(act.visitor, act.generation)
-            {
-                ctx.stop();
-            }
-        });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -139,17 +132,23 @@ impl Actor for VisitorSession {
     }
 }
 
+impl Handler<Retire> for VisitorSession {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
 impl Handler<CollectEvent> for VisitorSession {
     type Result = AtomicResponse<Self, EventResult>;
 
     fn handle(&mut self, msg: CollectEvent, _: &mut Self::Context) -> Self::Result {
-        self.last_activity = Instant::now();
         let state = std::mem::replace(&mut self.profile, ProfileState::Unloaded);
         let work = run_event(self.deps.clone(), self.visitor, state, msg);
         AtomicResponse::new(Box::pin(work.into_actor(self).map(
             |(state, result), act, _| {
                 act.profile = state;
-                act.last_activity = Instant::now();
                 result
             },
         )))

@@ -105,3 +105,79 @@ async fn idle_sessions_stop_and_a_returning_visitor_is_served_from_the_store() {
     assert_eq!(profile.traits[&11].count, 1);
     server.stop().await;
 }
+
+#[actix_web::test]
+async fn sessions_beyond_the_limit_stop_and_lose_nothing() {
+    let server = TestServer::start_with(&counting_catalog(), |c| c.realtime.max_sessions = 5).await;
+    let ids: Vec<String> = (0..30)
+        .map(|i| format!("{:038}", 10u128.pow(37) + 1000 + i))
+        .collect();
+    for round in 0..3 {
+        let urls: Vec<String> = ids
+            .iter()
+            .map(|id| server.url(&format!("/event?d_rtbd=json&d_uuid={id}&c_hit=1")))
+            .collect();
+        futures_util::future::join_all(urls.iter().map(|u| get(u))).await;
+        // Give the sweep (every 200 ms) time to bring the count back under the limit.
+        let mut waited = Duration::ZERO;
+        while server.running.sessions().len() > 5 && waited < Duration::from_secs(5) {
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+            waited += Duration::from_millis(50);
+        }
+        assert!(
+            server.running.sessions().len() <= 5,
+            "round {round}: {}",
+            server.running.sessions().len()
+        );
+    }
+    server.running.sync_store().await.unwrap();
+    for id in &ids {
+        let profile = server
+            .running
+            .store()
+            .load_profile(VisitorId::parse(id).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            profile.traits[&11].count, 3,
+            "visitor {id}: every event counted across session restarts"
+        );
+    }
+    server.stop().await;
+}
+
+/// A session keeps its visitor's profile in memory between events: a returning visitor costs
+/// no store read. (Shown by damaging the stored record: a session that re-read it would
+/// report error 200.)
+#[actix_web::test]
+async fn an_active_visitors_profile_stays_in_memory() {
+    let server = TestServer::start(&counting_catalog()).await;
+    let url = server.url(&format!(
+        "/event?d_rtbd=json&d_cts=2&d_uuid={VISITOR}&c_hit=1"
+    ));
+    get(&url).await;
+    server.running.sync_store().await.unwrap();
+    let visitor = VisitorId::parse(VISITOR).unwrap();
+    server
+        .running
+        .store()
+        .put_raw_profile(visitor, &[0xde, 0xad])
+        .unwrap();
+    for _ in 0..3 {
+        let body = get(&url).await.json();
+        assert!(body.get("errors").is_none(), "{body}");
+        assert_eq!(body["segments"], json!([101]));
+    }
+    server.running.sync_store().await.unwrap();
+    let profile = server
+        .running
+        .store()
+        .load_profile(visitor)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        profile.traits[&11].count, 4,
+        "the warm profile was written back whole"
+    );
+    server.stop().await;
+}
