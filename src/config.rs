@@ -50,6 +50,10 @@ pub struct ServerConfig {
     pub allow_cts: bool,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_timeout_secs: u64,
+    /// Shed events (`429`) while a worker thread runs this many milliseconds behind; 0 = never.
+    pub shed_lag_ms: u64,
+    /// Shed events while this many are in flight (waiting on providers or sessions).
+    pub max_in_flight: usize,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +66,8 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             allow_cts: true,
             shutdown_timeout_secs: 10,
+            shed_lag_ms: 25,
+            max_in_flight: 20_000,
         }
     }
 }
@@ -82,6 +88,8 @@ pub struct StoreConfig {
     /// How long a changed profile may wait in memory before it is written; changes made in
     /// that window are written together. A crash loses at most this (plus `flush_every_ms`).
     pub write_delay_ms: u64,
+    /// Shed events while this many changed profiles wait to be written (the disk is behind).
+    pub max_pending_writes: usize,
 }
 
 impl Default for StoreConfig {
@@ -93,6 +101,7 @@ impl Default for StoreConfig {
             profile_ttl_days: 120,
             threads: 2,
             write_delay_ms: 1000,
+            max_pending_writes: 500_000,
         }
     }
 }
@@ -117,6 +126,9 @@ pub struct RealtimeConfig {
     pub provider_body_limit: usize,
     /// Pooled keep-alive connections per provider per worker thread.
     pub provider_pool_size: usize,
+    /// Calls to one provider running at once per worker thread (calls outlive their event
+    /// until the provider's own timeout); beyond it the provider is `skipped`.
+    pub provider_max_in_flight: usize,
 }
 
 impl Default for RealtimeConfig {
@@ -130,6 +142,7 @@ impl Default for RealtimeConfig {
             max_sessions: 100_000,
             provider_body_limit: 64 * 1024,
             provider_pool_size: 256,
+            provider_max_in_flight: 256,
         }
     }
 }
@@ -240,6 +253,13 @@ impl Config {
         s.bind
             .parse::<SocketAddr>()
             .map_err(|_| bad("server.bind", format!("not an address:port ({:?})", s.bind)))?;
+        range("server.shed_lag_ms", s.shed_lag_ms, 0, 10_000)?;
+        range(
+            "server.max_in_flight",
+            s.max_in_flight as u64,
+            1,
+            10_000_000,
+        )?;
         if s.workers > 1024 {
             return Err(bad(
                 "server.workers",
@@ -284,6 +304,12 @@ impl Config {
         }
         range("store.threads", st.threads as u64, 1, 64)?;
         range("store.write_delay_ms", st.write_delay_ms, 0, 60_000)?;
+        range(
+            "store.max_pending_writes",
+            st.max_pending_writes as u64,
+            1,
+            100_000_000,
+        )?;
         if st.profile_ttl_days == 0 || st.profile_ttl_days > 3650 {
             return Err(bad("store.profile_ttl_days", "must be between 1 and 3650"));
         }

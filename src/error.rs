@@ -106,6 +106,9 @@ pub enum HttpError {
     BadCallback,
     #[error("the request body could not be read")]
     BadBody,
+    /// Load shedding (AAM answers excess traffic with 429): retry later.
+    #[error("server overloaded, retry later")]
+    Overloaded,
     #[error("no such endpoint")]
     NotFound,
     #[error("method not allowed")]
@@ -124,6 +127,7 @@ impl ResponseError for HttpError {
             HttpError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HttpError::BadCallback | HttpError::BadBody => StatusCode::BAD_REQUEST,
+            HttpError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -134,10 +138,14 @@ impl ResponseError for HttpError {
         let body = HttpErrorBody {
             errors: [DcsError::unspecified(self.to_string())],
         };
-        HttpResponse::build(self.status_code())
+        let mut response = HttpResponse::build(self.status_code());
+        response
             .insert_header((header::CACHE_CONTROL, "no-store"))
-            .insert_header(("X-Error", "0"))
-            .json(body)
+            .insert_header(("X-Error", "0"));
+        if let HttpError::Overloaded = self {
+            response.insert_header((header::RETRY_AFTER, "1"));
+        }
+        response.json(body)
     }
 }
 
@@ -159,5 +167,8 @@ mod tests {
         assert_eq!(HttpError::BadCallback.status_code(), 400);
         assert_eq!(HttpError::UnsupportedMediaType.status_code(), 415);
         assert_eq!(HttpError::NotFound.status_code(), 404);
+        let shed = HttpError::Overloaded.error_response();
+        assert_eq!(shed.status(), 429);
+        assert_eq!(shed.headers().get("retry-after").unwrap(), "1");
     }
 }

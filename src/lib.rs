@@ -20,6 +20,7 @@
 //! - [`store`]: persistence; the only module that touches sled.
 //! - [`server`]: the HTTP listener and [`server::start`], which wires everything together.
 //! - [`metrics`]: the Prometheus exporter.
+//! - [`overload`]: load shedding (`429`) from worker lag, events in flight and store backlog.
 //! - [`mock_provider`] and [`demo`]: sample providers and the `tributary demo` command.
 //! - [`bench`]: `tributary bench`, the benchmark tool (load generator, ceilings, scenarios).
 //!
@@ -40,6 +41,7 @@ pub mod error;
 pub mod ids;
 pub mod metrics;
 pub mod mock_provider;
+pub mod overload;
 pub mod profile;
 pub mod provider;
 pub mod request;

@@ -34,6 +34,7 @@ use crate::config::{Config, ConfigError};
 use crate::engine::{CatalogHandle, CompiledCatalog};
 use crate::error::{truncate, DcsError, HttpError};
 use crate::ids::{Tid, VisitorId};
+use crate::overload::Shedder;
 use crate::provider::Outcome;
 use crate::request::{
     identify, parse_event, Identity, RequestError, MAX_BODY_BYTES, MAX_QUERY_BYTES,
@@ -59,6 +60,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct AppState {
     config: Arc<Config>,
     deps: SessionDeps,
+    shedder: Shedder,
     metrics: PrometheusHandle,
     ready: Arc<AtomicBool>,
 }
@@ -186,6 +188,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         clients: ClientSettings {
             body_limit: config.realtime.provider_body_limit,
             pool_size: config.realtime.provider_pool_size,
+            max_in_flight: config.realtime.provider_max_in_flight,
         },
         directory: directory.clone(),
     };
@@ -195,9 +198,15 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         config.realtime.max_sessions,
     ));
     let ready = Arc::new(AtomicBool::new(true));
+    let shedder = Shedder::new(
+        Duration::from_millis(config.server.shed_lag_ms),
+        config.server.max_in_flight,
+        config.store.max_pending_writes,
+    );
     let state = web::Data::new(AppState {
         config: config.clone(),
         deps,
+        shedder,
         metrics,
         ready: ready.clone(),
     });
@@ -302,6 +311,14 @@ async fn event(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
+    let _admitted = match state.shedder.admit(state.deps.profiles.queue_depth()) {
+        Ok(admitted) => admitted,
+        Err(reason) => {
+            metrics::counter!("tributary_events_shed_total", "reason" => reason.as_str())
+                .increment(1);
+            return Err(HttpError::Overloaded);
+        }
+    };
     let tid = Tid::next();
     let query = req.query_string();
     if query.len() > MAX_QUERY_BYTES {

@@ -51,6 +51,10 @@ pub enum CallError {
     Body(String),
     #[error(transparent)]
     Answer(#[from] AnswerError),
+    /// Not called: as many calls as allowed are already running (a slow or hanging provider
+    /// must not pile up connections and timers without bound).
+    #[error("not called: {0} calls already in flight")]
+    Saturated(usize),
 }
 
 /// HTTP settings shared by every provider client (from `[realtime]`).
@@ -58,6 +62,8 @@ pub enum CallError {
 pub struct ClientSettings {
     pub body_limit: usize,
     pub pool_size: usize,
+    /// Calls to one provider running at once on one thread; more are not made (`skipped`).
+    pub max_in_flight: usize,
 }
 
 /// Talks to one provider; see the module doc.
@@ -65,6 +71,8 @@ pub struct ProviderClient {
     provider: Arc<Provider>,
     client: awc::Client,
     settings: ClientSettings,
+    /// Calls started and not finished (including those finishing after their event answered).
+    in_flight: usize,
 }
 
 impl ProviderClient {
@@ -86,6 +94,7 @@ impl ProviderClient {
             provider,
             client,
             settings,
+            in_flight: 0,
         }
     }
 }
@@ -107,6 +116,14 @@ impl Handler<LookupSegments> for ProviderClient {
 
     fn handle(&mut self, msg: LookupSegments, _: &mut Self::Context) -> Self::Result {
         let started = Instant::now();
+        if self.in_flight >= self.settings.max_in_flight {
+            let reply = ProviderReply {
+                result: Err(CallError::Saturated(self.in_flight)),
+                elapsed: Duration::ZERO,
+            };
+            return Box::pin(actix::fut::ready(reply));
+        }
+        self.in_flight += 1;
         let timeout_ms = u64::from(self.provider.timeout_ms);
         let limit = self.settings.body_limit;
         let request = self
@@ -140,6 +157,7 @@ impl Handler<LookupSegments> for ProviderClient {
             }
         };
         Box::pin(bounded.into_actor(self).map(move |result, act, _| {
+            act.in_flight -= 1;
             if let Err(e) = &result {
                 log::debug!(tid = msg.tid.as_str(); "provider {} failed: {e}", act.provider.name);
             }

@@ -329,6 +329,7 @@ async fn ask_providers(
                     outcome
                 }
                 Err(CallError::Timeout(_)) => Outcome::Timeout,
+                Err(CallError::Saturated(_)) => Outcome::Skipped,
                 Err(_) => Outcome::Error,
             },
             Ok(Err(_mailbox)) => Outcome::Error,

@@ -131,6 +131,7 @@ fn harness(catalog: &tributary::catalog::Catalog, deadline_ms: u64) -> Harness {
         clients: ClientSettings {
             body_limit: 64 * 1024,
             pool_size: 16,
+            max_in_flight: 64,
         },
         directory: Arc::new(SessionDirectory::default()),
     };

@@ -267,3 +267,66 @@ async fn a_provider_slower_than_its_own_timeout_is_a_timeout() {
     }
     server.stop().await;
 }
+
+#[actix_web::test]
+async fn beyond_max_in_flight_events_are_shed_with_429_and_admitted_again_after() {
+    let slow = TestProvider::start(Behavior::Delay(300, Box::new(Behavior::Status(204)))).await;
+    let cat = catalog(
+        vec![provider(1, "slow", &slow.url, 1001, 1000)],
+        json!([]),
+        json!([]),
+    );
+    let server = TestServer::start_with(&cat, |c| {
+        c.realtime.deadline_ms = 400;
+        c.server.max_in_flight = 1;
+    })
+    .await;
+    let url = server.url("/event?d_rtbd=json&d_cts=2");
+    let first = get(&url);
+    let second = async {
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+        get(&url).await
+    };
+    let (first, second) = futures_util::future::join(first, second).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.json()["providers"], json!({"slow": "nodata"}));
+    assert_eq!(second.status, 429);
+    assert_eq!(second.header("retry-after").as_deref(), Some("1"));
+    assert_eq!(second.json()["errors"][0]["code"], 0);
+    // The first event is done: the next one is admitted.
+    assert_eq!(get(&url).await.status, 200);
+    let metrics = String::from_utf8(get(&server.url("/metrics")).await.body).unwrap();
+    assert!(
+        metrics.contains(r#"tributary_events_shed_total{reason="in_flight"}"#),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn a_hanging_providers_calls_are_capped_and_the_rest_skipped() {
+    // The call outlives its event (the provider's timeout is 2 s, the deadline 150 ms), so it
+    // still counts against the provider's in-flight cap when the next event comes.
+    let hang = TestProvider::start(Behavior::Hang).await;
+    let cat = catalog(
+        vec![provider(1, "hang", &hang.url, 1001, 2000)],
+        json!([]),
+        json!([]),
+    );
+    let server = TestServer::start_with(&cat, |c| {
+        c.server.workers = 1;
+        c.realtime.provider_max_in_flight = 1;
+    })
+    .await;
+    let url = server.url("/event?d_rtbd=json&d_cts=2");
+    assert_eq!(
+        get(&url).await.json()["providers"],
+        json!({"hang": "timeout"})
+    );
+    assert_eq!(
+        get(&url).await.json()["providers"],
+        json!({"hang": "skipped"})
+    );
+    assert_eq!(hang.hits(), 1, "the second event did not call the provider");
+    server.stop().await;
+}

@@ -1,0 +1,147 @@
+//! Load shedding: when the server cannot keep up, `/event` answers `429` at once (AAM's
+//! answer to excess traffic, AAM-REFERENCE.md §1.11) instead of letting every answer wait.
+//!
+//! Three signals, each checked before any work is done for an event:
+//! - **worker lag**: each worker thread measures how late a 5 ms timer fires. A late timer means
+//!   requests are queueing on that thread faster than it handles them — the one signal that
+//!   sees a CPU-bound overload, because the requests waiting on a busy thread have not reached
+//!   any handler yet;
+//! - **events in flight** across the server (waiting on providers, sessions or the engine);
+//! - **store backlog**: profile writes waiting for the disk.
+//!
+//! Shed answers are cheap (no session, no provider, no store), so shedding frees the capacity
+//! that lets the admitted events meet their deadline, and it stops as soon as load drops.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often each worker measures its own lag.
+const TICK: Duration = Duration::from_millis(5);
+
+thread_local! {
+    /// How late this worker's last tick fired.
+    static LAG: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    static MONITORING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Why an event was shed (the `reason` label of `tributary_events_shed_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shed {
+    WorkerLag,
+    InFlight,
+    StoreBacklog,
+}
+
+impl Shed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shed::WorkerLag => "worker_lag",
+            Shed::InFlight => "in_flight",
+            Shed::StoreBacklog => "store_backlog",
+        }
+    }
+}
+
+/// The server-wide admission control.
+pub struct Shedder {
+    max_lag: Option<Duration>,
+    max_in_flight: usize,
+    max_store_backlog: usize,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts an admitted event as in flight until dropped.
+pub struct Admitted(Arc<AtomicUsize>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Shedder {
+    /// `max_lag` of zero turns the lag signal off.
+    pub fn new(max_lag: Duration, max_in_flight: usize, max_store_backlog: usize) -> Self {
+        Shedder {
+            max_lag: (!max_lag.is_zero()).then_some(max_lag),
+            max_in_flight,
+            max_store_backlog,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Admits an event or says why not. Must be called on an actix worker thread (it starts
+    /// that thread's lag monitor on first use).
+    pub fn admit(&self, store_backlog: usize) -> Result<Admitted, Shed> {
+        if let Some(max) = self.max_lag {
+            ensure_monitor();
+            if LAG.with(Cell::get) > max {
+                return Err(Shed::WorkerLag);
+            }
+        }
+        if store_backlog > self.max_store_backlog {
+            return Err(Shed::StoreBacklog);
+        }
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let admitted = Admitted(self.in_flight.clone());
+        if before >= self.max_in_flight {
+            return Err(Shed::InFlight);
+        }
+        Ok(admitted)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+}
+
+/// Starts the lag monitor of the current thread if it is not running.
+fn ensure_monitor() {
+    if MONITORING.with(|m| m.replace(true)) {
+        return;
+    }
+    actix_rt::spawn(async {
+        loop {
+            let due = Instant::now() + TICK;
+            actix_rt::time::sleep_until(due.into()).await;
+            LAG.with(|lag| lag.set(Instant::now().saturating_duration_since(due)));
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn in_flight_and_backlog_limits() {
+        let shedder = Shedder::new(Duration::ZERO, 2, 100);
+        let a = shedder.admit(0).unwrap();
+        let _b = shedder.admit(0).unwrap();
+        assert_eq!(shedder.admit(0).err(), Some(Shed::InFlight));
+        drop(a);
+        assert!(shedder.admit(0).is_ok());
+        assert_eq!(
+            shedder.in_flight(),
+            1,
+            "refused and dropped admissions do not stay counted"
+        );
+        assert_eq!(shedder.admit(101).err(), Some(Shed::StoreBacklog));
+    }
+
+    #[actix_rt::test]
+    async fn a_blocked_worker_sheds_until_it_catches_up() {
+        let shedder = Shedder::new(Duration::from_millis(20), 1000, 1000);
+        assert!(shedder.admit(0).is_ok(), "the monitor starts on first use");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+        // Hog the thread: the monitor's next tick fires about 100 ms late.
+        std::thread::sleep(Duration::from_millis(100));
+        actix_rt::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(shedder.admit(0).err(), Some(Shed::WorkerLag));
+        // Once the thread is responsive again, the next ticks are on time.
+        actix_rt::time::sleep(Duration::from_millis(30)).await;
+        assert!(shedder.admit(0).is_ok());
+    }
+}
