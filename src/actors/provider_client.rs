@@ -10,14 +10,13 @@
 //! provider that doubles the cost per event. Every failure becomes a [`CallError`]; nothing a
 //! provider does can fail the event.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{
-    Actor, ActorFutureExt, Addr, Context, Handler, Message, ResponseActFuture, WrapFuture,
-};
+use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
 use actix_web::http::{header, Version};
 use actix_web::web::Bytes;
 use awc::error::{ConnectError, SendRequestError};
@@ -72,7 +71,7 @@ pub struct ProviderClient {
     client: awc::Client,
     settings: ClientSettings,
     /// Calls started and not finished (including those finishing after their event answered).
-    in_flight: usize,
+    in_flight: Rc<Cell<usize>>,
 }
 
 impl ProviderClient {
@@ -84,17 +83,18 @@ impl ProviderClient {
             .max_http_version(Version::HTTP_11)
             .limit(settings.pool_size)
             .conn_keep_alive(Duration::from_secs(30));
+        // No client-level request timeout: the handler's single timeout covers the whole call.
         let client = awc::Client::builder()
             .connector(connector)
             .max_http_version(Version::HTTP_11)
             .disable_redirects()
-            .timeout(timeout)
+            .disable_timeout()
             .finish();
         ProviderClient {
             provider,
             client,
             settings,
-            in_flight: 0,
+            in_flight: Rc::new(Cell::new(0)),
         }
     }
 }
@@ -110,22 +110,26 @@ impl Actor for ProviderClient {
 }
 
 impl Handler<LookupSegments> for ProviderClient {
-    // ResponseActFuture (not atomic): calls run concurrently inside the actor's context, and
-    // later work (circuit breaker, late-answer merging) can update actor state when they end.
-    type Result = ResponseActFuture<Self, ProviderReply>;
+    // ResponseFuture, not ResponseActFuture: each call runs as its own task. Futures spawned
+    // into an actor's context are all polled whenever any of them is woken, so hundreds of
+    // concurrent calls in one context cost quadratic CPU (measured: most of the server's CPU
+    // with a hanging provider). State shared with the running calls lives in `Rc` cells.
+    type Result = ResponseFuture<ProviderReply>;
 
     fn handle(&mut self, msg: LookupSegments, _: &mut Self::Context) -> Self::Result {
         let started = Instant::now();
-        if self.in_flight >= self.settings.max_in_flight {
+        let running = self.in_flight.get();
+        if running >= self.settings.max_in_flight {
             let reply = ProviderReply {
-                result: Err(CallError::Saturated(self.in_flight)),
+                result: Err(CallError::Saturated(running)),
                 elapsed: Duration::ZERO,
             };
-            return Box::pin(actix::fut::ready(reply));
+            return Box::pin(std::future::ready(reply));
         }
-        self.in_flight += 1;
+        let in_flight = InFlight::enter(self.in_flight.clone());
         let timeout_ms = u64::from(self.provider.timeout_ms);
         let limit = self.settings.body_limit;
+        let name = self.provider.name.clone();
         let request = self
             .client
             .post(self.provider.url.as_str())
@@ -134,15 +138,13 @@ impl Handler<LookupSegments> for ProviderClient {
             .send_body(msg.body);
         let call = async move {
             let mut response = request.await.map_err(|e| match e {
-                // awc's own request and connect timeouts are the provider being too slow.
+                // awc's connect timeout is the provider being too slow.
                 SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
                     CallError::Timeout(timeout_ms)
                 }
                 other => CallError::Request(other.to_string()),
             })?;
             let status = response.status().as_u16();
-            // awc's request timeout stops at the response head; the outer timeout below covers
-            // the body too, so a provider trickling bytes cannot hold the call open.
             let body = response
                 .body()
                 .limit(limit)
@@ -150,22 +152,38 @@ impl Handler<LookupSegments> for ProviderClient {
                 .map_err(|e| CallError::Body(e.to_string()))?;
             Ok(parse_answer(status, &body)?)
         };
-        let bounded = async move {
-            match tokio::time::timeout(Duration::from_millis(timeout_ms), call).await {
+        Box::pin(async move {
+            // One timeout over the whole call — connect, head and body — so a provider
+            // trickling bytes cannot hold it open (awc's own timeout stops at the head).
+            let result = match tokio::time::timeout(Duration::from_millis(timeout_ms), call).await {
                 Ok(result) => result,
                 Err(_) => Err(CallError::Timeout(timeout_ms)),
-            }
-        };
-        Box::pin(bounded.into_actor(self).map(move |result, act, _| {
-            act.in_flight -= 1;
+            };
+            drop(in_flight);
             if let Err(e) = &result {
-                log::debug!(tid = msg.tid.as_str(); "provider {} failed: {e}", act.provider.name);
+                log::debug!(tid = msg.tid.as_str(); "provider {name} failed: {e}");
             }
             ProviderReply {
                 result,
                 elapsed: started.elapsed(),
             }
-        }))
+        })
+    }
+}
+
+/// Counts a running call until dropped (also when the call is abandoned).
+struct InFlight(Rc<Cell<usize>>);
+
+impl InFlight {
+    fn enter(counter: Rc<Cell<usize>>) -> Self {
+        counter.set(counter.get() + 1);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
     }
 }
 

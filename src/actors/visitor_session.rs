@@ -22,10 +22,13 @@ use actix::{
     Actor, ActorContext, ActorFutureExt, AtomicResponse, Context, Handler, Message, WrapFuture,
 };
 use actix_web::web::Bytes;
-use futures_util::future::join_all;
+use futures_util::future::{self, Either};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::directory::{PendingGuard, SessionDirectory};
-use super::provider_client::{client_for, CallError, ClientSettings, LookupSegments};
+use super::provider_client::{
+    client_for, CallError, ClientSettings, LookupSegments, ProviderReply,
+};
 use super::segment_engine::{engine_for, EvaluateProfile, LoadProfile};
 use crate::catalog::Provider;
 use crate::config::RealtimeConfig;
@@ -271,7 +274,9 @@ async fn ask_providers(
         privacy: &event.privacy,
     };
     let mut segments = Vec::new();
-    let mut calls = Vec::new();
+    let mut called: Vec<Arc<Provider>> = Vec::new();
+    let mut running = FuturesUnordered::new();
+    let started = Instant::now();
     for provider in catalog.providers() {
         if let Some(cached) = profile.fresh_answer(provider.pid, now) {
             result
@@ -280,9 +285,8 @@ async fn ask_providers(
             segments.push((provider.data_source_id, cached.segments.clone()));
             continue;
         }
-        let started = Instant::now();
         let Some(tmax) = budget(
-            deadline.saturating_duration_since(started),
+            deadline.saturating_duration_since(Instant::now()),
             Duration::from_millis(u64::from(provider.timeout_ms)),
             rt.network_buffer(),
             rt.reply_reserve(),
@@ -298,44 +302,61 @@ async fn ask_providers(
             .get(&provider.data_source_id)
             .map(String::as_str);
         let body = Bytes::from(request_body(&ctx, tmax.as_millis() as u64, user_id));
-        let answer_by = deadline.checked_sub(rt.reply_reserve()).unwrap_or(deadline);
-        let wait_until = (started + tmax + rt.network_buffer()).min(answer_by);
         let request = client_for(provider, deps.clients).send(LookupSegments { tid, body });
-        let provider = provider.clone();
-        calls.push(async move {
-            let reply = tokio::time::timeout_at(wait_until.into(), request).await;
-            (provider, started.elapsed(), reply)
-        });
+        let index = called.len();
+        called.push(provider.clone());
+        running.push(async move { (index, request.await, started.elapsed()) });
     }
 
-    for (provider, waited, reply) in join_all(calls).await {
-        let outcome = match reply {
-            Ok(Ok(reply)) => match reply.result {
-                Ok(answer) => {
-                    let outcome = answer.outcome();
-                    let ttl = answer
-                        .ttl_secs
-                        .unwrap_or(u64::from(provider.cache_ttl_secs));
-                    if ttl > 0 {
-                        profile.provider_cache.insert(
-                            provider.pid,
-                            CachedAnswer {
-                                segments: answer.segments.clone(),
-                                expires_at: now.saturating_add(ttl as i64),
-                            },
-                        );
-                    }
-                    segments.push((provider.data_source_id, answer.segments));
-                    outcome
-                }
-                Err(CallError::Timeout(_)) => Outcome::Timeout,
-                Err(CallError::Saturated(_)) => Outcome::Skipped,
-                Err(_) => Outcome::Error,
-            },
-            Ok(Err(_mailbox)) => Outcome::Error,
-            Err(_late) => Outcome::Timeout,
+    // One timer for the whole fan-out: a provider whose own timeout is shorter is ended by its
+    // client (outcome `timeout`); every call still running at `answer_by` is a timeout too.
+    let answer_by = deadline.checked_sub(rt.reply_reserve()).unwrap_or(deadline);
+    let mut cutoff = std::pin::pin!(tokio::time::sleep_until(answer_by.into()));
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; called.len()];
+    while !running.is_empty() {
+        let (index, reply, waited) = match future::select(running.next(), cutoff.as_mut()).await {
+            Either::Left((Some(done), _)) => done,
+            Either::Left((None, _)) | Either::Right(_) => break,
         };
-        record(&provider, outcome, waited);
+        let provider = &called[index];
+        let outcome = match reply {
+            Ok(ProviderReply {
+                result: Ok(answer), ..
+            }) => {
+                let outcome = answer.outcome();
+                let ttl = answer
+                    .ttl_secs
+                    .unwrap_or(u64::from(provider.cache_ttl_secs));
+                if ttl > 0 {
+                    profile.provider_cache.insert(
+                        provider.pid,
+                        CachedAnswer {
+                            segments: answer.segments.clone(),
+                            expires_at: now.saturating_add(ttl as i64),
+                        },
+                    );
+                }
+                segments.push((provider.data_source_id, answer.segments));
+                outcome
+            }
+            Ok(ProviderReply {
+                result: Err(CallError::Timeout(_)),
+                ..
+            }) => Outcome::Timeout,
+            Ok(ProviderReply {
+                result: Err(CallError::Saturated(_)),
+                ..
+            }) => Outcome::Skipped,
+            Ok(ProviderReply { result: Err(_), .. }) | Err(_) => Outcome::Error,
+        };
+        record(provider, outcome, waited);
+        outcomes[index] = Some(outcome);
+    }
+    for (provider, outcome) in called.iter().zip(outcomes) {
+        let outcome = outcome.unwrap_or_else(|| {
+            record(provider, Outcome::Timeout, started.elapsed());
+            Outcome::Timeout
+        });
         result.providers.push((provider.name.clone(), outcome));
     }
     segments
