@@ -142,7 +142,7 @@ impl Default for RealtimeConfig {
             max_sessions: 100_000,
             provider_body_limit: 64 * 1024,
             provider_pool_size: 256,
-            provider_max_in_flight: 256,
+            provider_max_in_flight: 128,
         }
     }
 }

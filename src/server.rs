@@ -362,7 +362,7 @@ async fn event(
         out.dests = Some(Vec::new());
     }
 
-    let visitor = match identify(cookie_value, request.d_uuid) {
+    let (visitor, new_visitor) = match identify(cookie_value, request.d_uuid) {
         Identity::OptedOut => {
             out.errors.push(DcsError::opted_out());
             metrics::counter!("tributary_events_total", "result" => "opted_out").increment(1);
@@ -374,7 +374,8 @@ async fn event(
                 None,
             ));
         }
-        Identity::Known(id) | Identity::New(id) => id,
+        Identity::Known(id) => (id, false),
+        Identity::New(id) => (id, true),
     };
 
     let mut signals = request.signals;
@@ -395,6 +396,7 @@ async fn event(
         deadline,
         now: unix_now(),
         pending: Some(pending),
+        new_visitor,
     });
     let result_label = match tokio::time::timeout_at(deadline.into(), sent).await {
         Ok(Ok(result)) => {

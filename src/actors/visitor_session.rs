@@ -64,6 +64,8 @@ pub struct CollectEvent {
     /// Keeps the session from retiring while this event is queued or running; `None` when a
     /// test drives the session directly.
     pub pending: Option<PendingGuard>,
+    /// The visitor id was drawn for this event: no profile can be stored yet, so none is read.
+    pub new_visitor: bool,
 }
 
 /// Stops the session: the directory has removed it (idle, or too many sessions) and no event
@@ -171,12 +173,14 @@ async fn run_event(
         deadline,
         now,
         pending,
+        new_visitor,
     } = msg;
     let catalog = deps.catalog.current();
     let mut result = EventResult::default();
 
     let (mut profile, persist) = match state {
         ProfileState::Loaded(p) => (p, true),
+        ProfileState::Unloaded if new_visitor => (Profile::default(), true),
         ProfileState::Unloaded => match engine_for(&deps.profiles)
             .send(LoadProfile { visitor })
             .await
