@@ -241,13 +241,20 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     })
 }
 
-/// How often idle (or surplus) sessions are looked for.
+/// How often the session count is checked against `max_sessions`.
 const SWEEP_EVERY: Duration = Duration::from_millis(200);
 
-/// Retires idle sessions, and the least recently active ones beyond `max_sessions`.
+/// Retires idle sessions (looked for every tenth of the idle time, as a full sweep walks every
+/// session), and the least recently active ones as soon as there are more than `max_sessions`.
 async fn sweep_sessions(directory: Arc<SessionDirectory>, idle: Duration, max_sessions: usize) {
+    let idle_every = (idle / 10).max(SWEEP_EVERY);
+    let mut last_full = Instant::now();
     loop {
         actix_rt::time::sleep(SWEEP_EVERY).await;
+        if last_full.elapsed() < idle_every && directory.approximate_len() <= max_sessions {
+            continue;
+        }
+        last_full = Instant::now();
         for session in directory.sweep(idle, max_sessions) {
             session.do_send(Retire);
         }

@@ -59,6 +59,9 @@ pub struct SessionDirectory {
     shards: Box<[Mutex<HashMap<VisitorId, Entry>>]>,
     generations: AtomicU64,
     epoch: Instant,
+    /// Sessions started minus sessions removed: an estimate, kept without locking every shard,
+    /// that tells whether a sweep for surplus sessions is needed.
+    started_minus_removed: AtomicUsize,
 }
 
 impl Default for SessionDirectory {
@@ -67,6 +70,7 @@ impl Default for SessionDirectory {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             generations: AtomicU64::new(1),
             epoch: Instant::now(),
+            started_minus_removed: AtomicUsize::new(0),
         }
     }
 }
@@ -116,7 +120,9 @@ impl SessionDirectory {
             addr: addr.clone(),
             activity: activity.clone(),
         };
-        shard.insert(visitor, entry);
+        if shard.insert(visitor, entry).is_none() {
+            self.started_minus_removed.fetch_add(1, Ordering::Relaxed);
+        }
         (
             addr,
             PendingGuard {
@@ -135,8 +141,10 @@ impl SessionDirectory {
         let mut retired = Vec::new();
         // (last active, shard, visitor) of idle-able sessions that are not yet due.
         let mut others: Vec<(u64, usize, VisitorId)> = Vec::new();
+        let mut removed = 0;
         for (index, shard) in self.shards.iter().enumerate() {
             let mut map = lock(shard);
+            let before = map.len();
             map.retain(|visitor, e| {
                 if !e.addr.connected() {
                     return false; // stopped by itself
@@ -153,6 +161,7 @@ impl SessionDirectory {
                     true
                 }
             });
+            removed += before - map.len();
         }
         let remaining = self.len();
         if remaining > max_sessions && !others.is_empty() {
@@ -167,10 +176,12 @@ impl SessionDirectory {
                 if idle_now {
                     if let Some(e) = map.remove(&visitor) {
                         retired.push(e.addr);
+                        removed += 1;
                     }
                 }
             }
         }
+        self.removed(removed);
         retired
     }
 
@@ -182,6 +193,7 @@ impl SessionDirectory {
             .is_some_and(|e| e.generation == generation)
         {
             shard.remove(&visitor);
+            self.removed(1);
         }
     }
 
@@ -202,6 +214,19 @@ impl SessionDirectory {
                     .sum::<usize>()
             })
             .sum()
+    }
+
+    /// Roughly how many sessions exist, without locking the shards.
+    pub fn approximate_len(&self) -> usize {
+        self.started_minus_removed.load(Ordering::Relaxed)
+    }
+
+    fn removed(&self, n: usize) {
+        let _ =
+            self.started_minus_removed
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                    Some(c.saturating_sub(n))
+                });
     }
 
     pub fn is_empty(&self) -> bool {
