@@ -90,6 +90,21 @@ enum Command {
         #[arg(long, default_value = "bench-results.json")]
         out: PathBuf,
     },
+    /// Drives one server with the bench's load generator and prints the figures.
+    #[command(hide = true)]
+    BenchLoad {
+        #[arg(long)]
+        addr: SocketAddr,
+        /// Requests per second (open loop); without it, closed loop.
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 1_000_000)]
+        visitors: u64,
+    },
     /// A ceiling for `bench`: `http` (fixed JSON) or `fanout` (calls providers, no logic).
     #[command(hide = true)]
     BenchBaseline {
@@ -198,6 +213,37 @@ fn main() -> ExitCode {
             };
             options.scenarios = scenarios;
             tributary::bench::run(options).map(|_| ())
+        }
+        Command::BenchLoad {
+            addr,
+            rate,
+            connections,
+            duration,
+            visitors,
+        } => {
+            let spec = tributary::bench::load::LoadSpec {
+                addr,
+                connections,
+                duration: Duration::from_secs_f64(duration),
+                rate,
+                visitors: tributary::bench::load::Visitors::Zipf(visitors),
+                target: std::sync::Arc::new(tributary::bench::catalogs::event_target),
+                progress: None,
+                once: false,
+            };
+            tributary::bench::load::run(spec)
+                .map(|r| {
+                    println!(
+                        "{:.0}/s p50 {:.2} ms p99 {:.2} ms max {:.2} ms statuses {:?} failures {}",
+                        r.per_second(),
+                        r.quantile_ms(0.5),
+                        r.quantile_ms(0.99),
+                        r.max_ms(),
+                        r.by_status,
+                        r.failures
+                    )
+                })
+                .map_err(|e| e.to_string())
         }
         Command::BenchBaseline {
             kind,

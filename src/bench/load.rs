@@ -109,15 +109,38 @@ pub fn run(spec: LoadSpec) -> io::Result<LoadResult> {
 }
 
 async fn drive(spec: LoadSpec) -> io::Result<LoadResult> {
+    // Connections are opened before the clock starts, a few at a time: thousands of connects
+    // at once overflow the server's accept queue, and the SYN retransmits (a second each)
+    // would be measured as the server's latency.
+    // Each then carries one unmeasured request, so that the server has accepted every
+    // connection before the clock starts (a burst of accepts is a start-up cost, not latency).
+    let mut conns = Vec::with_capacity(spec.connections);
+    let host = spec.addr.to_string();
+    let mut rng = SmallRng::seed_from_u64(0x5eed);
+    for _ in 0..spec.connections {
+        let mut conn = connect(spec.addr).await.ok();
+        if let Some(c) = conn.as_mut() {
+            let target = (spec.target)(0, &mut rng);
+            let request = format!(
+                "GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tributary-bench\r\n\r\n"
+            );
+            if c.exchange(request.as_bytes()).await.is_err() {
+                conn = None;
+            }
+        }
+        conns.push(conn);
+    }
     let start = Instant::now();
     let end = start + spec.duration;
     let stop = Arc::new(AtomicBool::new(false));
     let local = tokio::task::LocalSet::new();
     let mut handles = Vec::new();
-    for k in 0..spec.connections {
+    for (k, conn) in conns.into_iter().enumerate() {
         let spec = spec.clone();
         let stop = stop.clone();
-        handles.push(local.spawn_local(async move { connection(spec, k, start, end, stop).await }));
+        handles.push(
+            local.spawn_local(async move { connection(spec, k, conn, start, end, stop).await }),
+        );
     }
     let results = local
         .run_until(async move {
@@ -152,9 +175,19 @@ async fn drive(spec: LoadSpec) -> io::Result<LoadResult> {
 
 /// One connection's loop. In open-loop mode connection `k` owns slots k, k+C, k+2C… of the
 /// global schedule (slot i is due at start + i/rate).
+async fn connect(addr: SocketAddr) -> io::Result<Conn> {
+    let stream = TcpStream::connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    Ok(Conn {
+        stream,
+        buf: Vec::with_capacity(4096),
+    })
+}
+
 async fn connection(
     spec: LoadSpec,
     k: usize,
+    mut conn: Option<Conn>,
     start: Instant,
     end: Instant,
     stop: Arc<AtomicBool>,
@@ -172,7 +205,6 @@ async fn connection(
         Visitors::Sequential(_) => None,
     };
     let mut sequence = k as u64;
-    let mut conn: Option<Conn> = None;
     let mut slot = k as u64;
     let host = spec.addr.to_string();
     loop {

