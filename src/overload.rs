@@ -139,9 +139,11 @@ mod tests {
         let shedder = Shedder::new(Duration::from_millis(20), 1000, 1000);
         assert!(shedder.admit(0).is_ok(), "the monitor starts on first use");
         actix_rt::time::sleep(Duration::from_millis(20)).await;
-        // Hog the thread: the monitor's next tick fires about 100 ms late (averaged: 50 ms).
-        std::thread::sleep(Duration::from_millis(100));
-        actix_rt::time::sleep(Duration::from_millis(1)).await;
+        // Hog the thread: the monitor's next tick fires about 200 ms late (averaged: 100 ms,
+        // halving with every on-time tick after). Waiting one tick period lets the monitor
+        // record it before the check.
+        std::thread::sleep(Duration::from_millis(200));
+        actix_rt::time::sleep(Duration::from_millis(6)).await;
         assert_eq!(shedder.admit(0).err(), Some(Shed::WorkerLag));
         // Once the thread is responsive again, on-time ticks bring the average down.
         actix_rt::time::sleep(Duration::from_millis(40)).await;
