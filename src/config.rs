@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::catalog::{Catalog, Provider};
+use crate::logging::LogFormat;
 
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "TRIBUTARY";
@@ -28,6 +29,8 @@ pub struct Config {
     pub realtime: RealtimeConfig,
     #[serde(default)]
     pub catalog: CatalogConfig,
+    #[serde(default)]
+    pub log: LogConfig,
     /// Seed providers, added to the seed file's (AAM field names, as in the admin API).
     #[serde(default)]
     pub providers: Vec<Provider>,
@@ -163,6 +166,13 @@ impl RealtimeConfig {
     pub fn session_idle(&self) -> Duration {
         Duration::from_secs(self.session_idle_secs)
     }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (env_logger's default lines) or `json` (one object per line).
+    pub format: LogFormat,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -488,6 +498,10 @@ mod tests {
             ["https://a.example", "http://b.example:8080"]
         );
         assert!(!c.server.allow_cts);
+        let c = Config::from_toml("", env(&[("TRIBUTARY__LOG__FORMAT", "json")])).unwrap();
+        assert_eq!(c.log.format, LogFormat::Json);
+        let e = Config::from_toml("[log]\nformat = \"xml\"\n", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("xml"), "{e}");
     }
 
     fn error(toml: &str, vars: &[(&str, &str)]) -> String {

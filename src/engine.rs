@@ -167,6 +167,16 @@ impl CompiledCatalog {
         &self.providers
     }
 
+    /// Traits in the catalog (active or not).
+    pub fn trait_count(&self) -> usize {
+        self.traits.len()
+    }
+
+    /// Active segments.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
     /// Qualifies the event against the profile: realizes traits, prunes expired and deleted
     /// ones, evaluates segments and records them in the profile.
     pub fn evaluate(&self, profile: &mut Profile, event: &EventInput<'_>) -> Evaluation {

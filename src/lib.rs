@@ -19,7 +19,7 @@
 //! - [`actors`]: `VisitorSession`, `ProviderClient`, `SegmentEngine` and the session directory.
 //! - [`store`]: persistence; the only module that touches sled.
 //! - [`server`]: the HTTP listener and [`server::start`], which wires everything together.
-//! - [`metrics`]: the Prometheus exporter.
+//! - [`metrics`]: the Prometheus exporter; [`logging`]: text or JSON log lines.
 //! - [`overload`]: load shedding (`429`) from worker lag, events in flight and store backlog.
 //! - [`mock_provider`] and [`demo`]: sample providers and the `tributary demo` command.
 //! - [`bench`]: `tributary bench`, the benchmark tool (load generator, ceilings, scenarios).
@@ -39,6 +39,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod ids;
+pub mod logging;
 pub mod metrics;
 pub mod mock_provider;
 pub mod overload;

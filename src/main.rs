@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tributary::bench::{baseline, BenchOptions};
 use tributary::config::Config;
+use tributary::logging::LogFormat;
 use tributary::mock_provider::{self, MockBehavior};
 use tributary::server::{self, StartOptions};
 
@@ -141,12 +142,16 @@ fn parse_range(text: &str) -> Result<(u64, u64), String> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    // `serve` logs in the configured format; everything else in text.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        tributary::logging::init(LogFormat::Text);
+    }
     let system = actix_rt::System::new();
     let outcome: Result<(), String> = match cli.command {
         Command::Serve { config } => match Config::load(&config) {
             Ok(config) => system.block_on(async move {
+                tributary::logging::init(config.log.format);
                 let running = server::start(
                     config,
                     StartOptions {

@@ -9,7 +9,15 @@
 //! | `tributary_provider_calls_total` | counter | `provider`, `outcome` |
 //! | `tributary_provider_wait_seconds` | histogram | `provider` |
 //! | `tributary_engine_duration_seconds` | histogram | |
+//! | `tributary_events_shed_total` | counter | `reason` (`worker_lag`, `in_flight`, `store_backlog`) |
+//! | `tributary_events_in_flight` | gauge | |
 //! | `tributary_sessions_active` | gauge | |
+//! | `tributary_store_write_seconds` | histogram | (one batch of profile writes) |
+//! | `tributary_store_write_batch_size` | histogram | |
+//! | `tributary_store_write_errors_total` | counter | |
+//! | `tributary_store_pending_writes` | gauge | (the write-behind backlog) |
+//! | `tributary_catalog_traits`, `_segments`, `_providers`, `_version` | gauge | |
+//! | `tributary_build_info` | gauge (1) | `version` |
 
 use std::sync::OnceLock;
 
@@ -35,7 +43,17 @@ pub fn install() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 log::warn!("a metrics recorder was already installed; /metrics may be incomplete");
             }
+            metrics::gauge!("tributary_build_info", "version" => env!("CARGO_PKG_VERSION"))
+                .set(1.0);
             handle
         })
         .clone()
+}
+
+/// The catalog's size and version as gauges.
+pub fn record_catalog(catalog: &crate::engine::CompiledCatalog) {
+    metrics::gauge!("tributary_catalog_traits").set(catalog.trait_count() as f64);
+    metrics::gauge!("tributary_catalog_segments").set(catalog.segment_count() as f64);
+    metrics::gauge!("tributary_catalog_providers").set(catalog.providers().len() as f64);
+    metrics::gauge!("tributary_catalog_version").set(catalog.version() as f64);
 }

@@ -357,7 +357,7 @@ async fn event(
                 .map(|v| v.to_string());
             out.errors.push(DcsError::invalid_parameters(&param));
             metrics::counter!("tributary_events_total", "result" => "ignored").increment(1);
-            log::info!(target: "tributary::event", tid = tid.as_str(), result = "ignored"; "invalid parameter {param:?}");
+            log::debug!(target: "tributary::event", tid = tid.as_str(), result = "ignored"; "invalid parameter {param:?}");
             return Ok(respond(json, None, &out, None));
         }
     };
@@ -373,7 +373,7 @@ async fn event(
         Identity::OptedOut => {
             out.errors.push(DcsError::opted_out());
             metrics::counter!("tributary_events_total", "result" => "opted_out").increment(1);
-            log::info!(target: "tributary::event", tid = tid.as_str(), result = "opted_out"; "event");
+            log::debug!(target: "tributary::event", tid = tid.as_str(), result = "opted_out"; "event");
             return Ok(respond(
                 request.json,
                 request.callback.as_deref(),
@@ -437,7 +437,7 @@ async fn event(
     let elapsed = arrived.elapsed();
     metrics::counter!("tributary_events_total", "result" => result_label).increment(1);
     metrics::histogram!("tributary_event_duration_seconds").record(elapsed.as_secs_f64());
-    log::info!(
+    log::debug!(
         target: "tributary::event",
         tid = tid.as_str(),
         uuid:% = visitor,
@@ -668,6 +668,11 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
+    // Levels are read at scrape time rather than kept up to date on the event path.
+    metrics::gauge!("tributary_store_pending_writes").set(state.deps.profiles.queue_depth() as f64);
+    metrics::gauge!("tributary_events_in_flight").set(state.shedder.in_flight() as f64);
+    let catalog = state.deps.catalog.current();
+    crate::metrics::record_catalog(&catalog);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -149,6 +149,7 @@ fn collect(ev: Arc<EventData>, deadline_ms: u64) -> CollectEvent {
         deadline: Instant::now() + Duration::from_millis(deadline_ms),
         now: 1_000,
         pending: None,
+        new_visitor: false,
     }
 }
 

@@ -301,6 +301,19 @@ async fn health_ready_metrics_and_unknown_routes() {
     let metrics = String::from_utf8(get(&server.url("/metrics")).await.body).unwrap();
     assert!(metrics.contains("tributary_events_total"), "{metrics}");
     assert!(metrics.contains("tributary_event_duration_seconds_bucket"));
+    assert!(metrics.contains("tributary_catalog_traits 4"), "{metrics}");
+    assert!(
+        metrics.contains("tributary_catalog_segments 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"tributary_build_info{version=""#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tributary_store_pending_writes"),
+        "{metrics}"
+    );
     let missing = get(&server.url("/nope")).await;
     assert_eq!(missing.status, 404);
     assert_eq!(missing.json()["errors"][0]["code"], 0);

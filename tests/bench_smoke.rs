@@ -1,0 +1,54 @@
+//! `tributary bench --smoke`: the benchmark tool runs end to end (every scenario, every
+//! process it starts) and writes its report. Figures from a debug build on a test machine mean
+//! nothing; only that they exist is checked.
+//!
+//! A test binary of its own: cargo runs test binaries one after another, so the load this
+//! creates never overlaps the timing-sensitive integration tests.
+
+use std::process::Command;
+
+#[test]
+fn the_bench_tool_runs_every_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["bench", "--smoke", "--out"])
+        .arg(&out)
+        .output()
+        .expect("run the bench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let scenarios: Vec<&str> = report["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["scenario"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "http-ceiling",
+        "no-providers",
+        "fanout-ceiling",
+        "providers-cold",
+        "providers-warm",
+        "hanging-provider",
+        "catalog-100k",
+        "visitors-1m",
+        "overload-capacity",
+        "overload-overload",
+        "overload-recovery",
+        "overload-generator-floor",
+    ] {
+        assert!(
+            scenarios.contains(&expected),
+            "{expected} missing from {scenarios:?}"
+        );
+    }
+    for m in report["measurements"].as_array().unwrap() {
+        assert!(m["requests"].as_u64().unwrap() > 0, "{m}");
+        assert!(m["by_status"]["200"].as_u64().unwrap_or(0) > 0, "{m}");
+    }
+    assert!(!report["checks"].as_array().unwrap().is_empty());
+    assert!(stdout.contains("targets:"), "{stdout}");
+}
