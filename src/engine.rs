@@ -9,17 +9,23 @@
 //! - onboarded traits by data source, evaluated only against that data source's answers;
 //! - segments by the traits they reference: a segment can only match a visitor who holds one
 //!   of its traits (rules that could match otherwise are refused at save time).
+//!
+//! Segment membership is kept in the profile and updated incrementally. It can change only
+//! when a referenced trait appears or disappears, when a trait counted by a `FREQUENCY` is
+//! realized again, or when a day passes (realizations expire and recency windows move at UTC
+//! midnight, never in between). So an event re-evaluates only the segments touched by what it
+//! realized, and the first event of a visitor on a new day (or under a new catalog version)
+//! expires old realizations and re-evaluates every segment of the visitor's traits — a cost
+//! that follows the visitor, once a day.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use crate::catalog::{Catalog, CatalogError, Provider, Status, TraitType};
-use crate::profile::Profile;
-use crate::rules::segment_rule::SegmentRule;
+use crate::profile::{day_of, Profile, Realization};
+use crate::rules::segment_rule::{Recency, SegmentRule, TraitHistory};
 use crate::rules::trait_rule::TraitRule;
 use crate::signals::Signals;
-
-const SECS_PER_DAY: i64 = 86_400;
 
 struct RuleTrait {
     sid: u64,
@@ -30,8 +36,8 @@ struct RuleTrait {
 /// What the engine knows about any trait, whatever its type.
 #[derive(Clone, Copy, Debug)]
 struct TraitInfo {
-    /// TTL in seconds; 0 never expires.
-    ttl_secs: i64,
+    /// TTL in days; 0 never expires.
+    ttl_days: u32,
     onboarded: bool,
     active: bool,
 }
@@ -48,6 +54,8 @@ pub struct CompiledCatalog {
     onboarded_by_source: HashMap<u32, Vec<RuleTrait>>,
     segments: Vec<(u64, SegmentRule)>,
     segments_by_trait: HashMap<u64, Vec<usize>>,
+    /// Segments whose `FREQUENCY` counts the trait: re-evaluated on each of its realizations.
+    segments_counting_trait: HashMap<u64, Vec<usize>>,
 }
 
 /// One provider's segments for this event (fresh or cached).
@@ -98,7 +106,7 @@ impl CompiledCatalog {
             traits.insert(
                 t.sid,
                 TraitInfo {
-                    ttl_secs: i64::from(t.ttl) * SECS_PER_DAY,
+                    ttl_days: t.ttl,
                     onboarded,
                     active,
                 },
@@ -134,6 +142,7 @@ impl CompiledCatalog {
 
         let mut segments = Vec::new();
         let mut segments_by_trait: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut segments_counting_trait: HashMap<u64, Vec<usize>> = HashMap::new();
         for (s, rule) in catalog.segments.iter().zip(parsed.segments) {
             if s.status != Status::Active {
                 continue;
@@ -141,6 +150,9 @@ impl CompiledCatalog {
             let index = segments.len();
             for t in rule.traits() {
                 segments_by_trait.entry(*t).or_default().push(index);
+            }
+            for t in rule.counted_traits() {
+                segments_counting_trait.entry(*t).or_default().push(index);
             }
             segments.push((s.sid, rule));
         }
@@ -155,6 +167,7 @@ impl CompiledCatalog {
             onboarded_by_source,
             segments,
             segments_by_trait,
+            segments_counting_trait,
         })
     }
 
@@ -230,48 +243,35 @@ impl CompiledCatalog {
 
         realized.sort_unstable();
         realized.dedup();
-        // Segment membership can only change where a trait appeared or disappeared; only those
-        // segments are re-evaluated (all of them when the catalog changed since the last
-        // evaluation of this profile).
-        let full = profile.catalog_version != self.version;
-        let mut changed: Vec<u64> = Vec::new();
+
+        let today = day_of(now);
+        let full = profile.catalog_version != self.version || day_of(profile.last_seen) != today;
+        if full {
+            // Expired realizations, and after a catalog change deleted traits, stop counting.
+            profile.traits.retain(|sid, r| match self.traits.get(sid) {
+                Some(info) => r.expire(today, info.ttl_days),
+                None => false,
+            });
+        }
+
+        // Traits that appeared, and traits counted by some FREQUENCY that were realized again.
+        let mut touched: Vec<&[usize]> = Vec::new();
         for sid in &realized {
             let Some(info) = self.traits.get(sid) else {
                 continue;
             };
-            if !profile.traits.contains_key(sid) {
-                changed.push(*sid);
+            if !profile.holds(*sid) {
+                touched.extend(self.segments_by_trait.get(sid).map(Vec::as_slice));
+            } else {
+                touched.extend(self.segments_counting_trait.get(sid).map(Vec::as_slice));
             }
             profile.realize(*sid, now, info.onboarded);
-            if info.ttl_secs > 0 && profile.next_expiry != 0 {
-                profile.next_expiry = profile.next_expiry.min(now.saturating_add(info.ttl_secs));
-            }
         }
 
-        // Expired realizations (and, after a catalog change, deleted traits) stop counting.
-        // The scan only runs when something is due to expire.
-        if full || profile.next_expiry == 0 || now >= profile.next_expiry {
-            let mut next = i64::MAX;
-            profile.traits.retain(|sid, r| match self.traits.get(sid) {
-                Some(info) if info.ttl_secs == 0 => true,
-                Some(info) => {
-                    let expires = r.last.saturating_add(info.ttl_secs);
-                    let keep = now < expires;
-                    if keep {
-                        next = next.min(expires);
-                    } else {
-                        changed.push(*sid);
-                    }
-                    keep
-                }
-                None => {
-                    changed.push(*sid);
-                    false
-                }
-            });
-            profile.next_expiry = next;
-        }
-
+        let history = History {
+            traits: &profile.traits,
+            today,
+        };
         if full {
             let mut candidates: HashSet<usize> = HashSet::new();
             for sid in profile.traits.keys() {
@@ -281,36 +281,29 @@ impl CompiledCatalog {
             }
             let mut segments: Vec<u64> = candidates
                 .into_iter()
-                .filter(|&i| {
-                    self.segments[i]
-                        .1
-                        .matches(|t| profile.traits.contains_key(&t))
-                })
+                .filter(|&i| self.segments[i].1.matches(&history))
                 .map(|i| self.segments[i].0)
                 .collect();
             segments.sort_unstable();
             profile.segments = segments;
             profile.catalog_version = self.version;
         } else {
-            let mut candidates: Vec<usize> = changed
-                .iter()
-                .filter_map(|sid| self.segments_by_trait.get(sid))
-                .flatten()
-                .copied()
-                .collect();
+            let mut candidates: Vec<usize> = touched.into_iter().flatten().copied().collect();
             candidates.sort_unstable();
             candidates.dedup();
+            let mut segments = std::mem::take(&mut profile.segments);
             for i in candidates {
                 let (sid, rule) = &self.segments[i];
-                let member = rule.matches(|t| profile.traits.contains_key(&t));
-                match (profile.segments.binary_search(sid), member) {
-                    (Err(at), true) => profile.segments.insert(at, *sid),
+                let member = rule.matches(&history);
+                match (segments.binary_search(sid), member) {
+                    (Err(at), true) => segments.insert(at, *sid),
                     (Ok(at), false) => {
-                        profile.segments.remove(at);
+                        segments.remove(at);
                     }
                     _ => {}
                 }
             }
+            profile.segments = segments;
         }
 
         if profile.first_seen == 0 {
@@ -319,6 +312,24 @@ impl CompiledCatalog {
         profile.last_seen = now;
         let segments = profile.segments.clone();
         Evaluation { realized, segments }
+    }
+}
+
+/// A profile's traits as segment rules see them on `today`.
+struct History<'a> {
+    traits: &'a std::collections::BTreeMap<u64, Realization>,
+    today: u32,
+}
+
+impl TraitHistory for History<'_> {
+    fn holds(&self, trait_id: u64) -> bool {
+        self.traits.contains_key(&trait_id)
+    }
+
+    fn count(&self, trait_id: u64, recency: Option<Recency>) -> u64 {
+        self.traits
+            .get(&trait_id)
+            .map_or(0, |r| r.count_recent(self.today, recency))
     }
 }
 
@@ -452,7 +463,7 @@ mod tests {
         let mut p = Profile::default();
         run(&c, &mut p, &[("c_coupon", "yes")], &[(1001, &["auto"])], 10);
         run(&c, &mut p, &[("c_coupon", "yes")], &[(1001, &["auto"])], 20);
-        assert_eq!(p.traits[&21].count, 1);
+        assert_eq!(p.traits[&21].count(), 1);
         let e = run(
             &c,
             &mut p,
@@ -466,7 +477,7 @@ mod tests {
             [101, 102, 103],
             "21T from an earlier visit still counts"
         );
-        assert_eq!(p.traits[&11].count, 1);
+        assert_eq!(p.traits[&11].count(), 1);
     }
 
     #[test]
@@ -477,24 +488,138 @@ mod tests {
         assert!(e.realized.is_empty());
     }
 
+    const DAY: i64 = crate::profile::SECS_PER_DAY;
+
     #[test]
     fn ttl_expiry_prunes_and_segments_follow() {
         let c = catalog();
         let mut p = Profile::default();
+        // Trait 13 has a one-day TTL: realized on day 0, it counts through day 1.
         run(
             &c,
             &mut p,
             &[("c_x", "1"), ("c_y", "1"), ("c_coupon", "yes")],
             &[],
-            0,
+            3600,
         );
         assert!(p.traits.contains_key(&13));
-        let e = run(&c, &mut p, &[("c_coupon", "yes")], &[], SECS_PER_DAY - 1);
+        let e = run(&c, &mut p, &[("c_coupon", "yes")], &[], 2 * DAY - 1);
         assert_eq!(e.segments, [102]);
-        let e = run(&c, &mut p, &[("c_coupon", "yes")], &[], SECS_PER_DAY);
+        let e = run(&c, &mut p, &[("c_coupon", "yes")], &[], 2 * DAY);
         assert!(e.segments.is_empty());
         assert!(!p.traits.contains_key(&13), "expired realization is pruned");
         assert!(p.traits.contains_key(&14), "ttl 0 never expires");
+    }
+
+    #[test]
+    fn a_new_realization_extends_the_ttl() {
+        let c = catalog();
+        let mut p = Profile::default();
+        run(&c, &mut p, &[("c_x", "1"), ("c_coupon", "yes")], &[], 10);
+        run(
+            &c,
+            &mut p,
+            &[("c_x", "1"), ("c_coupon", "yes")],
+            &[],
+            DAY + 10,
+        );
+        let e = run(&c, &mut p, &[("c_coupon", "yes")], &[], 2 * DAY + 10);
+        assert_eq!(
+            e.segments,
+            [102],
+            "the day-1 realization holds through day 2"
+        );
+        assert_eq!(p.traits[&13].count(), 1, "the day-0 one has expired");
+        let e = run(&c, &mut p, &[("c_coupon", "yes")], &[], 3 * DAY);
+        assert!(e.segments.is_empty());
+    }
+
+    fn frequency_catalog() -> CompiledCatalog {
+        let c: Catalog = serde_json::from_str(
+            r#"{
+              "traits": [
+                {"sid": 31, "name": "view", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == x", "dataSourceId": 1},
+                {"sid": 32, "name": "buy", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_buy == 1", "dataSourceId": 1, "ttl": 3}
+              ],
+              "segments": [
+                {"sid": 201, "name": "3 views", "segmentRule": "FREQUENCY([31T]) >= 3", "dataSourceId": 1},
+                {"sid": 202, "name": "2 views in 1 day", "segmentRule": "FREQUENCY([31T] <= 1D) >= 2", "dataSourceId": 1},
+                {"sid": 203, "name": "viewed 2+ days ago", "segmentRule": "31T AND FREQUENCY([31T] >= 2D) >= 1", "dataSourceId": 1},
+                {"sid": 204, "name": "exactly 2", "segmentRule": "FREQUENCY([31T, 32T]) == 2", "dataSourceId": 1},
+                {"sid": 205, "name": "2 buys in a week", "segmentRule": "FREQUENCY([32T] <= 7D) >= 2", "dataSourceId": 1}
+              ]
+            }"#,
+        )
+        .unwrap();
+        CompiledCatalog::compile(&c, 1).unwrap()
+    }
+
+    #[test]
+    fn frequency_segments_qualify_on_the_nth_realization() {
+        let c = frequency_catalog();
+        let mut p = Profile::default();
+        let view = [("c_page", "x")];
+        assert!(run(&c, &mut p, &view, &[], 100).segments.is_empty());
+        assert_eq!(run(&c, &mut p, &view, &[], 200).segments, [202, 204]);
+        assert_eq!(
+            run(&c, &mut p, &view, &[], 300).segments,
+            [201, 202],
+            "third view: 201 in, 204 (exactly 2) out"
+        );
+        assert_eq!(p.traits[&31].count(), 3);
+    }
+
+    #[test]
+    fn recency_windows_move_with_the_days_without_new_realizations() {
+        let c = frequency_catalog();
+        let mut p = Profile::default();
+        for t in [100, 200, 300] {
+            run(&c, &mut p, &[("c_page", "x")], &[], t);
+        }
+        assert_eq!(p.segments, [201, 202]);
+        let e = run(&c, &mut p, &[("c_other", "1")], &[], DAY + 5);
+        assert_eq!(e.segments, [201, 202], "day 1: within <=1D still");
+        let e = run(&c, &mut p, &[("c_other", "1")], &[], 2 * DAY + 5);
+        assert!(e.realized.is_empty());
+        assert_eq!(
+            e.segments,
+            [201, 203],
+            "day 2: out of <=1D, into >=2D, with nothing realized"
+        );
+    }
+
+    #[test]
+    fn expired_realizations_stop_counting_in_frequencies() {
+        let c = frequency_catalog();
+        let mut p = Profile::default();
+        run(&c, &mut p, &[("c_buy", "1")], &[], 10);
+        let e = run(&c, &mut p, &[("c_buy", "1")], &[], 2 * DAY);
+        assert_eq!(e.segments, [204, 205]);
+        // Trait 32 has a 3-day TTL: the day-0 buy is gone on day 4, the day-2 one on day 6.
+        let e = run(&c, &mut p, &[], &[], 4 * DAY);
+        assert!(e.segments.is_empty());
+        assert_eq!(p.traits[&32].days, [(2, 1)]);
+        run(&c, &mut p, &[], &[], 6 * DAY);
+        assert!(!p.traits.contains_key(&32));
+    }
+
+    #[test]
+    fn onboarded_realizations_count_once_in_frequencies() {
+        let c: Catalog = serde_json::from_str(
+            r#"{
+              "providers": [{"pid": 1, "name": "acme", "url": "http://127.0.0.1:9/", "dataSourceId": 1001}],
+              "traits": [{"sid": 21, "name": "intender", "traitType": "ON_BOARDED_TRAIT", "traitRule": "segment == auto", "dataSourceId": 1001}],
+              "segments": [{"sid": 301, "name": "twice", "segmentRule": "FREQUENCY([21T]) >= 2", "dataSourceId": 1}]
+            }"#,
+        )
+        .unwrap();
+        let c = CompiledCatalog::compile(&c, 1).unwrap();
+        let mut p = Profile::default();
+        for t in [10, 20, 30] {
+            let e = run(&c, &mut p, &[], &[(1001, &["auto"])], t);
+            assert!(e.segments.is_empty());
+        }
+        assert_eq!(p.traits[&21].count(), 1);
     }
 
     #[test]
@@ -533,45 +658,6 @@ mod tests {
         assert_eq!(e.segments, [102]);
         let e = run(&c2, &mut p, &[("c_x", "1")], &[], 40);
         assert_eq!(e.segments, [102], "membership is kept between events");
-    }
-
-    #[test]
-    fn expiry_is_scanned_only_when_due() {
-        let c = catalog();
-        let mut p = Profile::default();
-        run(&c, &mut p, &[("c_x", "1"), ("c_coupon", "yes")], &[], 1_000);
-        assert_eq!(
-            p.next_expiry,
-            1_000 + SECS_PER_DAY,
-            "trait 13 has a one-day TTL"
-        );
-        run(&c, &mut p, &[("c_x", "1"), ("c_coupon", "yes")], &[], 2_000);
-        assert_eq!(
-            p.next_expiry,
-            1_000 + SECS_PER_DAY,
-            "re-realized, scan not yet due"
-        );
-        run(
-            &c,
-            &mut p,
-            &[("c_coupon", "yes")],
-            &[],
-            1_000 + SECS_PER_DAY,
-        );
-        assert!(
-            p.traits.contains_key(&13),
-            "last realized at 2000: still held"
-        );
-        assert_eq!(p.next_expiry, 2_000 + SECS_PER_DAY);
-        let e = run(
-            &c,
-            &mut p,
-            &[("c_coupon", "yes")],
-            &[],
-            2_000 + SECS_PER_DAY,
-        );
-        assert!(!p.traits.contains_key(&13));
-        assert!(e.segments.is_empty());
     }
 
     #[test]

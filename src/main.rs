@@ -91,6 +91,16 @@ enum Command {
         #[arg(long, default_value = "bench-results.json")]
         out: PathBuf,
     },
+    /// Segment-engine micro-benchmark: evaluation time per event for catalogs of 10, 1,000
+    /// and 100,000 traits (see BENCHMARKS.md).
+    BenchEngine {
+        /// Events per run (each catalog size runs three times).
+        #[arg(long, default_value_t = 300_000)]
+        events: usize,
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "bench-engine.json")]
+        out: PathBuf,
+    },
     /// Drives one server with the bench's load generator and prints the figures.
     #[command(hide = true)]
     BenchLoad {
@@ -139,6 +149,15 @@ fn parse_range(text: &str) -> Result<(u64, u64), String> {
         return Err("min is larger than max".into());
     }
     Ok((lo, hi))
+}
+
+fn bench_engine(events: usize, out: &std::path::Path) -> Result<(), String> {
+    let report = tributary::bench::engine::run(events.max(1))?;
+    tributary::bench::engine::print(&report);
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(out, json).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    println!("JSON report: {}", out.display());
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -219,6 +238,7 @@ fn main() -> ExitCode {
             options.scenarios = scenarios;
             tributary::bench::run(options).map(|_| ())
         }
+        Command::BenchEngine { events, out } => bench_engine(events, &out),
         Command::BenchLoad {
             addr,
             rate,

@@ -52,3 +52,33 @@ fn the_bench_tool_runs_every_scenario() {
     assert!(!report["checks"].as_array().unwrap().is_empty());
     assert!(stdout.contains("targets:"), "{stdout}");
 }
+
+#[test]
+fn the_engine_micro_benchmark_runs_every_catalog_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("engine.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["bench-engine", "--events", "2000", "--out"])
+        .arg(&out)
+        .output()
+        .expect("run the engine bench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "bench-engine failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let sizes: Vec<u64> = report["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["traits"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, [10, 1_000, 100_000]);
+    for m in report["measurements"].as_array().unwrap() {
+        assert!(m["ns_per_event"].as_f64().unwrap() > 0.0, "{m}");
+        assert!(m["realized_per_event"].as_f64().unwrap() > 0.0, "{m}");
+    }
+    assert!(stdout.contains("largest / smallest catalog"), "{stdout}");
+}

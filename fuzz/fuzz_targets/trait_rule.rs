@@ -1,4 +1,5 @@
-//! Trait rule parsing/compilation, then evaluation against a fixed set of signals.
+//! Trait rule parsing/compilation, then evaluation against a fixed set of signals, then
+//! printing: the printed rule must parse back into the same tree.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -26,5 +27,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = rule.matches(&Signals::new());
         let _ = rule.keys();
         let _ = rule.matches_without_signals();
+        let printed = rule.to_string();
+        let again = TraitRule::parse(&printed).expect("a printed rule parses");
+        assert_eq!(again.sexp(), rule.sexp(), "{printed}");
     }
 });

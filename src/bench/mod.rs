@@ -13,6 +13,7 @@
 
 pub mod baseline;
 pub mod catalogs;
+pub mod engine;
 pub mod load;
 pub mod procstat;
 

@@ -84,6 +84,80 @@ impl<L> Expr<L> {
     }
 }
 
+impl<L: fmt::Display> Expr<L> {
+    /// Binding strength: a child printed inside a parent of at least its strength needs
+    /// parentheses to parse back into the same tree.
+    fn strength(&self) -> u8 {
+        match self {
+            Expr::Or(_) => 1,
+            Expr::And(_) => 2,
+            Expr::Not(_) | Expr::Leaf(_) => 3,
+        }
+    }
+
+    fn write_child(&self, f: &mut fmt::Formatter<'_>, parent: u8) -> fmt::Result {
+        if self.strength() <= parent {
+            write!(f, "({self})")
+        } else {
+            write!(f, "{self}")
+        }
+    }
+
+    /// The tree as an S-expression, `(or a (and b (not c)))`; `leaf` renders each leaf.
+    pub fn sexp(&self, leaf: &impl Fn(&L) -> String) -> String {
+        let list = |name: &str, items: &[Expr<L>]| {
+            let inner: Vec<String> = items.iter().map(|e| e.sexp(leaf)).collect();
+            format!("({name} {})", inner.join(" "))
+        };
+        match self {
+            Expr::Or(items) => list("or", items),
+            Expr::And(items) => list("and", items),
+            Expr::Not(inner) => format!("(not {})", inner.sexp(leaf)),
+            Expr::Leaf(l) => leaf(l),
+        }
+    }
+}
+
+/// Canonical rule text: keywords upper-case, parentheses only where the tree needs them.
+/// Parsing the text again gives the same tree.
+impl<L: fmt::Display> fmt::Display for Expr<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let join = |f: &mut fmt::Formatter<'_>, items: &[Expr<L>], sep: &str, strength| {
+            for (i, e) in items.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(sep)?;
+                }
+                e.write_child(f, strength)?;
+            }
+            Ok(())
+        };
+        match self {
+            Expr::Or(items) => join(f, items, " OR ", 1),
+            Expr::And(items) => join(f, items, " AND ", 2),
+            Expr::Not(inner) => {
+                f.write_str("NOT ")?;
+                inner.write_child(f, 2)
+            }
+            Expr::Leaf(l) => write!(f, "{l}"),
+        }
+    }
+}
+
+/// A value as rule text: a double-quoted string in which only `"` and `\` are escaped,
+/// exactly what the lexer reads back.
+pub fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
 /// Parses one leaf of a language; called by the shared Boolean parser.
 pub trait LeafParser {
     type Leaf;
@@ -327,6 +401,34 @@ mod tests {
         let long = "a OR ".repeat(2000) + "a";
         let e = parse(&long, &mut Letters).unwrap_err();
         assert!(e.message.contains("longer than"), "{e}");
+    }
+
+    #[test]
+    fn printing_round_trips_with_minimal_parentheses() {
+        for (text, printed) in [
+            ("a", "a"),
+            ("a or b and c", "a OR b AND c"),
+            ("(a OR b) AND c", "(a OR b) AND c"),
+            ("(a OR b) OR c", "(a OR b) OR c"),
+            ("a AND (b AND c)", "a AND (b AND c)"),
+            ("not (a and b)", "NOT (a AND b)"),
+            ("NOT NOT a", "NOT NOT a"),
+            ("((a))", "a"),
+        ] {
+            let e = parse(text, &mut Letters).unwrap();
+            assert_eq!(e.to_string(), printed, "{text:?}");
+            let again = parse(&e.to_string(), &mut Letters).unwrap();
+            assert_eq!(sexp(&again), sexp(&e), "{text:?}");
+            assert_eq!(e.sexp(&|c| c.to_string()), sexp(&e));
+        }
+    }
+
+    #[test]
+    fn quoting_escapes_only_quote_and_backslash() {
+        assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
+        let quoted = quote(r#"x\d" '"#);
+        let toks = lexer::tokenize(&quoted).unwrap();
+        assert_eq!(toks[0].tok, Tok::Str(r#"x\d" '"#.into()));
     }
 
     #[test]

@@ -20,11 +20,12 @@
 //!   (words are runs of letters and digits).
 
 use std::collections::BTreeSet;
+use std::fmt;
 
 use regex::{Regex, RegexBuilder};
 
 use super::lexer::{CmpOp, Tok};
-use super::{is_reserved_word, parse, Expr, LeafParser, Parser, RuleError};
+use super::{is_reserved_word, parse, quote, Expr, LeafParser, Parser, RuleError};
 use crate::signals::Signals;
 
 /// Most values in an `in [...]` list.
@@ -51,7 +52,8 @@ pub struct Comparison {
 enum Test {
     Eq(Literal),
     Ne(Literal),
-    Num(CmpOp, f64),
+    /// `<`, `<=`, `>`, `>=`; the literal always has its number.
+    Num(CmpOp, Literal),
     Contains(String),
     StartsWith(String),
     EndsWith(String),
@@ -124,16 +126,16 @@ impl Test {
         match self {
             Test::Eq(lit) => lit.equals(value),
             Test::Ne(lit) => !lit.equals(value),
-            Test::Num(op, n) => match parse_number(value) {
-                Some(v) => match op {
-                    CmpOp::Lt => v < *n,
-                    CmpOp::Le => v <= *n,
-                    CmpOp::Gt => v > *n,
-                    CmpOp::Ge => v >= *n,
-                    CmpOp::Eq => v == *n,
-                    CmpOp::Ne => v != *n,
+            Test::Num(op, lit) => match (parse_number(value), lit.number) {
+                (Some(v), Some(n)) => match op {
+                    CmpOp::Lt => v < n,
+                    CmpOp::Le => v <= n,
+                    CmpOp::Gt => v > n,
+                    CmpOp::Ge => v >= n,
+                    CmpOp::Eq => v == n,
+                    CmpOp::Ne => v != n,
                 },
-                None => false,
+                _ => false,
             },
             Test::Contains(s) => value.contains(s.as_str()),
             Test::StartsWith(s) => value.starts_with(s.as_str()),
@@ -146,6 +148,62 @@ impl Test {
             Test::In(list) => list.iter().any(|l| l.equals(value)),
             Test::NotIn(list) => !list.iter().any(|l| l.equals(value)),
         }
+    }
+}
+
+impl fmt::Display for TraitRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.expr)
+    }
+}
+
+impl TraitRule {
+    /// The parsed rule as an S-expression, e.g. `(and (== color "blue") (> price 10))`:
+    /// numbers bare, text quoted.
+    pub fn sexp(&self) -> String {
+        self.expr.sexp(&|c: &Comparison| {
+            let (op, args) = c.test.parts();
+            format!("({} {} {})", op.replace(' ', "-"), c.key, args.join(" "))
+        })
+    }
+}
+
+impl Literal {
+    /// Unquoted when it was written as a number, so that it reads back the same.
+    fn render(&self) -> String {
+        match self.number {
+            Some(_) => self.text.clone(),
+            None => quote(&self.text),
+        }
+    }
+}
+
+impl Test {
+    /// The operator's canonical spelling and its rendered operands.
+    fn parts(&self) -> (&'static str, Vec<String>) {
+        let list = |l: &[Literal]| {
+            let items: Vec<String> = l.iter().map(Literal::render).collect();
+            vec![format!("[{}]", items.join(", "))]
+        };
+        match self {
+            Test::Eq(l) => ("==", vec![l.render()]),
+            Test::Ne(l) => ("!=", vec![l.render()]),
+            Test::Num(op, l) => (op.as_str(), vec![l.render()]),
+            Test::Contains(s) => ("contains", vec![quote(s)]),
+            Test::StartsWith(s) => ("startswith", vec![quote(s)]),
+            Test::EndsWith(s) => ("endswith", vec![quote(s)]),
+            Test::Regex(re) => ("matchesregex", vec![quote(re.as_str())]),
+            Test::Words(w) => ("matcheswords", vec![quote(&w.join(" "))]),
+            Test::In(l) => ("in", list(l)),
+            Test::NotIn(l) => ("not in", list(l)),
+        }
+    }
+}
+
+impl fmt::Display for Comparison {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (op, args) = self.test.parts();
+        write!(f, "{} {op} {}", self.key, args.join(" "))
     }
 }
 
@@ -194,7 +252,9 @@ impl LeafParser for TraitLeaves {
                     CmpOp::Eq => Test::Eq(lit),
                     CmpOp::Ne => Test::Ne(lit),
                     _ => {
-                        let n =
+                        // `price < "10"` is a numeric test too: the quotes only say how
+                        // the value was written.
+                        let number =
                             lit.number
                                 .or_else(|| parse_number(&lit.text))
                                 .ok_or_else(|| {
@@ -203,7 +263,13 @@ impl LeafParser for TraitLeaves {
                                         format!("expected a number after '{}'", op.as_str()),
                                     )
                                 })?;
-                        Test::Num(op, n)
+                        Test::Num(
+                            op,
+                            Literal {
+                                text: lit.text,
+                                number: Some(number),
+                            },
+                        )
                     }
                 }
             }
@@ -335,6 +401,66 @@ mod tests {
             expected,
             "rule {rule:?} on {pairs:?}"
         );
+    }
+
+    /// `check(input, expected)` for the parser: the tree as an S-expression, or the error.
+    fn parsed(rule: &str) -> String {
+        TraitRule::parse(rule)
+            .map(|r| r.sexp())
+            .unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn parse_table() {
+        for (input, expected) in [
+            (r#"color == "blue""#, r#"(== color "blue")"#),
+            ("color = blue", r#"(== color "blue")"#),
+            (
+                "color != 'it''s'",
+                "expected AND, OR or the end of the rule, found \"s\" (at byte 13)",
+            ),
+            (r#"t == "say \"hi\"""#, r#"(== t "say \"hi\"")"#),
+            ("price == 10", "(== price 10)"),
+            ("price == 10.50", "(== price 10.50)"),
+            (r#"price == "10""#, r#"(== price "10")"#),
+            ("price > -1", "(> price -1)"),
+            (
+                "price >= 1.00 AND price <= 100.00",
+                "(and (>= price 1.00) (<= price 100.00))",
+            ),
+            ("price => 5", "(>= price 5)"),
+            ("price < \"10\"", "(< price 10)"),
+            ("n != 3", "(!= n 3)"),
+            ("u CONTAINS shop", r#"(contains u "shop")"#),
+            ("u StartsWith 'h'", r#"(startswith u "h")"#),
+            ("u endswith .com", r#"(endswith u ".com")"#),
+            (r#"u matchesregex "^\d+$""#, r#"(matchesregex u "^\\d+$")"#),
+            ("q matcheswords 'red  car'", r#"(matcheswords q "red car")"#),
+            (r#"c in [a, "b c", 3]"#, r#"(in c ["a", "b c", 3])"#),
+            ("c NOT IN [1]", "(not-in c [1])"),
+            ("c not in[x,y]", r#"(not-in c ["x", "y"])"#),
+            (
+                "a == 1 OR b == 2 AND c == 3",
+                "(or (== a 1) (and (== b 2) (== c 3)))",
+            ),
+            (
+                "(a == 1 OR b == 2) AND c == 3",
+                "(and (or (== a 1) (== b 2)) (== c 3))",
+            ),
+            ("NOT a == 1 AND b != 2", "(and (not (== a 1)) (!= b 2))"),
+            ("not (a == 1 or b == 2)", "(not (or (== a 1) (== b 2)))"),
+            (
+                "a==1 AND NOT NOT b==2",
+                "(and (== a 1) (not (not (== b 2))))",
+            ),
+            ("in == 1", "(== in 1)"),
+            (
+                "d_country=CW OR d_country=SX",
+                r#"(or (== d_country "CW") (== d_country "SX"))"#,
+            ),
+        ] {
+            assert_eq!(parsed(input), expected, "{input:?}");
+        }
     }
 
     #[test]
@@ -528,7 +654,77 @@ mod tests {
         }
     }
 
+    /// Rule text from the grammar, with random spacing, case and quoting.
+    fn rule_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let key = "[a-z_][a-z0-9_]{0,5}".prop_filter("not a keyword", |k| !is_reserved_word(k));
+        let number = prop_oneof![
+            (-1000i32..1000).prop_map(|n| n.to_string()),
+            (0u32..100, 0u32..100).prop_map(|(a, b)| format!("{a}.{b}")),
+        ];
+        let text = "[ -~]{0,8}".prop_map(|t| quote(&t));
+        let value = prop_oneof![
+            number.clone(),
+            text.clone(),
+            "[a-z]{1,6}".prop_filter("not a keyword", |w| !is_reserved_word(w))
+        ];
+        let list = proptest::collection::vec(value.clone(), 1..4).prop_map(|v| v.join(" , "));
+        let cmp = (key, 0usize..13, value, number, list).prop_map(|(k, op, v, n, l)| match op {
+            0 => format!("{k} == {v}"),
+            1 => format!("{k}={v}"),
+            2 => format!("{k} != {v}"),
+            3 => format!("{k} < {n}"),
+            4 => format!("{k}<={n}"),
+            5 => format!("{k} > {n}"),
+            6 => format!("{k} => {n}"),
+            7 => format!("{k} Contains {v}"),
+            8 => format!("{k} startswith {v}"),
+            9 => format!("{k} ENDSWITH {v}"),
+            10 => format!("{k} matchesregex \"^(a|b)+[0-9]*$\""),
+            11 => format!("{k} in [{l}]"),
+            _ => format!("{k} not in [ {l} ]"),
+        });
+        cmp.prop_recursive(4, 24, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 2..4)
+                    .prop_map(|v| format!("({})", v.join(" and "))),
+                proptest::collection::vec(inner.clone(), 2..4)
+                    .prop_map(|v| format!("({})", v.join(" OR "))),
+                inner.prop_map(|t| format!("NOT {t}")),
+            ]
+        })
+    }
+
     proptest::proptest! {
+        #[test]
+        fn printing_and_parsing_again_gives_the_same_rule(text in rule_text()) {
+            let rule = TraitRule::parse(&text).map_err(|e| format!("{text:?}: {e}"));
+            proptest::prop_assert!(rule.is_ok(), "{:?}", rule.err());
+            if let Ok(rule) = rule {
+                let printed = rule.to_string();
+                let again = TraitRule::parse(&printed).map_err(|e| format!("{printed:?}: {e}"));
+                proptest::prop_assert!(again.is_ok(), "{:?}", again.err());
+                if let Ok(again) = again {
+                    proptest::prop_assert_eq!(again.sexp(), rule.sexp());
+                    proptest::prop_assert_eq!(again.to_string(), printed);
+                }
+            }
+        }
+
+        #[test]
+        fn evaluation_never_panics_on_arbitrary_signals(
+            text in rule_text(),
+            pairs in proptest::collection::vec(("[a-z_]{1,3}", proptest::collection::vec("\\PC{0,12}", 1..3)), 0..8),
+        ) {
+            if let Ok(rule) = TraitRule::parse(&text) {
+                let mut s = Signals::new();
+                for (k, vs) in &pairs {
+                    s.add(k.as_str(), vs.iter().cloned());
+                }
+                let _ = rule.matches(&s);
+            }
+        }
+
         #[test]
         fn parser_never_panics(text in "\\PC{0,200}") {
             let _ = TraitRule::parse(&text);

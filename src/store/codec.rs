@@ -13,12 +13,36 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-use crate::profile::{CachedAnswer, Profile, Realization};
+use crate::profile::{day_of, CachedAnswer, Profile, Realization};
+
+/// A trait realization as issues 2–3 stored it (a total count, no days), frozen.
+#[derive(Serialize, Deserialize)]
+struct RealizationV2 {
+    first: i64,
+    last: i64,
+    count: u32,
+}
+
+impl From<RealizationV2> for Realization {
+    /// Every earlier realization is dated the last one: the count and the TTL stay right,
+    /// recency windows see them as recent as the trait's latest realization.
+    fn from(r: RealizationV2) -> Realization {
+        Realization {
+            first: r.first,
+            last: r.last,
+            days: vec![(day_of(r.last), r.count.max(1))],
+        }
+    }
+}
+
+fn migrate_traits(traits: BTreeMap<u64, RealizationV2>) -> BTreeMap<u64, Realization> {
+    traits.into_iter().map(|(t, r)| (t, r.into())).collect()
+}
 
 /// The profile layout of the first release (issue 2), frozen.
 #[derive(Serialize, Deserialize)]
 struct ProfileV1 {
-    traits: BTreeMap<u64, Realization>,
+    traits: BTreeMap<u64, RealizationV2>,
     segments: Vec<u64>,
     synced_ids: BTreeMap<u32, String>,
     provider_cache: BTreeMap<u32, CachedAnswer>,
@@ -29,7 +53,7 @@ struct ProfileV1 {
 impl From<ProfileV1> for Profile {
     fn from(v1: ProfileV1) -> Profile {
         Profile {
-            traits: v1.traits,
+            traits: migrate_traits(v1.traits),
             segments: v1.segments,
             synced_ids: v1.synced_ids,
             provider_cache: v1.provider_cache,
@@ -37,7 +61,32 @@ impl From<ProfileV1> for Profile {
             last_seen: v1.last_seen,
             // Unknown: the next evaluation recomputes every segment.
             catalog_version: 0,
-            next_expiry: 0,
+        }
+    }
+}
+
+/// The layout of issue 3 (V1 + the catalog version), frozen.
+#[derive(Serialize, Deserialize)]
+struct ProfileV2 {
+    traits: BTreeMap<u64, RealizationV2>,
+    segments: Vec<u64>,
+    synced_ids: BTreeMap<u32, String>,
+    provider_cache: BTreeMap<u32, CachedAnswer>,
+    first_seen: i64,
+    last_seen: i64,
+    catalog_version: u64,
+}
+
+impl From<ProfileV2> for Profile {
+    fn from(v2: ProfileV2) -> Profile {
+        Profile {
+            traits: migrate_traits(v2.traits),
+            segments: v2.segments,
+            synced_ids: v2.synced_ids,
+            provider_cache: v2.provider_cache,
+            first_seen: v2.first_seen,
+            last_seen: v2.last_seen,
+            catalog_version: v2.catalog_version,
         }
     }
 }
@@ -45,7 +94,8 @@ impl From<ProfileV1> for Profile {
 #[derive(Deserialize)]
 enum StoredProfile {
     V1(ProfileV1),
-    V2(Profile),
+    V2(ProfileV2),
+    V3(Profile),
 }
 
 /// Borrowing twin of [`StoredProfile`] so that encoding does not clone the profile; it only
@@ -54,11 +104,13 @@ enum StoredProfile {
 enum StoredProfileRef<'a> {
     #[allow(dead_code)]
     V1(()),
-    V2(&'a Profile),
+    #[allow(dead_code)]
+    V2(()),
+    V3(&'a Profile),
 }
 
 pub fn encode_profile(profile: &Profile) -> Result<Vec<u8>, StoreError> {
-    postcard::to_stdvec(&StoredProfileRef::V2(profile)).map_err(|e| StoreError::Corrupt {
+    postcard::to_stdvec(&StoredProfileRef::V3(profile)).map_err(|e| StoreError::Corrupt {
         what: "profile",
         detail: format!("cannot encode: {e}"),
     })
@@ -67,7 +119,8 @@ pub fn encode_profile(profile: &Profile) -> Result<Vec<u8>, StoreError> {
 pub fn decode_profile(bytes: &[u8]) -> Result<Profile, StoreError> {
     match postcard::from_bytes::<StoredProfile>(bytes) {
         Ok(StoredProfile::V1(p)) => Ok(p.into()),
-        Ok(StoredProfile::V2(p)) => Ok(p),
+        Ok(StoredProfile::V2(p)) => Ok(p.into()),
+        Ok(StoredProfile::V3(p)) => Ok(p),
         Err(e) => Err(StoreError::Corrupt {
             what: "profile",
             detail: e.to_string(),
@@ -109,7 +162,6 @@ pub fn decode_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Stor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{CachedAnswer, Realization};
 
     fn sample() -> Profile {
         let mut p = Profile {
@@ -124,7 +176,7 @@ mod tests {
             Realization {
                 first: 1,
                 last: 2,
-                count: 3,
+                days: vec![(0, 3)],
             },
         );
         p.synced_ids.insert(5, "abc".into());
@@ -141,20 +193,29 @@ mod tests {
     #[test]
     fn profile_round_trips() {
         let mut p = sample();
-        p.next_expiry = 99;
+        p.realize(11, 3 * 86_400, false);
+        p.realize(12, 4 * 86_400, true);
         let back = decode_profile(&encode_profile(&p).unwrap()).unwrap();
-        assert_eq!(back.next_expiry, 0, "derived, not stored");
-        p.next_expiry = 0;
         assert_eq!(back, p);
     }
 
     /// Fails when the current layout changes: see the module doc before updating these bytes.
     #[test]
-    fn profile_v2_golden_bytes() {
+    fn profile_v3_golden_bytes() {
         assert_eq!(
             encode_profile(&sample()).unwrap(),
-            [1, 1, 11, 2, 4, 3, 1, 101, 1, 5, 3, 97, 98, 99, 1, 1, 1, 1, 115, 18, 2, 4, 7]
+            [2, 1, 11, 2, 4, 1, 0, 3, 1, 101, 1, 5, 3, 97, 98, 99, 1, 1, 1, 1, 115, 18, 2, 4, 7]
         );
+    }
+
+    /// Records of issue 3 (V2: a total count per trait) load, the count dated the last
+    /// realization's day.
+    #[test]
+    fn profile_v2_records_migrate() {
+        let v2 = [
+            1, 1, 11, 2, 4, 3, 1, 101, 1, 5, 3, 97, 98, 99, 1, 1, 1, 1, 115, 18, 2, 4, 7,
+        ];
+        assert_eq!(decode_profile(&v2).unwrap(), sample());
     }
 
     /// Records written by the first release (V1) still load.

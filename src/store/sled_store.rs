@@ -200,7 +200,7 @@ mod tests {
             Realization {
                 first: 1,
                 last: 1,
-                count: 1,
+                days: vec![(0, 1)],
             },
         );
         {

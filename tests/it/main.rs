@@ -5,4 +5,5 @@ mod common;
 mod event_api;
 mod providers;
 mod restart;
+mod rules;
 mod visitors;

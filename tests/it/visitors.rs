@@ -36,7 +36,8 @@ async fn concurrent_events_of_one_visitor_all_count() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        profile.traits[&11].count, 20,
+        profile.traits[&11].count(),
+        20,
         "every concurrent event counted once"
     );
     server.stop().await;
@@ -64,7 +65,7 @@ async fn many_visitors_at_once_each_get_their_own_profile() {
             .load_profile(VisitorId::parse(id).unwrap())
             .unwrap()
             .unwrap();
-        assert_eq!(profile.traits[&11].count, 2, "visitor {id}");
+        assert_eq!(profile.traits[&11].count(), 2, "visitor {id}");
     }
     server.stop().await;
 }
@@ -102,7 +103,7 @@ async fn idle_sessions_stop_and_a_returning_visitor_is_served_from_the_store() {
         .load_profile(VisitorId::parse(VISITOR).unwrap())
         .unwrap()
         .unwrap();
-    assert_eq!(profile.traits[&11].count, 1);
+    assert_eq!(profile.traits[&11].count(), 1);
     server.stop().await;
 }
 
@@ -139,7 +140,8 @@ async fn sessions_beyond_the_limit_stop_and_lose_nothing() {
             .unwrap()
             .unwrap();
         assert_eq!(
-            profile.traits[&11].count, 3,
+            profile.traits[&11].count(),
+            3,
             "visitor {id}: every event counted across session restarts"
         );
     }
@@ -176,7 +178,8 @@ async fn an_active_visitors_profile_stays_in_memory() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        profile.traits[&11].count, 4,
+        profile.traits[&11].count(),
+        4,
         "the warm profile was written back whole"
     );
     server.stop().await;
