@@ -4,9 +4,12 @@
 //! [`CompiledCatalog`] is built once per catalog version and shared read-only (`Arc`) by every
 //! event, so an event always sees one whole catalog. It indexes what the evaluation needs so
 //! that an event's cost follows its own signals and the visitor's traits, not the catalog:
-//! - rule-based traits by the signal keys their rules read (plus the few rules that can match
-//!   without any of their keys, like `NOT a == 1`);
-//! - onboarded traits by data source, evaluated only against that data source's answers;
+//! - rule-based traits that are exact text equality (`k == "v"`, `k in [a, b]`) by key and
+//!   value: found with one hash lookup per signal value and never evaluated;
+//! - other rule-based traits by the signal keys their rules read (plus the few rules that can
+//!   match without any of their keys, like `NOT a == 1`);
+//! - onboarded traits by data source, indexed the same way, evaluated only against that data
+//!   source's answers;
 //! - segments by the traits they reference: a segment can only match a visitor who holds one
 //!   of its traits (rules that could match otherwise are refused at save time).
 //!
@@ -19,6 +22,11 @@
 //! that follows the visitor, once a day.
 
 use std::collections::{HashMap, HashSet};
+
+/// Maps of the compiled catalog. Their keys come from the catalog (an admin's input), never
+/// from events, so a fast non-cryptographic hasher cannot be flooded by visitors; events only
+/// look keys up.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::{Arc, RwLock};
 
 use crate::catalog::{Catalog, CatalogError, Provider, Status, TraitType};
@@ -33,13 +41,80 @@ struct RuleTrait {
     rule: TraitRule,
 }
 
-/// What the engine knows about any trait, whatever its type.
-#[derive(Clone, Copy, Debug)]
+/// What the engine knows about any trait, whatever its type: everything an event needs about
+/// a realized trait sits in one entry, one hash lookup away.
+#[derive(Clone, Debug)]
 struct TraitInfo {
     /// TTL in days; 0 never expires.
     ttl_days: u32,
     onboarded: bool,
     active: bool,
+    /// Segments that reference the trait: re-evaluated when it appears or disappears.
+    segments: Box<[usize]>,
+    /// Segments whose `FREQUENCY` counts it: re-evaluated on each of its realizations.
+    counting_segments: Box<[usize]>,
+}
+
+/// Trait rules indexed so that an event looks only at rules it can satisfy.
+#[derive(Default)]
+struct RuleIndex {
+    rules: Vec<RuleTrait>,
+    /// Exact-text rules (`k == "v"`, `k in [...]`): key → value → rules that value realizes.
+    /// They are never evaluated: one hash lookup per signal value finds them.
+    by_value: FastMap<String, FastMap<String, Vec<usize>>>,
+    /// Other rules by the keys they read, evaluated when the event carries one of them.
+    by_key: FastMap<String, Vec<usize>>,
+    /// Rules that can match without any of their keys (`NOT a == 1`): evaluated every time.
+    unconditional: Vec<usize>,
+}
+
+impl RuleIndex {
+    fn push(&mut self, t: RuleTrait) {
+        let i = self.rules.len();
+        if let Some((key, values)) = t.rule.equality() {
+            let by_value = self.by_value.entry(key.to_string()).or_default();
+            for v in values {
+                by_value.entry(v.to_string()).or_default().push(i);
+            }
+        } else {
+            if t.rule.matches_without_signals() {
+                self.unconditional.push(i);
+            }
+            for key in t.rule.keys() {
+                self.by_key.entry(key.clone()).or_default().push(i);
+            }
+        }
+        self.rules.push(t);
+    }
+
+    /// Appends the traits whose rules `signals` satisfy (possibly repeated), among those
+    /// whose data source `in_scope` admits.
+    fn matching(&self, signals: &Signals, in_scope: impl Fn(u32) -> bool, out: &mut Vec<u64>) {
+        let mut candidates: Vec<usize> = Vec::new();
+        for (key, values) in signals.iter() {
+            if let Some(by_value) = self.by_value.get(key) {
+                let hits = values.iter().filter_map(|v| by_value.get(v.as_str()));
+                for &i in hits.flatten() {
+                    let t = &self.rules[i];
+                    if in_scope(t.data_source_id) {
+                        out.push(t.sid);
+                    }
+                }
+            }
+            if let Some(rules) = self.by_key.get(key) {
+                candidates.extend(rules);
+            }
+        }
+        candidates.extend(&self.unconditional);
+        candidates.sort_unstable();
+        candidates.dedup();
+        for i in candidates {
+            let t = &self.rules[i];
+            if in_scope(t.data_source_id) && t.rule.matches(signals) {
+                out.push(t.sid);
+            }
+        }
+    }
 }
 
 /// The evaluation-ready catalog.
@@ -47,15 +122,11 @@ pub struct CompiledCatalog {
     version: u64,
     /// Enabled providers, in catalog order.
     providers: Vec<Arc<Provider>>,
-    traits: HashMap<u64, TraitInfo>,
-    rule_traits: Vec<RuleTrait>,
-    rule_traits_by_key: HashMap<String, Vec<usize>>,
-    rule_traits_unconditional: Vec<usize>,
-    onboarded_by_source: HashMap<u32, Vec<RuleTrait>>,
+    traits: FastMap<u64, TraitInfo>,
+    rule_traits: RuleIndex,
+    /// Onboarded traits by data source: evaluated against that source's answer only.
+    onboarded_by_source: FastMap<u32, RuleIndex>,
     segments: Vec<(u64, SegmentRule)>,
-    segments_by_trait: HashMap<u64, Vec<usize>>,
-    /// Segments whose `FREQUENCY` counts the trait: re-evaluated on each of its realizations.
-    segments_counting_trait: HashMap<u64, Vec<usize>>,
 }
 
 /// One provider's segments for this event (fresh or cached).
@@ -97,9 +168,9 @@ impl CompiledCatalog {
             .map(Arc::new)
             .collect();
 
-        let mut traits = HashMap::new();
-        let mut rule_traits = Vec::new();
-        let mut onboarded_by_source: HashMap<u32, Vec<RuleTrait>> = HashMap::new();
+        let mut traits = FastMap::default();
+        let mut rule_traits = RuleIndex::default();
+        let mut onboarded_by_source: FastMap<u32, RuleIndex> = FastMap::default();
         for (t, rule) in catalog.traits.iter().zip(parsed.traits) {
             let onboarded = t.trait_type == TraitType::OnBoardedTrait;
             let active = t.status == Status::Active;
@@ -109,6 +180,8 @@ impl CompiledCatalog {
                     ttl_days: t.ttl,
                     onboarded,
                     active,
+                    segments: Box::default(),
+                    counting_segments: Box::default(),
                 },
             );
             if !active {
@@ -129,17 +202,6 @@ impl CompiledCatalog {
             }
         }
 
-        let mut rule_traits_by_key: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut rule_traits_unconditional = Vec::new();
-        for (i, t) in rule_traits.iter().enumerate() {
-            if t.rule.matches_without_signals() {
-                rule_traits_unconditional.push(i);
-            }
-            for key in t.rule.keys() {
-                rule_traits_by_key.entry(key.clone()).or_default().push(i);
-            }
-        }
-
         let mut segments = Vec::new();
         let mut segments_by_trait: HashMap<u64, Vec<usize>> = HashMap::new();
         let mut segments_counting_trait: HashMap<u64, Vec<usize>> = HashMap::new();
@@ -157,17 +219,24 @@ impl CompiledCatalog {
             segments.push((s.sid, rule));
         }
 
+        for (sid, segs) in segments_by_trait {
+            if let Some(info) = traits.get_mut(&sid) {
+                info.segments = segs.into();
+            }
+        }
+        for (sid, segs) in segments_counting_trait {
+            if let Some(info) = traits.get_mut(&sid) {
+                info.counting_segments = segs.into();
+            }
+        }
+
         Ok(CompiledCatalog {
             version,
             providers,
             traits,
             rule_traits,
-            rule_traits_by_key,
-            rule_traits_unconditional,
             onboarded_by_source,
             segments,
-            segments_by_trait,
-            segments_counting_trait,
         })
     }
 
@@ -197,27 +266,12 @@ impl CompiledCatalog {
         let in_scope = |ds: u32| event.tdpid.is_none_or(|only| only == ds);
         let mut realized = Vec::new();
 
-        // Rule-based traits whose keys the event carries, and those that need none.
-        let mut candidates: Vec<usize> = event
-            .signals
-            .keys()
-            .filter_map(|k| self.rule_traits_by_key.get(k))
-            .flatten()
-            .chain(&self.rule_traits_unconditional)
-            .copied()
-            .collect();
-        candidates.sort_unstable();
-        candidates.dedup();
-        for i in candidates {
-            let t = &self.rule_traits[i];
-            if in_scope(t.data_source_id) && t.rule.matches(event.signals) {
-                realized.push(t.sid);
-            }
-        }
+        self.rule_traits
+            .matching(event.signals, in_scope, &mut realized);
 
         // Onboarded traits, each against its own data source's answer only.
         for answer in event.providers {
-            let Some(traits) = self.onboarded_by_source.get(&answer.data_source_id) else {
+            let Some(index) = self.onboarded_by_source.get(&answer.data_source_id) else {
                 continue;
             };
             if !in_scope(answer.data_source_id) {
@@ -225,11 +279,7 @@ impl CompiledCatalog {
             }
             let mut segment_signals = Signals::new();
             segment_signals.add("segment", answer.segments.iter().cloned());
-            for t in traits {
-                if t.rule.matches(&segment_signals) {
-                    realized.push(t.sid);
-                }
-            }
+            index.matching(&segment_signals, |_| true, &mut realized);
         }
 
         // d_sid: realize known, active traits directly.
@@ -261,9 +311,9 @@ impl CompiledCatalog {
                 continue;
             };
             if !profile.holds(*sid) {
-                touched.extend(self.segments_by_trait.get(sid).map(Vec::as_slice));
+                touched.push(&info.segments);
             } else {
-                touched.extend(self.segments_counting_trait.get(sid).map(Vec::as_slice));
+                touched.push(&info.counting_segments);
             }
             profile.realize(*sid, now, info.onboarded);
         }
@@ -275,8 +325,8 @@ impl CompiledCatalog {
         if full {
             let mut candidates: HashSet<usize> = HashSet::new();
             for sid in profile.traits.keys() {
-                if let Some(segs) = self.segments_by_trait.get(sid) {
-                    candidates.extend(segs);
+                if let Some(info) = self.traits.get(sid) {
+                    candidates.extend(info.segments.iter());
                 }
             }
             let mut segments: Vec<u64> = candidates
@@ -658,6 +708,50 @@ mod tests {
         assert_eq!(e.segments, [102]);
         let e = run(&c2, &mut p, &[("c_x", "1")], &[], 40);
         assert_eq!(e.segments, [102], "membership is kept between events");
+    }
+
+    proptest::proptest! {
+        /// The index finds exactly the traits that evaluating every rule would.
+        #[test]
+        fn the_rule_index_agrees_with_evaluating_every_rule(
+            rules in proptest::collection::vec((0usize..8, "[ab]", "[xyz1]", "[xyz1]"), 1..40),
+            pairs in proptest::collection::vec(("[abc]", proptest::collection::vec("[xyz1]|1.0", 1..3)), 0..4),
+            scope in proptest::option::of(1u32..3),
+        ) {
+            let mut index = RuleIndex::default();
+            let mut all = Vec::new();
+            for (i, (form, key, v, w)) in rules.iter().enumerate() {
+                let text = match form {
+                    0 => format!("{key} == {v}"),
+                    1 => format!("{key} == \"{v}\""),
+                    2 => format!("{key} in [{v}, {w}]"),
+                    3 => format!("{key} == {v} OR {key} == {w}"),
+                    4 => format!("{key} != {v}"),
+                    5 => format!("NOT {key} == {v}"),
+                    6 => format!("{key} == {v} OR c == {w}"),
+                    _ => format!("{key} == {v} AND c != {w}"),
+                };
+                let rule = TraitRule::parse(&text).unwrap();
+                let t = RuleTrait { sid: i as u64, data_source_id: 1 + (i % 2) as u32, rule };
+                all.push(RuleTrait { sid: t.sid, data_source_id: t.data_source_id, rule: t.rule.clone() });
+                index.push(t);
+            }
+            let mut signals = Signals::new();
+            for (k, vs) in &pairs {
+                signals.add(k.as_str(), vs.iter().cloned());
+            }
+            let in_scope = |ds: u32| scope.is_none_or(|only| only == ds);
+            let mut found = Vec::new();
+            index.matching(&signals, in_scope, &mut found);
+            found.sort_unstable();
+            found.dedup();
+            let expected: Vec<u64> = all
+                .iter()
+                .filter(|t| in_scope(t.data_source_id) && t.rule.matches(&signals))
+                .map(|t| t.sid)
+                .collect();
+            proptest::prop_assert_eq!(found, expected);
+        }
     }
 
     #[test]

@@ -94,7 +94,7 @@ enum Command {
     /// Segment-engine micro-benchmark: evaluation time per event for catalogs of 10, 1,000
     /// and 100,000 traits (see BENCHMARKS.md).
     BenchEngine {
-        /// Events per run (each catalog size runs three times).
+        /// Events per run (each catalog size runs five times).
         #[arg(long, default_value_t = 300_000)]
         events: usize,
         /// Where to write the JSON report.

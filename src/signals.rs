@@ -41,6 +41,11 @@ impl Signals {
         self.map.keys().map(String::as_str)
     }
 
+    /// Every key with its values, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.map.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

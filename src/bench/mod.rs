@@ -145,6 +145,19 @@ pub struct Measurement {
     pub offered_per_sec: Option<f64>,
     /// Scenario-specific figures.
     pub extra: BTreeMap<String, f64>,
+    /// Samples over time (the soak).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<SoakSample>,
+}
+
+/// The server's state at one moment of the soak.
+#[derive(Clone, Debug, Serialize)]
+pub struct SoakSample {
+    pub secs: f64,
+    pub rss_bytes: u64,
+    pub sessions: f64,
+    pub pending_writes: f64,
+    pub store_bytes: u64,
 }
 
 /// A target from the issue, checked against this run.
@@ -801,16 +814,29 @@ impl Bench {
                 let connections = connections_for(rate, 0.05);
                 let spec = self.spec(s.addr, zipf, Some(rate), connections, o.soak);
                 let pid = s.pid();
-                let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+                let addr = s.addr;
+                let samples = Arc::new(std::sync::Mutex::new(Vec::<SoakSample>::new()));
                 let done = Arc::new(AtomicBool::new(false));
                 let sampler = {
                     let samples = samples.clone();
                     let done = done.clone();
+                    let store = store.clone();
+                    let started = Instant::now();
                     std::thread::spawn(move || {
                         while !done.load(Ordering::Relaxed) {
-                            if let Some(rss) = procstat::rss_bytes(pid) {
-                                samples.lock().unwrap_or_else(|p| p.into_inner()).push(rss);
-                            }
+                            let text = http_get(addr, "/metrics").unwrap_or_default();
+                            let sample = SoakSample {
+                                secs: started.elapsed().as_secs_f64().round(),
+                                rss_bytes: procstat::rss_bytes(pid).unwrap_or(0),
+                                sessions: metric(&text, "tributary_sessions_active").unwrap_or(0.0),
+                                pending_writes: metric(&text, "tributary_store_pending_writes")
+                                    .unwrap_or(0.0),
+                                store_bytes: procstat::dir_size(&store),
+                            };
+                            samples
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(sample);
                             std::thread::sleep(Duration::from_secs(5));
                         }
                     })
@@ -824,14 +850,27 @@ impl Bench {
                 m.peak_rss_bytes = procstat::peak_rss_bytes(pid);
                 let samples = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 if samples.len() >= 4 {
-                    // Growth from the end of the first quarter to the end.
-                    let first = samples[samples.len() / 4] as f64;
-                    let last = *samples.last().unwrap_or(&0) as f64;
-                    m.extra.insert("rss_first_quarter_bytes".into(), first);
-                    m.extra.insert("rss_end_bytes".into(), last);
+                    // Growth from the end of the first quarter to the end, and what grew
+                    // with it.
+                    let first = &samples[samples.len() / 4];
+                    let last = &samples[samples.len() - 1];
                     m.extra
-                        .insert("rss_growth_ratio".into(), last / first.max(1.0));
+                        .insert("rss_first_quarter_bytes".into(), first.rss_bytes as f64);
+                    m.extra
+                        .insert("rss_end_bytes".into(), last.rss_bytes as f64);
+                    m.extra.insert(
+                        "rss_growth_ratio".into(),
+                        last.rss_bytes as f64 / (first.rss_bytes as f64).max(1.0),
+                    );
+                    m.extra
+                        .insert("sessions_first_quarter".into(), first.sessions);
+                    m.extra.insert("sessions_end".into(), last.sessions);
+                    m.extra.insert(
+                        "store_growth_bytes".into(),
+                        last.store_bytes as f64 - first.store_bytes as f64,
+                    );
                 }
+                m.series = samples;
                 s.stop();
                 self.measurements.push(m);
             }
@@ -931,6 +970,7 @@ fn measurement(scenario: &str, r: &LoadResult) -> Measurement {
         store_bytes: None,
         offered_per_sec: None,
         extra: BTreeMap::new(),
+        series: Vec::new(),
     }
 }
 

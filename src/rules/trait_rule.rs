@@ -108,6 +108,46 @@ impl TraitRule {
         &self.keys
     }
 
+    /// For a rule that is exact text equality on one key — `k == "v"`, `k in [a, b]`, or an
+    /// OR of those on the same key, the bulk of real catalogs — the key and the values that
+    /// realize it. The engine indexes such rules by value and never evaluates them. Numeric
+    /// literals are left out: `k == 10` also matches `10.0`, which a text index cannot see.
+    pub fn equality(&self) -> Option<(&str, Vec<&str>)> {
+        fn collect<'a>(
+            e: &'a Expr<Comparison>,
+            key: &mut Option<&'a str>,
+            out: &mut Vec<&'a str>,
+        ) -> bool {
+            match e {
+                Expr::Or(items) => items.iter().all(|i| collect(i, key, out)),
+                Expr::Leaf(c) => {
+                    if key.is_some_and(|k| k != c.key) {
+                        return false;
+                    }
+                    *key = Some(&c.key);
+                    let text = |l: &'a Literal| l.number.is_none().then_some(l.text.as_str());
+                    match &c.test {
+                        Test::Eq(l) => text(l).map(|t| out.push(t)).is_some(),
+                        Test::In(list) => {
+                            list.iter().all(|l| text(l).map(|t| out.push(t)).is_some())
+                        }
+                        _ => false,
+                    }
+                }
+                Expr::And(_) | Expr::Not(_) => false,
+            }
+        }
+        let mut key = None;
+        let mut values = Vec::new();
+        if collect(&self.expr, &mut key, &mut values) {
+            values.sort_unstable();
+            values.dedup();
+            key.map(|k| (k, values))
+        } else {
+            None
+        }
+    }
+
     /// True for rules such as `NOT a == 1` that match an event without any of their keys;
     /// the engine must consider them for every event.
     pub fn matches_without_signals(&self) -> bool {
@@ -626,6 +666,35 @@ mod tests {
         assert!(error(&format!("x matchesregex \"{long}\"")).contains("longer than 512"));
         let huge = error(r#"x matchesregex "\w{50}\w{50}\w{50}""#);
         assert!(huge.starts_with("invalid regular expression"), "{huge}");
+    }
+
+    #[test]
+    fn equality_rules_are_recognised_for_the_index() {
+        let eq = |rule: &str| {
+            TraitRule::parse(rule)
+                .unwrap()
+                .equality()
+                .map(|(k, v)| format!("{k}: {}", v.join("|")))
+        };
+        assert_eq!(eq("c == blue").as_deref(), Some("c: blue"));
+        assert_eq!(eq(r#"c = "10""#).as_deref(), Some("c: 10"));
+        assert_eq!(eq("c in [b, a, b]").as_deref(), Some("c: a|b"));
+        assert_eq!(
+            eq("c == x OR c == y OR c in [z]").as_deref(),
+            Some("c: x|y|z")
+        );
+        for not_indexable in [
+            "c == 10",
+            "c in [a, 1]",
+            "c == x OR d == y",
+            "c == x AND c == y",
+            "NOT c == x",
+            "c != x",
+            "c contains x",
+            "c > 1",
+        ] {
+            assert_eq!(eq(not_indexable), None, "{not_indexable}");
+        }
     }
 
     #[test]
