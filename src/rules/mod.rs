@@ -291,7 +291,9 @@ fn parse_unary<P: LeafParser>(
     p: &mut Parser<'_>,
     leaves: &mut P,
 ) -> Result<Expr<P::Leaf>, RuleError> {
-    if p.at_keyword("NOT") && !is_not_in(p) {
+    // At the start of a term NOT is always a negation: `not in` only follows a key, and NOT
+    // itself can never be a key, so `NOT in == 1` negates a comparison on the key `in`.
+    if p.at_keyword("NOT") {
         p.advance();
         p.enter()?;
         let inner = parse_unary(p, leaves)?;
@@ -307,13 +309,6 @@ fn parse_unary<P: LeafParser>(
         return Ok(inner);
     }
     Ok(Expr::Leaf(leaves.parse_leaf(p)?))
-}
-
-/// `NOT` followed by `in` is the `not in` operator, never a negation; a leaf parser only meets
-/// it after a key, so at the start of a unary it is always a negation — except in the odd
-/// rule `NOT in [...]`, which is a key named NOT and is rejected by the leaf parser.
-fn is_not_in(p: &Parser<'_>) -> bool {
-    matches!(p.peek_second().tok, Tok::Word(w) if w.eq_ignore_ascii_case("in"))
 }
 
 #[cfg(test)]

@@ -494,6 +494,12 @@ mod tests {
                 "(and (== a 1) (not (not (== b 2))))",
             ),
             ("in == 1", "(== in 1)"),
+            ("NOT (in == 1)", "(not (== in 1))"),
+            ("NOT in == 1", "(not (== in 1))"),
+            (
+                "NOT in [a]",
+                "expected a comparison operator, found '[' (at byte 7)",
+            ),
             (
                 "d_country=CW OR d_country=SX",
                 r#"(or (== d_country "CW") (== d_country "SX"))"#,
