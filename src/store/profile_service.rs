@@ -135,6 +135,7 @@ impl ProfileService {
             return codec::decode_profile(&bytes).map(Some);
         }
         let this = self.clone();
+        let started = Instant::now();
         let read = actix_rt::task::spawn_blocking(move || {
             // Checked again on this thread: a save may have been queued and written meanwhile,
             // and the store read below must not miss an entry that was pending a moment ago.
@@ -146,8 +147,12 @@ impl ProfileService {
                 None => this.inner.store.load_profile(visitor),
             }
         });
-        read.await
-            .map_err(|e| StoreError::Io(format!("store read task failed: {e}")))?
+        let loaded = read
+            .await
+            .map_err(|e| StoreError::Io(format!("store read task failed: {e}")))?;
+        // Includes the wait for a blocking thread: what the event waited for.
+        metrics::histogram!("tributary_store_read_seconds").record(started.elapsed().as_secs_f64());
+        loaded
     }
 
     /// Deletes the visitor's profile, pending or stored.

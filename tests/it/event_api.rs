@@ -298,7 +298,13 @@ async fn health_ready_metrics_and_unknown_routes() {
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json()["catalogVersion"], 1);
     get(&server.url("/event?c_page=cars")).await;
+    // A visitor id not in memory: its profile is read from the store.
+    get(&server.url(&format!("/event?d_uuid={VISITOR}&c_page=cars"))).await;
     let metrics = String::from_utf8(get(&server.url("/metrics")).await.body).unwrap();
+    assert!(
+        metrics.contains("tributary_store_read_seconds_bucket"),
+        "{metrics}"
+    );
     assert!(metrics.contains("tributary_events_total"), "{metrics}");
     assert!(metrics.contains("tributary_event_duration_seconds_bucket"));
     assert!(metrics.contains("tributary_catalog_traits 4"), "{metrics}");
