@@ -132,6 +132,15 @@ pub struct RealtimeConfig {
     /// Calls to one provider running at once per worker thread (calls outlive their event
     /// until the provider's own timeout); beyond it the provider is `skipped`.
     pub provider_max_in_flight: usize,
+    /// Consecutive failed calls that open a provider's circuit (no calls, `circuit_open`);
+    /// 0 turns circuit breaking off.
+    pub circuit_failures: u32,
+    /// Share of failures among the last `circuit_window` calls that opens it.
+    pub circuit_failure_rate: f64,
+    /// Calls the failure rate is computed over (1–64).
+    pub circuit_window: u32,
+    /// How long an open circuit refuses calls before one probe call may test the provider.
+    pub circuit_cooldown_ms: u64,
 }
 
 impl Default for RealtimeConfig {
@@ -146,6 +155,10 @@ impl Default for RealtimeConfig {
             provider_body_limit: 64 * 1024,
             provider_pool_size: 256,
             provider_max_in_flight: 128,
+            circuit_failures: 5,
+            circuit_failure_rate: 0.5,
+            circuit_window: 20,
+            circuit_cooldown_ms: 2_000,
         }
     }
 }
@@ -165,6 +178,14 @@ impl RealtimeConfig {
     }
     pub fn session_idle(&self) -> Duration {
         Duration::from_secs(self.session_idle_secs)
+    }
+    pub fn circuit(&self) -> crate::circuit::CircuitSettings {
+        crate::circuit::CircuitSettings {
+            failures: self.circuit_failures,
+            failure_rate: self.circuit_failure_rate,
+            window: self.circuit_window,
+            cooldown: Duration::from_millis(self.circuit_cooldown_ms),
+        }
     }
 }
 
@@ -359,6 +380,33 @@ impl Config {
             1,
             100_000,
         )?;
+        range(
+            "realtime.circuit_failures",
+            u64::from(r.circuit_failures),
+            0,
+            1_000,
+        )?;
+        if !(r.circuit_failure_rate > 0.0 && r.circuit_failure_rate <= 1.0) {
+            return Err(bad(
+                "realtime.circuit_failure_rate",
+                format!(
+                    "must be above 0 and at most 1 (got {})",
+                    r.circuit_failure_rate
+                ),
+            ));
+        }
+        range(
+            "realtime.circuit_window",
+            u64::from(r.circuit_window),
+            1,
+            64,
+        )?;
+        range(
+            "realtime.circuit_cooldown_ms",
+            r.circuit_cooldown_ms,
+            1,
+            3_600_000,
+        )?;
 
         if !self.providers.is_empty() {
             let catalog = Catalog {
@@ -538,6 +586,14 @@ mod tests {
             &[],
         );
         assert!(e.starts_with("config key providers: provider 1 url"), "{e}");
+        assert_eq!(
+            error("[realtime]\ncircuit_failure_rate = 0.0\n", &[]),
+            "config key realtime.circuit_failure_rate: must be above 0 and at most 1 (got 0)"
+        );
+        assert_eq!(
+            error("", &[("TRIBUTARY__REALTIME__CIRCUIT_WINDOW", "65")]),
+            "config key realtime.circuit_window: must be between 1 and 64 (got 65)"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`engine`]: the compiled catalog and qualification (traits → segments).
 //! - [`profile`]: what is remembered about a visitor.
 //! - [`provider`]: the provider protocol (request body, answer parsing, outcomes, budget).
+//! - [`circuit`]: a provider's circuit breaker (when to stop calling it, when to try again).
 //! - [`error`]: every error a client can see, mapped to the wire in one place.
 //! - [`config`]: typed, validated configuration with environment overrides.
 //!
@@ -25,8 +26,8 @@
 //! - [`bench`]: `tributary bench`, the benchmark tool (load generator, ceilings, scenarios).
 //!
 //! # Invariants
-//! - Only `store` touches sled, and store calls run on the engine's sync threads, never on an
-//!   actix-web worker.
+//! - Only `store` touches sled, and sled calls run on blocking or store-writer threads, never
+//!   on an actix-web worker.
 //! - One visitor's events are applied one at a time by its `VisitorSession`.
 //! - No provider failure fails an event; no answer waits past the event's deadline.
 //! - `p_` signals are never stored, logged or sent to providers.
@@ -34,6 +35,7 @@
 pub mod actors;
 pub mod bench;
 pub mod catalog;
+pub mod circuit;
 pub mod config;
 pub mod demo;
 pub mod engine;

@@ -189,6 +189,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
             body_limit: config.realtime.provider_body_limit,
             pool_size: config.realtime.provider_pool_size,
             max_in_flight: config.realtime.provider_max_in_flight,
+            circuit: config.realtime.circuit(),
         },
         directory: directory.clone(),
     };

@@ -22,6 +22,7 @@ use actix_web::web::Bytes;
 use awc::error::{ConnectError, SendRequestError};
 
 use crate::catalog::Provider;
+use crate::circuit::{Admission, CircuitBreaker, CircuitSettings, Transition};
 use crate::ids::Tid;
 use crate::provider::{parse_answer, Answer, AnswerError};
 
@@ -54,6 +55,9 @@ pub enum CallError {
     /// must not pile up connections and timers without bound).
     #[error("not called: {0} calls already in flight")]
     Saturated(usize),
+    /// Not called: the provider's circuit is open (it kept failing; DESIGN.md §3, Health).
+    #[error("not called: the circuit is open")]
+    CircuitOpen,
 }
 
 /// HTTP settings shared by every provider client (from `[realtime]`).
@@ -63,6 +67,7 @@ pub struct ClientSettings {
     pub pool_size: usize,
     /// Calls to one provider running at once on one thread; more are not made (`skipped`).
     pub max_in_flight: usize,
+    pub circuit: CircuitSettings,
 }
 
 /// Talks to one provider; see the module doc.
@@ -72,6 +77,12 @@ pub struct ProviderClient {
     settings: ClientSettings,
     /// Calls started and not finished (including those finishing after their event answered).
     in_flight: Rc<Cell<usize>>,
+    /// This thread's view of the provider's health. Each worker thread learns on its own, so
+    /// with N workers a dead provider costs N × `circuit_failures` failed calls before every
+    /// thread stops calling it.
+    breaker: Rc<RefCell<CircuitBreaker>>,
+    /// The provider's `secret` as an HMAC key, when it has one.
+    signing_key: Option<ring::hmac::Key>,
 }
 
 impl ProviderClient {
@@ -90,11 +101,17 @@ impl ProviderClient {
             .disable_redirects()
             .disable_timeout()
             .finish();
+        let signing_key = provider
+            .secret
+            .as_ref()
+            .map(|s| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, s.as_bytes()));
         ProviderClient {
             provider,
             client,
             settings,
             in_flight: Rc::new(Cell::new(0)),
+            breaker: Rc::new(RefCell::new(CircuitBreaker::new(settings.circuit))),
+            signing_key,
         }
     }
 }
@@ -126,16 +143,36 @@ impl Handler<LookupSegments> for ProviderClient {
             };
             return Box::pin(std::future::ready(reply));
         }
+        let (admission, transition) = self.breaker.borrow_mut().admit(started);
+        if let Some(t) = transition {
+            report_transition(&self.provider.name, t);
+        }
+        if admission == Admission::Refuse {
+            let reply = ProviderReply {
+                result: Err(CallError::CircuitOpen),
+                elapsed: Duration::ZERO,
+            };
+            return Box::pin(std::future::ready(reply));
+        }
+        let verdict = Verdict {
+            breaker: self.breaker.clone(),
+            admission,
+            name: self.provider.name.clone(),
+            recorded: false,
+        };
         let in_flight = InFlight::enter(self.in_flight.clone());
         let timeout_ms = u64::from(self.provider.timeout_ms);
         let limit = self.settings.body_limit;
         let name = self.provider.name.clone();
-        let request = self
+        let mut request = self
             .client
             .post(self.provider.url.as_str())
             .insert_header((header::CONTENT_TYPE, "application/json"))
-            .insert_header(("X-Tributary-Tid", msg.tid.as_str()))
-            .send_body(msg.body);
+            .insert_header(("X-Tributary-Tid", msg.tid.as_str()));
+        if let Some(key) = &self.signing_key {
+            request = request.insert_header(("X-Tributary-Signature", signature(key, &msg.body)));
+        }
+        let request = request.send_body(msg.body);
         let call = async move {
             let mut response = request.await.map_err(|e| match e {
                 // awc's connect timeout is the provider being too slow.
@@ -160,6 +197,7 @@ impl Handler<LookupSegments> for ProviderClient {
                 Err(_) => Err(CallError::Timeout(timeout_ms)),
             };
             drop(in_flight);
+            verdict.record(result.is_ok());
             if let Err(e) = &result {
                 log::debug!(tid = msg.tid.as_str(); "provider {name} failed: {e}");
             }
@@ -169,6 +207,72 @@ impl Handler<LookupSegments> for ProviderClient {
             }
         })
     }
+}
+
+/// Tells the circuit breaker how an admitted call ended; a call dropped before it ended (the
+/// runtime shutting down) counts as failed, so a half-open circuit never waits forever for its
+/// probe.
+struct Verdict {
+    breaker: Rc<RefCell<CircuitBreaker>>,
+    admission: Admission,
+    name: String,
+    recorded: bool,
+}
+
+impl Verdict {
+    fn record(mut self, ok: bool) {
+        self.finish(ok);
+    }
+
+    fn finish(&mut self, ok: bool) {
+        if self.recorded {
+            return;
+        }
+        self.recorded = true;
+        // try_borrow_mut: a drop during a panic elsewhere must not panic again.
+        let transition = match self.breaker.try_borrow_mut() {
+            Ok(mut b) => b.record(self.admission, ok, Instant::now()),
+            Err(_) => None,
+        };
+        if let Some(t) = transition {
+            report_transition(&self.name, t);
+        }
+    }
+}
+
+impl Drop for Verdict {
+    fn drop(&mut self) {
+        self.finish(false);
+    }
+}
+
+/// Circuit changes are rare, so each is logged — the per-call failures are not, at error
+/// level: a dead provider would flood the log with one line per event.
+fn report_transition(provider: &str, t: Transition) {
+    metrics::counter!("tributary_provider_circuit_transitions_total",
+        "provider" => provider.to_string(), "to" => t.as_str())
+    .increment(1);
+    match t {
+        Transition::Opened => {
+            log::warn!(
+                "provider {provider}: circuit open (it keeps failing); calls stop for a cool-down"
+            )
+        }
+        Transition::HalfOpened => log::info!("provider {provider}: circuit half-open, probing"),
+        Transition::Closed => log::info!("provider {provider}: circuit closed, calls resume"),
+    }
+}
+
+/// `sha256=<hex HMAC-SHA256 of the body>` (DESIGN.md §3, Signing).
+pub fn signature(key: &ring::hmac::Key, body: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let tag = ring::hmac::sign(key, body);
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256=");
+    for b in tag.as_ref() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 /// Counts a running call until dropped (also when the call is abandoned).
@@ -209,4 +313,19 @@ pub fn client_for(provider: &Arc<Provider>, settings: ClientSettings) -> Addr<Pr
         clients.insert(provider.pid, (provider.clone(), addr.clone()));
         addr
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 4231, test case 2.
+    #[test]
+    fn signature_is_hex_hmac_sha256() {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"Jefe");
+        assert_eq!(
+            signature(&key, b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
 }

@@ -351,6 +351,10 @@ async fn ask_providers(
                 result: Err(CallError::Saturated(_)),
                 ..
             }) => Outcome::Skipped,
+            Ok(ProviderReply {
+                result: Err(CallError::CircuitOpen),
+                ..
+            }) => Outcome::CircuitOpen,
             Ok(ProviderReply { result: Err(_), .. }) | Err(_) => Outcome::Error,
         };
         record(provider, outcome, waited);

@@ -506,6 +506,18 @@ impl Bench {
         catalog: serde_json::Value,
         extra_config: &str,
     ) -> Result<(Service, PathBuf), String> {
+        self.tributary_with_env(label, catalog, extra_config, &[])
+    }
+
+    /// [`Bench::tributary`] with configuration overrides as environment variables
+    /// (`TRIBUTARY__SECTION__KEY`).
+    fn tributary_with_env(
+        &self,
+        label: &str,
+        catalog: serde_json::Value,
+        extra_config: &str,
+        overrides: &[(&str, &str)],
+    ) -> Result<(Service, PathBuf), String> {
         let seed = self.dir.path().join(format!("catalog-{label}.json"));
         std::fs::write(
             &seed,
@@ -525,7 +537,8 @@ impl Bench {
             config.display().to_string(),
         ];
         // The listener on a free port, whatever `extra_config` says.
-        let env = [("TRIBUTARY__SERVER__BIND", "127.0.0.1:0".to_string())];
+        let mut env = vec![("TRIBUTARY__SERVER__BIND", "127.0.0.1:0".to_string())];
+        env.extend(overrides.iter().map(|(k, v)| (*k, v.to_string())));
         let service = Service::spawn(&format!("tributary ({label})"), &args, &env)?;
         Ok((service, store))
     }
@@ -702,9 +715,16 @@ impl Bench {
                     })
                     .collect();
                 // The hanging provider's own timeout is longer than the deadline, so only the
-                // deadline ends the wait.
+                // deadline ends the wait. Its circuit would open after a few timeouts and stop
+                // the calls (the right thing in production); this scenario is about the
+                // deadline while calls hang, so the breaker is turned off.
                 let catalog = catalogs::small(&list, 0, 1000);
-                let (s, store) = self.tributary(name, catalog, "")?;
+                let (s, store) = self.tributary_with_env(
+                    name,
+                    catalog,
+                    "",
+                    &[("TRIBUTARY__REALTIME__CIRCUIT_FAILURES", "0")],
+                )?;
                 let rate = (capacity * 0.5).max(10.0);
                 let connections = connections_for(rate, DEADLINE_MS as f64 / 1000.0);
                 let spec = self.spec(s.addr, zipf, Some(rate), connections, o.duration);

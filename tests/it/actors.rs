@@ -128,6 +128,7 @@ fn harness(catalog: &tributary::catalog::Catalog, deadline_ms: u64) -> Harness {
             body_limit: 64 * 1024,
             pool_size: 16,
             max_in_flight: 64,
+            circuit: Default::default(),
         },
         directory: Arc::new(SessionDirectory::default()),
     };

@@ -330,3 +330,118 @@ async fn a_hanging_providers_calls_are_capped_and_the_rest_skipped() {
     assert_eq!(hang.hits(), 1, "the second event did not call the provider");
     server.stop().await;
 }
+
+/// A provider that keeps failing is no longer called (`circuit_open`) while the others still
+/// answer; after the cool-down one probe finds it healthy and calls resume.
+#[actix_web::test]
+async fn a_failing_provider_opens_its_circuit_and_recovers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let failing = Arc::new(AtomicBool::new(true));
+    let flaky = TestProvider::start(Behavior::FailWhile(
+        failing.clone(),
+        Box::new(Behavior::Segments(vec!["flaky-seg"], None)),
+    ))
+    .await;
+    let acme = TestProvider::start(Behavior::Segments(vec!["auto-intender"], None)).await;
+    let cat = catalog(
+        vec![
+            provider(1, "acme", &acme.url, 1001, 150),
+            provider(2, "flaky", &flaky.url, 1002, 150),
+        ],
+        onboarded(&[(21, 1001, "auto-intender"), (22, 1002, "flaky-seg")]),
+        json!([{"sid": 101, "name": "auto", "segmentRule": "21T", "dataSourceId": 1}]),
+    );
+    let server = TestServer::start_with(&cat, |c| {
+        c.realtime.circuit_failures = 2;
+        c.realtime.circuit_cooldown_ms = 300;
+    })
+    .await;
+    let event = |i: u32| server.url(&format!("/event?d_rtbd=json&d_cts=2&c_n={i}"));
+
+    let mut outcomes = Vec::new();
+    for i in 0..12 {
+        let body = get(&event(i)).await.json();
+        assert_eq!(
+            body["segments"],
+            json!([101]),
+            "acme's segment still arrives"
+        );
+        outcomes.push(body["providers"]["flaky"].as_str().unwrap().to_string());
+    }
+    // Each of the test server's two worker threads keeps its own circuit: at most two failed
+    // calls each, then no more calls.
+    assert!(flaky.hits() <= 4, "calls made: {}", flaky.hits());
+    assert!(
+        outcomes.iter().take(2).all(|o| o == "error"),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().rev().take(4).all(|o| o == "circuit_open"),
+        "{outcomes:?}"
+    );
+    let metrics = String::from_utf8(get(&server.url("/metrics")).await.body).unwrap();
+    assert!(
+        metrics.contains(
+            r#"tributary_provider_circuit_transitions_total{provider="flaky",to="open"}"#
+        ),
+        "{metrics}"
+    );
+
+    // The provider recovers; after the cool-down a probe succeeds and calls resume.
+    failing.store(false, Ordering::SeqCst);
+    actix_rt::time::sleep(Duration::from_millis(350)).await;
+    let mut outcomes = Vec::new();
+    for i in 100..110 {
+        outcomes.push(
+            get(&event(i)).await.json()["providers"]["flaky"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert!(
+        outcomes.iter().rev().take(4).all(|o| o == "ok"),
+        "{outcomes:?}"
+    );
+    assert!(!outcomes.iter().any(|o| o == "error"), "{outcomes:?}");
+    server.stop().await;
+}
+
+/// A provider with a `secret` gets `X-Tributary-Signature: sha256=<hex HMAC-SHA256(body)>`
+/// over the exact bytes it received; one without gets no signature.
+#[actix_web::test]
+async fn requests_to_providers_with_a_secret_are_signed() {
+    let signed = TestProvider::start(Behavior::Segments(vec!["a"], None)).await;
+    let plain = TestProvider::start(Behavior::Segments(vec!["b"], None)).await;
+    let mut with_secret = provider(1, "signed", &signed.url, 1001, 150);
+    with_secret["secret"] = json!("s3cret-key");
+    let cat = catalog(
+        vec![with_secret, provider(2, "plain", &plain.url, 1002, 150)],
+        onboarded(&[(21, 1001, "a"), (22, 1002, "b")]),
+        json!([]),
+    );
+    let server = TestServer::start(&cat).await;
+    let body = get(&server.url("/event?d_rtbd=json&d_cts=2&c_page=x"))
+        .await
+        .json();
+    assert_eq!(body["providers"], json!({"signed": "ok", "plain": "ok"}));
+
+    let raw = &signed.raw_bodies()[0];
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"s3cret-key");
+    let expected: String = ring::hmac::sign(&key, raw)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let header = signed.headers()[0]
+        .get("x-tributary-signature")
+        .expect("signed")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(header, format!("sha256={expected}"));
+    assert!(plain.headers()[0].get("x-tributary-signature").is_none());
+    server.stop().await;
+}

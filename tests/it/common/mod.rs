@@ -25,6 +25,9 @@ pub enum Behavior {
     Body(&'static str),
     /// Waits, then behaves as the inner behavior.
     Delay(u64, Box<Behavior>),
+    /// `500` while the flag is set, else the inner behavior (a provider that goes down and
+    /// comes back).
+    FailWhile(Arc<std::sync::atomic::AtomicBool>, Box<Behavior>),
 }
 
 /// A provider server on loopback that records what it receives.
@@ -33,6 +36,7 @@ pub struct TestProvider {
     hits: Arc<AtomicUsize>,
     bodies: Arc<Mutex<Vec<serde_json::Value>>>,
     headers: Arc<Mutex<Vec<actix_web::http::header::HeaderMap>>>,
+    raw: Arc<Mutex<Vec<Vec<u8>>>>,
     handle: ServerHandle,
 }
 
@@ -41,6 +45,7 @@ struct ProviderState {
     hits: Arc<AtomicUsize>,
     bodies: Arc<Mutex<Vec<serde_json::Value>>>,
     headers: Arc<Mutex<Vec<actix_web::http::header::HeaderMap>>>,
+    raw: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl TestProvider {
@@ -48,11 +53,13 @@ impl TestProvider {
         let hits = Arc::new(AtomicUsize::new(0));
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let headers = Arc::new(Mutex::new(Vec::new()));
+        let raw = Arc::new(Mutex::new(Vec::new()));
         let state = web::Data::new(ProviderState {
             behavior,
             hits: hits.clone(),
             bodies: bodies.clone(),
             headers: headers.clone(),
+            raw: raw.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -72,6 +79,7 @@ impl TestProvider {
             hits,
             bodies,
             headers,
+            raw,
             handle,
         }
     }
@@ -90,6 +98,11 @@ impl TestProvider {
         self.headers.lock().unwrap().clone()
     }
 
+    /// Request bodies received so far, byte for byte.
+    pub fn raw_bodies(&self) -> Vec<Vec<u8>> {
+        self.raw.lock().unwrap().clone()
+    }
+
     pub async fn stop(&self) {
         self.handle.stop(false).await;
     }
@@ -102,6 +115,7 @@ async fn answer(
 ) -> HttpResponse {
     state.hits.fetch_add(1, Ordering::SeqCst);
     state.headers.lock().unwrap().push(req.headers().clone());
+    state.raw.lock().unwrap().push(body.to_vec());
     if let Ok(json) = serde_json::from_slice(&body) {
         state.bodies.lock().unwrap().push(json);
     }
@@ -135,6 +149,13 @@ fn respond(
             Behavior::Delay(ms, inner) => {
                 actix_rt::time::sleep(Duration::from_millis(*ms)).await;
                 respond(inner).await
+            }
+            Behavior::FailWhile(failing, inner) => {
+                if failing.load(Ordering::SeqCst) {
+                    HttpResponse::InternalServerError().finish()
+                } else {
+                    respond(inner).await
+                }
             }
         }
     })
