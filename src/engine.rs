@@ -145,6 +145,9 @@ pub struct EventInput<'a> {
     pub tdpid: Option<u32>,
     /// Unix seconds.
     pub now: i64,
+    /// Provider answers that arrived after the event was answered: only onboarded traits are
+    /// evaluated (against those answers); the signals and `d_sid` were already applied.
+    pub answers_only: bool,
 }
 
 /// What an evaluation did.
@@ -266,8 +269,10 @@ impl CompiledCatalog {
         let in_scope = |ds: u32| event.tdpid.is_none_or(|only| only == ds);
         let mut realized = Vec::new();
 
-        self.rule_traits
-            .matching(event.signals, in_scope, &mut realized);
+        if !event.answers_only {
+            self.rule_traits
+                .matching(event.signals, in_scope, &mut realized);
+        }
 
         // Onboarded traits, each against its own data source's answer only.
         for answer in event.providers {
@@ -283,13 +288,15 @@ impl CompiledCatalog {
         }
 
         // d_sid: realize known, active traits directly.
-        realized.extend(
-            event
-                .sids
-                .iter()
-                .filter(|sid| self.traits.get(sid).is_some_and(|t| t.active))
-                .copied(),
-        );
+        if !event.answers_only {
+            realized.extend(
+                event
+                    .sids
+                    .iter()
+                    .filter(|sid| self.traits.get(sid).is_some_and(|t| t.active))
+                    .copied(),
+            );
+        }
 
         realized.sort_unstable();
         realized.dedup();
@@ -472,6 +479,7 @@ mod tests {
                 sids: &[],
                 tdpid: None,
                 now,
+                answers_only: false,
             },
         )
     }
@@ -755,6 +763,33 @@ mod tests {
     }
 
     #[test]
+    fn late_answers_realize_only_onboarded_traits() {
+        let c = catalog();
+        let mut p = Profile::default();
+        let s = signals(&[("c_page", "cars")]);
+        let answers = [ProviderSegments {
+            data_source_id: 1001,
+            segments: &["auto".to_string()],
+        }];
+        let e = c.evaluate(
+            &mut p,
+            &EventInput {
+                signals: &s,
+                providers: &answers,
+                sids: &[13],
+                tdpid: None,
+                now: 5,
+                answers_only: true,
+            },
+        );
+        assert_eq!(
+            e.realized,
+            [21],
+            "no rule-based (11), unconditional (12) or d_sid (13) trait"
+        );
+    }
+
+    #[test]
     fn sids_tdpid_inactive_and_deleted_traits() {
         let c = catalog();
         let mut p = Profile::default();
@@ -768,6 +803,7 @@ mod tests {
                 sids: &[13, 15, 4242],
                 tdpid: Some(1),
                 now: 5,
+                answers_only: false,
             },
         );
         assert_eq!(

@@ -306,7 +306,8 @@ impl HttpError {
     }
 }
 
-fn unix_now() -> i64 {
+/// Unix seconds now (0 if the clock is before 1970).
+pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

@@ -47,6 +47,8 @@ pub struct EvaluateProfile {
     pub provider_segments: Vec<(u32, Vec<String>)>,
     /// Unix seconds.
     pub now: i64,
+    /// Late provider answers only (see [`crate::engine::EventInput::answers_only`]).
+    pub answers_only: bool,
 }
 
 /// The evaluated profile, handed back to the session that keeps it warm.
@@ -110,6 +112,7 @@ impl Handler<EvaluateProfile> for SegmentEngine {
                 sids: &msg.event.sids,
                 tdpid: msg.event.tdpid,
                 now: msg.now,
+                answers_only: msg.answers_only,
             },
         );
         let saved = if msg.persist {

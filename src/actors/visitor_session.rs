@@ -14,12 +14,20 @@
 //! The session never waits past the event's deadline for providers. The HTTP handler waits
 //! for the session only until the deadline too; if the engine is slow, the handler answers
 //! without segments and the session still finishes the event, so no realization is lost.
+//!
+//! Calls still running at the cut-off are not wasted (DESIGN.md §3, Late answers): a task
+//! waits for them (each ends by its provider's own timeout) and sends the answers back as
+//! [`LateAnswers`]; the session caches them and realizes the onboarded traits they carry, so
+//! the visitor's next event benefits. A session that has stopped by then drops them.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, AtomicResponse, Context, Handler, Message, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler,
+    MailboxError, Message, WrapFuture,
 };
 use actix_web::web::Bytes;
 use futures_util::future::{self, Either};
@@ -36,7 +44,7 @@ use crate::engine::{CatalogHandle, CompiledCatalog};
 use crate::error::DcsError;
 use crate::ids::{Tid, VisitorId};
 use crate::profile::{CachedAnswer, Profile};
-use crate::provider::{budget, request_body, Outcome, RequestContext};
+use crate::provider::{budget, request_body, Answer, Outcome, RequestContext};
 use crate::request::PrivacyParams;
 use crate::signals::Signals;
 use crate::store::ProfileService;
@@ -148,9 +156,9 @@ impl Handler<Retire> for VisitorSession {
 impl Handler<CollectEvent> for VisitorSession {
     type Result = AtomicResponse<Self, EventResult>;
 
-    fn handle(&mut self, msg: CollectEvent, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: CollectEvent, ctx: &mut Self::Context) -> Self::Result {
         let state = std::mem::replace(&mut self.profile, ProfileState::Unloaded);
-        let work = run_event(self.deps.clone(), self.visitor, state, msg);
+        let work = run_event(self.deps.clone(), self.visitor, state, msg, ctx.address());
         AtomicResponse::new(Box::pin(work.into_actor(self).map(
             |(state, result), act, _| {
                 act.profile = state;
@@ -166,6 +174,7 @@ async fn run_event(
     visitor: VisitorId,
     state: ProfileState,
     msg: CollectEvent,
+    me: Addr<VisitorSession>,
 ) -> (ProfileState, EventResult) {
     let CollectEvent {
         tid,
@@ -202,7 +211,7 @@ async fn run_event(
         .provider_cache
         .retain(|_, answer| answer.expires_at > now);
 
-    let provider_segments = ask_providers(
+    let (provider_segments, late) = ask_providers(
         &deps,
         &catalog,
         tid,
@@ -225,8 +234,12 @@ async fn run_event(
             event,
             provider_segments,
             now,
+            answers_only: false,
         })
         .await;
+    if let Some(late) = late {
+        collect_late_answers(late, me, tid);
+    }
     let state = match evaluated {
         Ok(done) => {
             if done.saved.is_err() {
@@ -268,7 +281,7 @@ async fn ask_providers(
     deadline: Instant,
     now: i64,
     result: &mut EventResult,
-) -> Vec<(u32, Vec<String>)> {
+) -> (Vec<(u32, Vec<String>)>, Option<LateCalls>) {
     let rt = &deps.realtime;
     let uuid = visitor.to_string();
     let ctx = RequestContext {
@@ -279,7 +292,7 @@ async fn ask_providers(
     };
     let mut segments = Vec::new();
     let mut called: Vec<Arc<Provider>> = Vec::new();
-    let mut running = FuturesUnordered::new();
+    let mut running: FuturesUnordered<Call> = FuturesUnordered::new();
     let started = Instant::now();
     for provider in catalog.providers() {
         if let Some(cached) = profile.fresh_answer(provider.pid, now) {
@@ -309,7 +322,9 @@ async fn ask_providers(
         let request = client_for(provider, deps.clients).send(LookupSegments { tid, body });
         let index = called.len();
         called.push(provider.clone());
-        running.push(async move { (index, request.await, started.elapsed()) });
+        running.push(Box::pin(async move {
+            (index, request.await, started.elapsed())
+        }));
     }
 
     // One timer for the whole fan-out: a provider whose own timeout is shorter is ended by its
@@ -328,18 +343,7 @@ async fn ask_providers(
                 result: Ok(answer), ..
             }) => {
                 let outcome = answer.outcome();
-                let ttl = answer
-                    .ttl_secs
-                    .unwrap_or(u64::from(provider.cache_ttl_secs));
-                if ttl > 0 {
-                    profile.provider_cache.insert(
-                        provider.pid,
-                        CachedAnswer {
-                            segments: answer.segments.clone(),
-                            expires_at: now.saturating_add(ttl as i64),
-                        },
-                    );
-                }
+                cache_answer(profile, provider, &answer, now);
                 segments.push((provider.data_source_id, answer.segments));
                 outcome
             }
@@ -367,7 +371,131 @@ async fn ask_providers(
         });
         result.providers.push((provider.name.clone(), outcome));
     }
-    segments
+    let late = (!running.is_empty()).then(|| LateCalls { running, called });
+    (segments, late)
+}
+
+/// Keeps a provider's answer with the visitor for its `ttl`, or the provider's `cacheTtlSecs`.
+fn cache_answer(profile: &mut Profile, provider: &Provider, answer: &Answer, now: i64) {
+    let ttl = answer
+        .ttl_secs
+        .unwrap_or(u64::from(provider.cache_ttl_secs));
+    if ttl > 0 {
+        profile.provider_cache.insert(
+            provider.pid,
+            CachedAnswer {
+                segments: answer.segments.clone(),
+                expires_at: now.saturating_add(ttl.min(i64::MAX as u64) as i64),
+            },
+        );
+    }
+}
+
+/// One provider call of a fan-out: its index among the called providers, the reply, and how
+/// long the event waited.
+type Call = Pin<Box<dyn Future<Output = (usize, Result<ProviderReply, MailboxError>, Duration)>>>;
+
+/// Calls still running when their event was answered.
+struct LateCalls {
+    running: FuturesUnordered<Call>,
+    called: Vec<Arc<Provider>>,
+}
+
+/// Provider answers that arrived after their event was answered.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LateAnswers {
+    pub tid: Tid,
+    pub answers: Vec<(Arc<Provider>, Answer)>,
+    /// Unix seconds when they arrived.
+    pub now: i64,
+}
+
+/// Waits, on this thread, for the calls still running and hands their answers to the session.
+fn collect_late_answers(late: LateCalls, session: Addr<VisitorSession>, tid: Tid) {
+    // Every call ends by its provider's own timeout (its client enforces it); this limit only
+    // bounds the task if that ever failed.
+    let limit = late
+        .called
+        .iter()
+        .map(|p| Duration::from_millis(u64::from(p.timeout_ms)))
+        .max()
+        .unwrap_or_default()
+        .saturating_mul(2);
+    actix_rt::spawn(async move {
+        let LateCalls {
+            mut running,
+            called,
+        } = late;
+        let mut answers = Vec::new();
+        let collect = async {
+            while let Some((index, reply, _)) = running.next().await {
+                if let Ok(ProviderReply {
+                    result: Ok(answer), ..
+                }) = reply
+                {
+                    let provider = called[index].clone();
+                    metrics::counter!("tributary_provider_late_answers_total",
+                        "provider" => provider.name.clone())
+                    .increment(1);
+                    answers.push((provider, answer));
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, collect).await;
+        if !answers.is_empty() {
+            session.do_send(LateAnswers {
+                tid,
+                answers,
+                now: crate::server::unix_now(),
+            });
+        }
+    });
+}
+
+impl Handler<LateAnswers> for VisitorSession {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: LateAnswers, _: &mut Self::Context) -> Self::Result {
+        let state = std::mem::replace(&mut self.profile, ProfileState::Unloaded);
+        let deps = self.deps.clone();
+        let visitor = self.visitor;
+        let work = async move {
+            // Not in memory: the last read or write failed, and writing now could overwrite
+            // what is stored. The answers are dropped; the next event asks again.
+            let ProfileState::Loaded(mut profile) = state else {
+                return state;
+            };
+            let mut segments = Vec::with_capacity(msg.answers.len());
+            for (provider, answer) in msg.answers {
+                cache_answer(&mut profile, &provider, &answer, msg.now);
+                segments.push((provider.data_source_id, answer.segments));
+            }
+            let evaluated = engine_for(&deps.profiles)
+                .send(EvaluateProfile {
+                    tid: msg.tid,
+                    visitor,
+                    profile,
+                    persist: true,
+                    catalog: deps.catalog.current(),
+                    event: Arc::new(EventData::default()),
+                    provider_segments: segments,
+                    now: msg.now,
+                    answers_only: true,
+                })
+                .await;
+            match evaluated {
+                Ok(done) => ProfileState::Loaded(done.profile),
+                Err(e) => {
+                    log::error!(tid = msg.tid.as_str(); "segment engine unavailable: {e}");
+                    ProfileState::Unloaded
+                }
+            }
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|state, act, _| {
+            act.profile = state;
+        })))
+    }
 }
 
 fn record(provider: &Provider, outcome: Outcome, waited: Duration) {

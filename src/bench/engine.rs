@@ -104,6 +104,7 @@ pub fn run(events: usize) -> Result<EngineReport, String> {
                         sids: &[],
                         tdpid: None,
                         now: day0 + (round * events + i) as i64 / 10_000,
+                        answers_only: false,
                     },
                 );
                 realized += e.realized.len();
@@ -123,6 +124,7 @@ pub fn run(events: usize) -> Result<EngineReport, String> {
                         sids: &[],
                         tdpid: None,
                         now: next_day,
+                        answers_only: false,
                     },
                 );
             }

@@ -70,6 +70,7 @@ async fn segment_engine_evaluates_persists_and_loads() {
             event: event(&[("c_page", "cars")]),
             provider_segments: vec![(1001, vec!["auto".into()])],
             now: 1_000,
+            answers_only: false,
         })
         .await
         .unwrap();
@@ -97,6 +98,7 @@ async fn segment_engine_evaluates_persists_and_loads() {
             event: event(&[("c_page", "cars")]),
             provider_segments: vec![],
             now: 1_000,
+            answers_only: false,
         })
         .await
         .unwrap();

@@ -445,3 +445,55 @@ async fn requests_to_providers_with_a_secret_are_signed() {
     assert!(plain.headers()[0].get("x-tributary-signature").is_none());
     server.stop().await;
 }
+
+/// An answer that comes after the event was answered is not wasted: its onboarded trait is
+/// realized and the answer cached, so the visitor's next event has the segment at once.
+#[actix_web::test]
+async fn late_answers_count_on_the_next_event() {
+    // Answers after 300 ms; the event's deadline is 200 ms, the provider's own timeout 1 s.
+    let slow = TestProvider::start(Behavior::Delay(
+        300,
+        Box::new(Behavior::Segments(vec!["auto-intender"], Some(3600))),
+    ))
+    .await;
+    let cat = catalog(
+        vec![provider(1, "slow", &slow.url, 1001, 1000)],
+        onboarded(&[(21, 1001, "auto-intender")]),
+        json!([{"sid": 101, "name": "auto", "segmentRule": "21T", "dataSourceId": 1}]),
+    );
+    let server = TestServer::start(&cat).await;
+    let hit = server.url(&format!(
+        "/event?d_rtbd=json&d_cts=2&d_uuid={VISITOR}&c_page=x"
+    ));
+
+    let first = get(&hit).await.json();
+    assert_eq!(first["providers"]["slow"], "timeout");
+    assert_eq!(first["segments"], json!([]));
+
+    // Wait until the late answer has arrived (counted just before it is handed to the
+    // session, whose mailbox then holds it ahead of the next event).
+    let late = r#"tributary_provider_late_answers_total{provider="slow"} 1"#;
+    let mut seen = false;
+    for _ in 0..100 {
+        let metrics = String::from_utf8(get(&server.url("/metrics")).await.body).unwrap();
+        if metrics.contains(late) {
+            seen = true;
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "no late answer recorded");
+    let second = get(&hit).await.json();
+    assert_eq!(second["providers"]["slow"], "cached", "{second}");
+    assert_eq!(
+        second["segments"],
+        json!([101]),
+        "21T realized from the late answer"
+    );
+    assert_eq!(
+        slow.hits(),
+        1,
+        "the cached late answer spared a second call"
+    );
+    server.stop().await;
+}
