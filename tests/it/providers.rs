@@ -497,3 +497,54 @@ async fn late_answers_count_on_the_next_event() {
     );
     server.stop().await;
 }
+
+/// Faults below HTTP: a socket that accepts and never answers, headers followed by a body
+/// trickling one byte per 50 ms, and a 50 MB body. The event still answers by its deadline
+/// with the healthy provider's segment; the huge body is refused at the size limit instead of
+/// being read whole.
+#[actix_web::test]
+async fn socket_level_faults_do_not_hold_or_flood_the_event() {
+    let silent = RawProvider::start(RawFault::Silent).await;
+    let trickle = RawProvider::start(RawFault::Trickle).await;
+    let huge = RawProvider::start(RawFault::Huge).await;
+    let fast = TestProvider::start(Behavior::Segments(vec!["x"], None)).await;
+    let cat = catalog(
+        vec![
+            provider(1, "silent", &silent.url, 1001, 150),
+            provider(2, "trickle", &trickle.url, 1002, 150),
+            provider(3, "huge", &huge.url, 1003, 150),
+            provider(4, "fast", &fast.url, 1004, 150),
+        ],
+        onboarded(&[(41, 1004, "x")]),
+        json!([{"sid": 104, "name": "fast", "segmentRule": "41T", "dataSourceId": 1}]),
+    );
+    let deadline_ms = 200;
+    let server = TestServer::start_with(&cat, |c| {
+        c.realtime.deadline_ms = deadline_ms;
+        c.realtime.circuit_failures = 0;
+    })
+    .await;
+    for i in 0..3 {
+        let started = Instant::now();
+        let body = get(&server.url(&format!("/event?d_rtbd=json&d_cts=2&c_i={i}")))
+            .await
+            .json();
+        let elapsed = started.elapsed();
+        assert_eq!(
+            body["providers"],
+            json!({"silent": "timeout", "trickle": "timeout", "huge": "error", "fast": "ok"}),
+            "{body}"
+        );
+        assert_eq!(body["segments"], json!([104]));
+        // Behaviour, not speed: a loose bound that fails only if a fault held the event.
+        assert!(
+            elapsed < Duration::from_millis(deadline_ms + 400),
+            "took {elapsed:?}"
+        );
+    }
+    // The 50 MB answers were cut off: Tributary read at most its body limit (64 KiB) of each
+    // and closed the connection, so the provider could not write them whole.
+    let written = huge.written.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(written < 3 * (50 << 20), "wrote {written} bytes");
+    server.stop().await;
+}

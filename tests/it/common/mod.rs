@@ -321,3 +321,90 @@ pub async fn read(
 
 /// A fixed visitor id for `d_uuid`.
 pub const VISITOR: &str = "12345678901234567890123456789012345678";
+
+/// How a [`RawProvider`] misbehaves below HTTP.
+#[derive(Clone, Copy, Debug)]
+pub enum RawFault {
+    /// Accepts the connection and never reads or writes.
+    Silent,
+    /// Reads the request, sends the status line and headers (`Content-Length: 1000`), then one
+    /// body byte every 50 ms.
+    Trickle,
+    /// Reads the request and sends a 50 MB body as fast as the socket takes it.
+    Huge,
+}
+
+/// A provider on a raw TCP socket, for faults an HTTP framework would not commit.
+pub struct RawProvider {
+    pub url: String,
+    /// Bytes of body written so far (all connections).
+    pub written: Arc<AtomicUsize>,
+    task: actix_rt::task::JoinHandle<()>,
+}
+
+impl RawProvider {
+    pub async fn start(fault: RawFault) -> RawProvider {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let written = Arc::new(AtomicUsize::new(0));
+        let counter = written.clone();
+        let task = actix_rt::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let counter = counter.clone();
+                actix_rt::spawn(async move {
+                    if let RawFault::Silent = fault {
+                        actix_rt::time::sleep(Duration::from_secs(3600)).await;
+                        drop(socket);
+                        return;
+                    }
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let _ = socket.read(&mut buf).await;
+                    match fault {
+                        RawFault::Trickle => {
+                            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n";
+                            if socket.write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            for _ in 0..1000 {
+                                actix_rt::time::sleep(Duration::from_millis(50)).await;
+                                if socket.write_all(b" ").await.is_err() {
+                                    return;
+                                }
+                                counter.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        RawFault::Huge => {
+                            let size = 50 << 20;
+                            let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n");
+                            if socket.write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            let chunk = vec![b' '; 64 * 1024];
+                            let mut sent = 0;
+                            while sent < size {
+                                if socket.write_all(&chunk).await.is_err() {
+                                    return;
+                                }
+                                sent += chunk.len();
+                                counter.fetch_add(chunk.len(), Ordering::SeqCst);
+                            }
+                        }
+                        RawFault::Silent => {}
+                    }
+                });
+            }
+        });
+        RawProvider {
+            url: format!("http://{addr}/segments"),
+            written,
+            task,
+        }
+    }
+}
+
+impl Drop for RawProvider {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
