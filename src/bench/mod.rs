@@ -989,7 +989,11 @@ fn measurement(scenario: &str, r: &LoadResult) -> Measurement {
         peak_rss_bytes: None,
         store_bytes: None,
         offered_per_sec: None,
-        extra: BTreeMap::new(),
+        extra: r
+            .failure_kinds
+            .iter()
+            .map(|(kind, n)| (format!("failures {kind}"), *n as f64))
+            .collect(),
         series: Vec::new(),
     }
 }
