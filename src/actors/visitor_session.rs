@@ -38,7 +38,7 @@ use super::provider_client::{
     client_for, CallError, ClientSettings, LookupSegments, ProviderReply,
 };
 use super::segment_engine::{engine_for, EvaluateProfile, LoadProfile};
-use crate::catalog::Provider;
+use crate::catalog::{AskFor, Provider};
 use crate::config::RealtimeConfig;
 use crate::engine::{CatalogHandle, CompiledCatalog};
 use crate::error::DcsError;
@@ -302,6 +302,18 @@ async fn ask_providers(
             segments.push((provider.data_source_id, cached.segments.clone()));
             continue;
         }
+        let user_id = profile
+            .synced_ids
+            .get(&provider.data_source_id)
+            .map(String::as_str);
+        // A synced-only provider knows visitors by its own ids: without one there is nothing
+        // to ask it about.
+        if provider.ask_for == AskFor::Synced && user_id.is_none() {
+            result
+                .providers
+                .push((provider.name.clone(), Outcome::Skipped));
+            continue;
+        }
         let Some(tmax) = budget(
             deadline.saturating_duration_since(Instant::now()),
             Duration::from_millis(u64::from(provider.timeout_ms)),
@@ -314,10 +326,6 @@ async fn ask_providers(
                 .push((provider.name.clone(), Outcome::Skipped));
             continue;
         };
-        let user_id = profile
-            .synced_ids
-            .get(&provider.data_source_id)
-            .map(String::as_str);
         let body = Bytes::from(request_body(&ctx, tmax.as_millis() as u64, user_id));
         let request = client_for(provider, deps.clients).send(LookupSegments { tid, body });
         let index = called.len();

@@ -9,6 +9,8 @@ mod codec;
 mod profile_service;
 mod sled_store;
 
+/// The stored profile format, for tools and tests that prepare a store.
+pub use codec::{decode_profile, encode_profile};
 pub use profile_service::ProfileService;
 pub use sled_store::SledStore;
 

@@ -548,3 +548,43 @@ async fn socket_level_faults_do_not_hold_or_flood_the_event() {
     assert!(written < 3 * (50 << 20), "wrote {written} bytes");
     server.stop().await;
 }
+
+/// `askFor = "synced"`: the provider is asked only about visitors it has an id for (from an
+/// ID sync), and gets that id in `user.id`; others are `skipped` without a call.
+#[actix_web::test]
+async fn synced_only_providers_are_asked_about_synced_visitors_only() {
+    let synced = TestProvider::start(Behavior::Segments(vec!["s"], None)).await;
+    let mut only_synced = provider(2, "synced", &synced.url, 1002, 150);
+    only_synced["askFor"] = json!("synced");
+    let cat = catalog(
+        vec![only_synced],
+        onboarded(&[(22, 1002, "s")]),
+        json!([{"sid": 102, "name": "s", "segmentRule": "22T", "dataSourceId": 1}]),
+    );
+    let server = TestServer::start(&cat).await;
+
+    // A visitor the provider knows as "prov-77" (as an ID sync would have recorded).
+    let known = tributary::ids::VisitorId::parse(VISITOR).unwrap();
+    let mut profile = tributary::profile::Profile::default();
+    profile.synced_ids.insert(1002, "prov-77".into());
+    let bytes = tributary::store::encode_profile(&profile).unwrap();
+    server
+        .running
+        .store()
+        .put_raw_profile(known, &bytes)
+        .unwrap();
+
+    let anonymous = get(&server.url("/event?d_rtbd=json&d_cts=2&c_page=x"))
+        .await
+        .json();
+    assert_eq!(anonymous["providers"], json!({"synced": "skipped"}));
+    assert_eq!(synced.hits(), 0, "not called for a visitor it cannot know");
+
+    let body = get(&server.url(&format!("/event?d_rtbd=json&d_cts=2&d_uuid={VISITOR}")))
+        .await
+        .json();
+    assert_eq!(body["providers"], json!({"synced": "ok"}));
+    assert_eq!(body["segments"], json!([102]));
+    assert_eq!(synced.bodies()[0]["user"]["id"], "prov-77");
+    server.stop().await;
+}
