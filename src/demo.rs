@@ -60,8 +60,10 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
     let mut catalog: Catalog =
         serde_json::from_str(DEMO_CATALOG).map_err(|e| format!("demo catalog: {e}"))?;
     catalog.providers = vec![
-        demo_provider(1, "acme", acme.url(), 1001, 60),
-        demo_provider(2, "slowco", slowco.url(), 1002, 60),
+        // acme's answers are kept with the visitor for a minute: from a visitor's second event
+        // on, it shows `cached` instead of being called again.
+        demo_provider(1, "acme", acme.url(), 1001, 60, 60),
+        demo_provider(2, "slowco", slowco.url(), 1002, 60, 0),
     ];
     let seed = dir.path().join("catalog.json");
     let text = serde_json::to_string_pretty(&catalog).map_err(|e| e.to_string())?;
@@ -85,11 +87,11 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
     );
     println!("  DCS endpoint: {base}/event");
     println!(
-        "  providers:    acme at {} (fast), slowco at {} (30% of calls take 400 ms)",
+        "  providers:    acme at {} (fast, answers cached 60 s), slowco at {} (30% of calls take 400 ms)",
         acme.url(),
         slowco.url()
     );
-    println!("  catalog:      6 traits, 4 segments (demo/catalog.json)");
+    println!("  catalog:      6 traits, 5 segments (demo/catalog.json)");
     println!();
     println!("Try (the second call reuses the visitor cookie):");
     println!("  curl -s -c /tmp/tributary.jar -b /tmp/tributary.jar '{base}/event?d_rtbd=json&d_cts=2&c_page=cars&c_section=sport'");
@@ -109,6 +111,7 @@ fn demo_provider(
     url: String,
     data_source_id: u32,
     timeout_ms: u32,
+    cache_ttl_secs: u32,
 ) -> Provider {
     Provider {
         pid,
@@ -116,7 +119,7 @@ fn demo_provider(
         url,
         data_source_id,
         timeout_ms,
-        cache_ttl_secs: 0,
+        cache_ttl_secs,
         ask_for: AskFor::All,
         tcf_vendor_id: None,
         secret: None,
