@@ -50,9 +50,9 @@ struct TraitInfo {
     onboarded: bool,
     active: bool,
     /// Segments that reference the trait: re-evaluated when it appears or disappears.
-    segments: Box<[usize]>,
+    segments: Vec<usize>,
     /// Segments whose `FREQUENCY` counts it: re-evaluated on each of its realizations.
-    counting_segments: Box<[usize]>,
+    counting_segments: Vec<usize>,
 }
 
 /// Trait rules indexed so that an event looks only at rules it can satisfy.
@@ -183,8 +183,8 @@ impl CompiledCatalog {
                     ttl_days: t.ttl,
                     onboarded,
                     active,
-                    segments: Box::default(),
-                    counting_segments: Box::default(),
+                    segments: Vec::new(),
+                    counting_segments: Vec::new(),
                 },
             );
             if !active {
@@ -205,32 +205,24 @@ impl CompiledCatalog {
             }
         }
 
+        // Validation guarantees every referenced trait is in the catalog.
         let mut segments = Vec::new();
-        let mut segments_by_trait: HashMap<u64, Vec<usize>> = HashMap::new();
-        let mut segments_counting_trait: HashMap<u64, Vec<usize>> = HashMap::new();
         for (s, rule) in catalog.segments.iter().zip(parsed.segments) {
             if s.status != Status::Active {
                 continue;
             }
             let index = segments.len();
             for t in rule.traits() {
-                segments_by_trait.entry(*t).or_default().push(index);
+                if let Some(info) = traits.get_mut(t) {
+                    info.segments.push(index);
+                }
             }
             for t in rule.counted_traits() {
-                segments_counting_trait.entry(*t).or_default().push(index);
+                if let Some(info) = traits.get_mut(t) {
+                    info.counting_segments.push(index);
+                }
             }
             segments.push((s.sid, rule));
-        }
-
-        for (sid, segs) in segments_by_trait {
-            if let Some(info) = traits.get_mut(&sid) {
-                info.segments = segs.into();
-            }
-        }
-        for (sid, segs) in segments_counting_trait {
-            if let Some(info) = traits.get_mut(&sid) {
-                info.counting_segments = segs.into();
-            }
         }
 
         Ok(CompiledCatalog {
