@@ -50,10 +50,10 @@ struct ProfileV1 {
     last_seen: i64,
 }
 
-impl From<ProfileV1> for Profile {
-    fn from(v1: ProfileV1) -> Profile {
-        Profile {
-            traits: migrate_traits(v1.traits),
+impl From<ProfileV1> for ProfileV2 {
+    fn from(v1: ProfileV1) -> ProfileV2 {
+        ProfileV2 {
+            traits: v1.traits,
             segments: v1.segments,
             synced_ids: v1.synced_ids,
             provider_cache: v1.provider_cache,
@@ -118,7 +118,7 @@ pub fn encode_profile(profile: &Profile) -> Result<Vec<u8>, StoreError> {
 
 pub fn decode_profile(bytes: &[u8]) -> Result<Profile, StoreError> {
     match postcard::from_bytes::<StoredProfile>(bytes) {
-        Ok(StoredProfile::V1(p)) => Ok(p.into()),
+        Ok(StoredProfile::V1(p)) => Ok(ProfileV2::from(p).into()),
         Ok(StoredProfile::V2(p)) => Ok(p.into()),
         Ok(StoredProfile::V3(p)) => Ok(p),
         Err(e) => Err(StoreError::Corrupt {
