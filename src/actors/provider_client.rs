@@ -135,24 +135,22 @@ impl Handler<LookupSegments> for ProviderClient {
 
     fn handle(&mut self, msg: LookupSegments, _: &mut Self::Context) -> Self::Result {
         let started = Instant::now();
+        let not_called = |error| -> Self::Result {
+            Box::pin(std::future::ready(ProviderReply {
+                result: Err(error),
+                elapsed: Duration::ZERO,
+            }))
+        };
         let running = self.in_flight.get();
         if running >= self.settings.max_in_flight {
-            let reply = ProviderReply {
-                result: Err(CallError::Saturated(running)),
-                elapsed: Duration::ZERO,
-            };
-            return Box::pin(std::future::ready(reply));
+            return not_called(CallError::Saturated(running));
         }
         let (admission, transition) = self.breaker.borrow_mut().admit(started);
         if let Some(t) = transition {
             report_transition(&self.provider.name, t);
         }
         if admission == Admission::Refuse {
-            let reply = ProviderReply {
-                result: Err(CallError::CircuitOpen),
-                elapsed: Duration::ZERO,
-            };
-            return Box::pin(std::future::ready(reply));
+            return not_called(CallError::CircuitOpen);
         }
         let verdict = Verdict {
             breaker: self.breaker.clone(),
