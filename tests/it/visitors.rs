@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use serde_json::json;
 use tributary::ids::VisitorId;
-use tributary::store::ProfileStore;
 
 use crate::common::*;
 
@@ -29,12 +28,7 @@ async fn concurrent_events_of_one_visitor_all_count() {
     }
     let visitor = VisitorId::parse(VISITOR).unwrap();
     server.running.sync_store().await.unwrap();
-    let profile = server
-        .running
-        .store()
-        .load_profile(visitor)
-        .unwrap()
-        .unwrap();
+    let profile = server.stored_profile(visitor);
     assert_eq!(
         profile.traits[&11].count(),
         20,
@@ -59,12 +53,7 @@ async fn many_visitors_at_once_each_get_their_own_profile() {
     futures_util::future::join_all(urls.iter().map(|u| get(u))).await;
     server.running.sync_store().await.unwrap();
     for id in &ids {
-        let profile = server
-            .running
-            .store()
-            .load_profile(VisitorId::parse(id).unwrap())
-            .unwrap()
-            .unwrap();
+        let profile = server.stored_profile(VisitorId::parse(id).unwrap());
         assert_eq!(profile.traits[&11].count(), 2, "visitor {id}");
     }
     server.stop().await;
@@ -97,12 +86,7 @@ async fn idle_sessions_stop_and_a_returning_visitor_is_served_from_the_store() {
         "the profile was saved before the session stopped"
     );
     server.running.sync_store().await.unwrap();
-    let profile = server
-        .running
-        .store()
-        .load_profile(VisitorId::parse(VISITOR).unwrap())
-        .unwrap()
-        .unwrap();
+    let profile = server.stored_profile(VisitorId::parse(VISITOR).unwrap());
     assert_eq!(profile.traits[&11].count(), 1);
     server.stop().await;
 }
@@ -133,12 +117,7 @@ async fn sessions_beyond_the_limit_stop_and_lose_nothing() {
     }
     server.running.sync_store().await.unwrap();
     for id in &ids {
-        let profile = server
-            .running
-            .store()
-            .load_profile(VisitorId::parse(id).unwrap())
-            .unwrap()
-            .unwrap();
+        let profile = server.stored_profile(VisitorId::parse(id).unwrap());
         assert_eq!(
             profile.traits[&11].count(),
             3,
@@ -171,12 +150,7 @@ async fn an_active_visitors_profile_stays_in_memory() {
         assert_eq!(body["segments"], json!([101]));
     }
     server.running.sync_store().await.unwrap();
-    let profile = server
-        .running
-        .store()
-        .load_profile(visitor)
-        .unwrap()
-        .unwrap();
+    let profile = server.stored_profile(visitor);
     assert_eq!(
         profile.traits[&11].count(),
         4,

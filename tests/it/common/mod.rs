@@ -246,6 +246,19 @@ impl TestServer {
         format!("{}{}", self.base, path_and_query)
     }
 
+    /// The visitor's profile as stored (call `running.sync_store()` first for pending writes).
+    pub fn stored_profile(
+        &self,
+        visitor: tributary::ids::VisitorId,
+    ) -> tributary::profile::Profile {
+        use tributary::store::ProfileStore;
+        self.running
+            .store()
+            .load_profile(visitor)
+            .expect("store readable")
+            .expect("profile stored")
+    }
+
     pub async fn stop(self) {
         self.running.stop().await.expect("clean stop");
     }
