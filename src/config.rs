@@ -57,6 +57,12 @@ pub struct ServerConfig {
     pub shed_lag_ms: u64,
     /// Shed events while this many are in flight (waiting on providers or sessions).
     pub max_in_flight: usize,
+    /// Hosts an `/ibs` call may redirect to (`redir`): `sync.partner.example`, or
+    /// `*.partner.example` for its subdomains. Empty = never redirect.
+    pub idsync_redirect_hosts: Vec<String>,
+    /// Integration codes `d_cid_ic` may name, with their data source ids (`crm = 9001`).
+    /// Matched case-insensitively; `DSID_<n>` always names data source `n`.
+    pub integration_codes: HashMap<String, u32>,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +77,8 @@ impl Default for ServerConfig {
             shutdown_timeout_secs: 10,
             shed_lag_ms: 25,
             max_in_flight: 20_000,
+            idsync_redirect_hosts: Vec::new(),
+            integration_codes: HashMap::new(),
         }
     }
 }
@@ -264,7 +272,8 @@ impl Config {
             .prefix_separator("__")
             .try_parsing(true)
             .list_separator(",")
-            .with_list_parse_key("server.cors_origins");
+            .with_list_parse_key("server.cors_origins")
+            .with_list_parse_key("server.idsync_redirect_hosts");
         if let Some(vars) = env {
             environment = environment.source(Some(vars.into_iter().collect()));
         }
@@ -316,6 +325,28 @@ impl Config {
                 return Err(bad(
                     "server.cors_origins",
                     format!("{origin:?} is not an origin like https://www.example.com"),
+                ));
+            }
+        }
+        for host in &s.idsync_redirect_hosts {
+            if !crate::idsync::is_host_pattern(host) {
+                return Err(bad(
+                    "server.idsync_redirect_hosts",
+                    format!("{host:?} is not a host like sync.example.com or *.example.com"),
+                ));
+            }
+        }
+        for (code, dpid) in &s.integration_codes {
+            if code.is_empty() || code.len() > 255 || code.chars().any(char::is_control) {
+                return Err(bad(
+                    "server.integration_codes",
+                    format!("{code:?} is not an integration code"),
+                ));
+            }
+            if *dpid == 0 {
+                return Err(bad(
+                    "server.integration_codes",
+                    format!("{code:?}: data source ids start at 1"),
                 ));
             }
         }
@@ -550,6 +581,40 @@ mod tests {
         assert_eq!(c.log.format, LogFormat::Json);
         let e = Config::from_toml("[log]\nformat = \"xml\"\n", env(&[])).unwrap_err();
         assert!(e.to_string().contains("xml"), "{e}");
+    }
+
+    #[test]
+    fn id_sync_keys() {
+        let c = Config::from_toml(
+            "[server]\nidsync_redirect_hosts = [\"sync.a.example\"]\n\
+             [server.integration_codes]\nCRM_Login = 9001\n",
+            env(&[
+                (
+                    "TRIBUTARY__SERVER__IDSYNC_REDIRECT_HOSTS",
+                    "x.example,*.y.example",
+                ),
+                ("TRIBUTARY__SERVER__INTEGRATION_CODES__LOYALTY", "9002"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.idsync_redirect_hosts, ["x.example", "*.y.example"]);
+        let mut codes: Vec<(String, u32)> = c
+            .server
+            .integration_codes
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), *v))
+            .collect();
+        codes.sort();
+        assert_eq!(
+            codes,
+            [("crm_login".to_string(), 9001), ("loyalty".into(), 9002)]
+        );
+        assert!(
+            error("[server]\nidsync_redirect_hosts = [\"https://x\"]\n", &[])
+                .starts_with("config key server.idsync_redirect_hosts")
+        );
+        assert!(error("[server.integration_codes]\ncrm = 0\n", &[])
+            .starts_with("config key server.integration_codes"));
     }
 
     fn error(toml: &str, vars: &[(&str, &str)]) -> String {

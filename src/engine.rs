@@ -127,6 +127,9 @@ pub struct CompiledCatalog {
     /// Onboarded traits by data source: evaluated against that source's answer only.
     onboarded_by_source: FastMap<u32, RuleIndex>,
     segments: Vec<(u64, SegmentRule)>,
+    /// Every data source a provider, trait or segment names (enabled or not): the ones
+    /// declared ids may use.
+    data_sources: std::collections::BTreeSet<u32>,
 }
 
 /// One provider's segments for this event (fresh or cached).
@@ -225,8 +228,16 @@ impl CompiledCatalog {
             segments.push((s.sid, rule));
         }
 
+        let data_sources = catalog
+            .providers
+            .iter()
+            .map(|p| p.data_source_id)
+            .chain(catalog.traits.iter().map(|t| t.data_source_id))
+            .chain(catalog.segments.iter().map(|s| s.data_source_id))
+            .collect();
         Ok(CompiledCatalog {
             version,
+            data_sources,
             providers,
             traits,
             rule_traits,
@@ -237,6 +248,11 @@ impl CompiledCatalog {
 
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// Whether a provider, trait or segment of the catalog uses data source `dpid`.
+    pub fn knows_data_source(&self, dpid: u32) -> bool {
+        self.data_sources.contains(&dpid)
     }
 
     /// Enabled providers.

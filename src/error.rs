@@ -61,6 +61,63 @@ impl DcsError {
         }
     }
 
+    /// Code 201: the id mappings of a declared id could not be read; the visitor is identified
+    /// as if the id were not linked.
+    pub fn id_links_unreadable() -> Self {
+        DcsError {
+            code: 201,
+            msg: "Cannot read device ids from profile cache for customer id".into(),
+        }
+    }
+
+    /// Code 300: a declared id (or its data source) is malformed, blank or unknown.
+    pub fn invalid_customer_id(id: &str) -> Self {
+        DcsError {
+            code: 300,
+            msg: format!("Invalid customer id {}", printable(id)).into(),
+        }
+    }
+
+    /// Code 301: more than 10 declared ids in one request; each extra one gets a 309.
+    pub fn too_many_customer_ids() -> Self {
+        DcsError {
+            code: 301,
+            msg: "Maximum number of customer ids exceeded (max 10)".into(),
+        }
+    }
+
+    /// Code 302: a declared id of a data source Tributary does not know.
+    pub fn unauthorized_customer_id(dpid: u32) -> Self {
+        DcsError {
+            code: 302,
+            msg: format!("Unauthorized customer id: unknown data source {dpid}").into(),
+        }
+    }
+
+    /// Code 309: a declared id dropped because the request already had 10.
+    pub fn customer_id_discarded(id: &str) -> Self {
+        DcsError {
+            code: 309,
+            msg: format!(
+                "Customer id {} discarded (over per-request limit)",
+                printable(id)
+            )
+            .into(),
+        }
+    }
+
+    /// Code 310: a declared id dropped because its data source already had 3 in the request.
+    pub fn over_namespace_limit(id: &str) -> Self {
+        DcsError {
+            code: 310,
+            msg: format!(
+                "Customer id {} discarded (over 3 per namespace)",
+                printable(id)
+            )
+            .into(),
+        }
+    }
+
     /// Code 311: a parameter is not properly percent-encoded (or not UTF-8); AAM ignores the
     /// whole request, and so do we.
     pub fn invalid_parameters(param: &str) -> Self {
@@ -78,6 +135,15 @@ impl DcsError {
     pub fn invalid_value(param: &str, why: &str) -> Self {
         DcsError::unspecified(format!("Invalid {}: {why}", truncate(param, 64)))
     }
+}
+
+/// Client-supplied text for a message: cut to 64 bytes, control characters (the `%01`
+/// separators) shown as `:`.
+fn printable(text: &str) -> String {
+    truncate(text, 64)
+        .chars()
+        .map(|c| if c.is_control() { ':' } else { c })
+        .collect()
 }
 
 /// Cuts client-supplied text that is echoed in a message, on a character boundary.

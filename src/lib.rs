@@ -6,6 +6,7 @@
 //! - [`ids`]: visitor ids (38 digits) and transaction ids (`tid`).
 //! - [`signals`]: an event's key/values, and which of them may leave the process.
 //! - [`request`]: parsing `/event` parameters; visitor identification.
+//! - [`idsync`]: declared ids and `/ibs` (parsing, AAM's limits, safe redirects).
 //! - [`response`]: rendering AAM's JSON/JSONP answer, `X-Error`, the pixel.
 //! - [`rules`]: the trait and segment rule languages (lexer, parser, compiled rules).
 //! - [`catalog`]: providers, traits, segments (AAM field names) and their validation.
@@ -41,6 +42,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod ids;
+pub mod idsync;
 pub mod logging;
 pub mod metrics;
 pub mod mock_provider;

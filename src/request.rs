@@ -13,6 +13,7 @@
 
 use crate::error::{truncate, DcsError};
 use crate::ids::VisitorId;
+use crate::idsync::{parse_cid, parse_pair, RawDeclaredId};
 use crate::signals::Signals;
 
 /// Largest query string accepted on `GET` (AAM: 8 KB).
@@ -67,8 +68,11 @@ pub struct EventRequest {
     pub sids: Vec<u64>,
     /// `d_tdpid`: evaluate only the traits of this data source.
     pub tdpid: Option<u32>,
-    /// Declared ids (`d_cid`, `d_cid_ic`, `d_dpid`+`d_dpuuid`), kept raw for ID sync.
-    pub declared_ids: Vec<(String, String)>,
+    /// Declared ids (`d_cid`, `d_cid_ic`, `d_dpid`+`d_dpuuid`), in the order sent; their data
+    /// sources are checked later, against the catalog ([`crate::idsync::resolve`]).
+    pub declared: Vec<RawDeclaredId>,
+    /// The legacy pair, completed when both halves have been read.
+    legacy_pair: (Option<String>, Option<String>),
     pub privacy: PrivacyParams,
     /// Problems with individual parameters; reported in the response's `errors`.
     pub errors: Vec<DcsError>,
@@ -78,20 +82,126 @@ pub struct EventRequest {
 pub fn parse_event(query: &[u8], body: Option<&[u8]>) -> Result<EventRequest, RequestError> {
     let mut req = EventRequest::default();
     for source in std::iter::once(query).chain(body) {
-        for pair in source.split(|&b| b == b'&') {
-            if pair.is_empty() {
-                continue;
-            }
+        for pair in form_pairs(source) {
+            let (key, value) = pair?;
+            apply(&mut req, key, value)?;
+        }
+    }
+    finish_legacy_pair(&mut req.legacy_pair, &mut req.declared, &mut req.errors);
+    Ok(req)
+}
+
+/// The decoded `key=value` pairs of a form-urlencoded text (empty pairs skipped).
+pub fn form_pairs(
+    source: &[u8],
+) -> impl Iterator<Item = Result<(String, String), RequestError>> + '_ {
+    source
+        .split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
             let (raw_key, raw_value) = match pair.iter().position(|&b| b == b'=') {
                 Some(i) => (&pair[..i], &pair[i + 1..]),
                 None => (pair, &b""[..]),
             };
             let key = decode_component(raw_key).ok_or_else(|| invalid(raw_key))?;
             let value = decode_component(raw_value).ok_or_else(|| invalid(raw_key))?;
-            apply(&mut req, key, value)?;
+            Ok((key, value))
+        })
+}
+
+/// Collects `d_cid`, `d_cid_ic` and the halves of the legacy pair; `false` for other keys.
+fn collect_declared(
+    key: &str,
+    value: &str,
+    pair: &mut (Option<String>, Option<String>),
+    declared: &mut Vec<RawDeclaredId>,
+    errors: &mut Vec<DcsError>,
+) -> bool {
+    match key {
+        "d_cid" | "d_cid_ic" => match parse_cid(value, key == "d_cid_ic") {
+            Ok(id) => declared.push(id),
+            Err(e) => errors.push(e),
+        },
+        // The first of each half counts, as a repeated half cannot be paired reliably.
+        "d_dpid" | "dpid" => {
+            pair.0.get_or_insert_with(|| value.to_string());
+        }
+        "d_dpuuid" | "dpuuid" => {
+            pair.1.get_or_insert_with(|| value.to_string());
+        }
+        _ => return false,
+    }
+    true
+}
+
+fn finish_legacy_pair(
+    pair: &mut (Option<String>, Option<String>),
+    declared: &mut Vec<RawDeclaredId>,
+    errors: &mut Vec<DcsError>,
+) {
+    match std::mem::take(pair) {
+        (None, None) => {}
+        (dpid, id) => {
+            match parse_pair(dpid.as_deref().unwrap_or(""), id.as_deref().unwrap_or("")) {
+                Ok(d) => declared.push(d),
+                Err(e) => errors.push(e),
+            }
         }
     }
+}
+
+/// A parsed `/ibs` call: `/ibs:dpid=<dpid>&dpuuid=<id>[&redir=<url>]` or
+/// `/ibs:d_cid=<dpid>%01<id>` (AAM-REFERENCE.md §2.4). The parameters after the colon and those
+/// of a query string are read alike.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IbsRequest {
+    pub declared: Vec<RawDeclaredId>,
+    pub redir: Option<String>,
+    pub d_uuid: Option<VisitorId>,
+    pub privacy: PrivacyParams,
+    pub errors: Vec<DcsError>,
+}
+
+/// Parses an `/ibs` call from the text after `/ibs` in the raw path (starting with `:`, or
+/// empty) and the query string. Unknown parameters are ignored.
+pub fn parse_ibs(path_params: &[u8], query: &[u8]) -> Result<IbsRequest, RequestError> {
+    let mut req = IbsRequest::default();
+    let mut pair = (None, None);
+    let path_params = path_params.strip_prefix(b":").unwrap_or(path_params);
+    for source in [path_params, query] {
+        for kv in form_pairs(source) {
+            let (key, value) = kv?;
+            if collect_declared(&key, &value, &mut pair, &mut req.declared, &mut req.errors) {
+                continue;
+            }
+            match key.as_str() {
+                "redir" => req.redir = Some(value),
+                "d_uuid" => match VisitorId::parse(&value) {
+                    Some(id) => req.d_uuid = Some(id),
+                    None => req.errors.push(DcsError::invalid_aam_id()),
+                },
+                _ => apply_privacy(&mut req.privacy, &key, value),
+            }
+        }
+    }
+    finish_legacy_pair(&mut pair, &mut req.declared, &mut req.errors);
+    if req.declared.is_empty() && req.errors.is_empty() {
+        req.errors.push(DcsError::invalid_customer_id(""));
+    }
     Ok(req)
+}
+
+/// Records a privacy parameter; other keys are ignored.
+fn apply_privacy(privacy: &mut PrivacyParams, key: &str, value: String) {
+    match key {
+        "gdpr" => privacy.gdpr = Some(value),
+        "gdpr_consent" => privacy.gdpr_consent = Some(value),
+        "us_privacy" => privacy.us_privacy = Some(value),
+        "gpp" => privacy.gpp = Some(value),
+        "gpp_sid" => privacy.gpp_sid = Some(value),
+        "d_coppa" => privacy.coppa = value == "1" || value.eq_ignore_ascii_case("true"),
+        _ => {}
+    }
 }
 
 fn invalid(raw_key: &[u8]) -> RequestError {
@@ -134,6 +244,15 @@ fn hex_value(b: u8) -> Option<u8> {
 }
 
 fn apply(req: &mut EventRequest, key: String, value: String) -> Result<(), RequestError> {
+    if collect_declared(
+        &key,
+        &value,
+        &mut req.legacy_pair,
+        &mut req.declared,
+        &mut req.errors,
+    ) {
+        return Ok(());
+    }
     match key.as_str() {
         "d_uuid" => match VisitorId::parse(&value) {
             Some(id) => req.d_uuid = Some(id),
@@ -156,15 +275,9 @@ fn apply(req: &mut EventRequest, key: String, value: String) -> Result<(), Reque
                 .errors
                 .push(DcsError::invalid_value("d_tdpid", "not a data source id")),
         },
-        "d_cid" | "d_cid_ic" | "d_dpid" | "d_dpuuid" | "dpid" | "dpuuid" => {
-            req.declared_ids.push((key, value))
+        "gdpr" | "gdpr_consent" | "us_privacy" | "gpp" | "gpp_sid" | "d_coppa" => {
+            apply_privacy(&mut req.privacy, &key, value)
         }
-        "gdpr" => req.privacy.gdpr = Some(value),
-        "gdpr_consent" => req.privacy.gdpr_consent = Some(value),
-        "us_privacy" => req.privacy.us_privacy = Some(value),
-        "gpp" => req.privacy.gpp = Some(value),
-        "gpp_sid" => req.privacy.gpp_sid = Some(value),
-        "d_coppa" => req.privacy.coppa = value == "1" || value.eq_ignore_ascii_case("true"),
         // Accepted and otherwise unused (d_orgid, d_ptfm, d_nsid, d_jsonv, d_mid, d_blob, d_ld,
         // cache busters…): AAM reserves every d_ key, so none of them is a signal.
         k if k.starts_with("d_") || k == "dcs_region" || k == "_ts" => {}
@@ -291,6 +404,7 @@ pub fn identify(cookie: Option<&str>, d_uuid: Option<VisitorId>) -> Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::idsync::{AuthState, SourceRef};
 
     fn parse(q: &str) -> EventRequest {
         parse_event(q.as_bytes(), None).expect("parses")
@@ -367,11 +481,71 @@ mod tests {
         assert_eq!(r.privacy.us_privacy.as_deref(), Some("1YNN"));
         assert!(r.privacy.coppa);
         assert_eq!(
-            r.declared_ids,
-            [("d_cid".to_string(), "123\u{1}987".to_string())]
+            r.declared,
+            [RawDeclaredId {
+                source: SourceRef::Dpid(123),
+                id: "987".into(),
+                auth: AuthState::Unknown
+            }]
         );
         assert!(r.signals.is_empty(), "no system parameter is a signal");
         assert!(r.errors.is_empty());
+    }
+
+    #[test]
+    fn declared_ids_in_every_form() {
+        let r = parse(
+            "d_cid_ic=crm%01u%2B1%011&d_dpuuid=legacy&d_cid=5%01x%012&d_dpid=9&d_dpid=10\
+             &d_cid=bad&dpuuid=ignored",
+        );
+        let got: Vec<(SourceRef, &str, AuthState)> = r
+            .declared
+            .iter()
+            .map(|d| (d.source.clone(), d.id.as_str(), d.auth))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    SourceRef::Code("crm".into()),
+                    "u+1",
+                    AuthState::Authenticated
+                ),
+                (SourceRef::Dpid(5), "x", AuthState::LoggedOut),
+                (SourceRef::Dpid(9), "legacy", AuthState::Unknown),
+            ]
+        );
+        let codes: Vec<u16> = r.errors.iter().map(|e| e.code).collect();
+        assert_eq!(codes, [300]);
+        assert_eq!(parse("d_dpid=9").errors[0].code, 300, "half a pair");
+    }
+
+    #[test]
+    fn ibs_calls() {
+        let r = parse_ibs(
+            b":dpid=77&dpuuid=abc%20def&redir=https%3A%2F%2Fp.example%2F%3Fu%3D%24%7BDD_UUID%7D",
+            b"gdpr=0",
+        )
+        .unwrap();
+        assert_eq!(r.declared.len(), 1);
+        assert_eq!(r.declared[0].source, SourceRef::Dpid(77));
+        assert_eq!(r.declared[0].id, "abc def");
+        assert_eq!(r.redir.as_deref(), Some("https://p.example/?u=${DD_UUID}"));
+        assert_eq!(r.privacy.gdpr.as_deref(), Some("0"));
+        assert!(r.errors.is_empty());
+        let r = parse_ibs(b":d_cid=123%01987", b"").unwrap();
+        assert_eq!(r.declared[0].id, "987");
+        let r = parse_ibs(b"", b"dpid=1&dpuuid=z").unwrap();
+        assert_eq!(r.declared[0].id, "z");
+        for nothing in [&b""[..], b":", b":redir=x", b":dpid=1"] {
+            let r = parse_ibs(nothing, b"").unwrap();
+            assert!(r.declared.is_empty());
+            assert_eq!(r.errors[0].code, 300, "{nothing:?}");
+        }
+        assert!(matches!(
+            parse_ibs(b":dpid=%zz", b""),
+            Err(RequestError::InvalidEncoding { .. })
+        ));
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! session directory, HTTP workers — used alike by `tributary serve`, the demo and the
 //! integration tests, so that tests exercise exactly what runs in production.
 //!
-//! Routes: `GET|POST|OPTIONS /event` (DESIGN.md §2), `GET /health`, `GET /ready`,
-//! `GET /metrics`. Anything else is a JSON `404`.
+//! Routes: `GET|POST|OPTIONS /event` (DESIGN.md §2), `GET /ibs:…` (ID sync), `GET /health`,
+//! `GET /ready`, `GET /metrics`. Anything else is a JSON `404`.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,17 +28,18 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::actors::directory::SessionDirectory;
 use crate::actors::provider_client::ClientSettings;
 use crate::actors::visitor_session::{
-    CollectEvent, EventData, Retire, SessionDeps, VisitorSession,
+    CollectEvent, EventData, Retire, SessionDeps, SyncIds, VisitorSession,
 };
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{Config, ConfigError};
 use crate::engine::{CatalogHandle, CompiledCatalog};
 use crate::error::{truncate, DcsError, HttpError};
 use crate::ids::{Tid, VisitorId};
+use crate::idsync::{redirect_target, resolve, DataSources, DeclaredId, RawDeclaredId};
 use crate::overload::Shedder;
 use crate::provider::Outcome;
 use crate::request::{
-    identify, parse_event, Identity, RequestError, MAX_BODY_BYTES, MAX_QUERY_BYTES,
+    identify, parse_event, parse_ibs, Identity, RequestError, MAX_BODY_BYTES, MAX_QUERY_BYTES,
 };
 use crate::response::{x_error, EventBody, PIXEL_GIF};
 use crate::signals::Signals;
@@ -63,6 +65,8 @@ pub struct AppState {
     shedder: Shedder,
     metrics: PrometheusHandle,
     ready: Arc<AtomicBool>,
+    /// `[server] integration_codes`, keys in lower case.
+    integration_codes: HashMap<String, u32>,
 }
 
 /// How [`start`] runs the server.
@@ -210,6 +214,12 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         shedder,
         metrics,
         ready: ready.clone(),
+        integration_codes: config
+            .server
+            .integration_codes
+            .iter()
+            .map(|(code, dpid)| (code.to_ascii_lowercase(), *dpid))
+            .collect(),
     });
 
     let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
@@ -294,6 +304,8 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 HttpError::MethodNotAllowed.into_response()
             })),
     )
+    // AAM's ID sync URL has no '?': `/ibs:dpid=1&dpuuid=x`. The tail is checked in `ibs`.
+    .route("/ibs{tail:.*}", web::get().to(ibs))
     .route("/health", web::get().to(health))
     .route("/ready", web::get().to(ready))
     .route("/metrics", web::get().to(metrics_text))
@@ -371,7 +383,19 @@ async fn event(
         out.dests = Some(Vec::new());
     }
 
-    let (visitor, new_visitor) = match identify(cookie_value, request.d_uuid) {
+    let catalog = state.deps.catalog.current();
+    let (mut declared, id_errors) = resolve_declared(&state, &catalog, &request.declared);
+    out.errors.extend(id_errors);
+    let identity = identify_visitor(
+        &state,
+        cookie_value,
+        request.d_uuid,
+        &mut declared,
+        deadline,
+        &mut out.errors,
+    )
+    .await;
+    let (visitor, new_visitor) = match identity {
         Identity::OptedOut => {
             out.errors.push(DcsError::opted_out());
             metrics::counter!("tributary_events_total", "result" => "opted_out").increment(1);
@@ -394,6 +418,7 @@ async fn event(
         sids: request.sids,
         tdpid: request.tdpid,
         privacy: request.privacy,
+        declared,
     });
     let deps = &state.deps;
     let (session, pending) = deps.directory.route(visitor, |generation| {
@@ -456,6 +481,210 @@ async fn event(
         &out,
         Some(cookie),
     ))
+}
+
+/// The data sources declared ids may name: the catalog's, and the integration codes'.
+struct KnownSources<'a> {
+    catalog: &'a CompiledCatalog,
+    codes: &'a HashMap<String, u32>,
+}
+
+impl DataSources for KnownSources<'_> {
+    fn knows(&self, dpid: u32) -> bool {
+        self.catalog.knows_data_source(dpid) || self.codes.values().any(|&d| d == dpid)
+    }
+}
+
+fn resolve_declared(
+    state: &AppState,
+    catalog: &CompiledCatalog,
+    raw: &[RawDeclaredId],
+) -> (Vec<DeclaredId>, Vec<DcsError>) {
+    if raw.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let known = KnownSources {
+        catalog,
+        codes: &state.integration_codes,
+    };
+    resolve(raw, &state.integration_codes, &known)
+}
+
+/// Who the visitor is: the cookie's id, else `d_uuid`, else the visitor a declared id is
+/// mapped to (the most recent mapping among them), else a new id. The cookie wins over a
+/// declared id, so a person who logs in on a second device moves their declared id's mapping
+/// to that device (AAM: the most recent mapping wins). If the mappings cannot be read by the
+/// deadline, the declared ids are dropped for this call (error 201): linking them to a new id
+/// could take them away from the visitor they belong to.
+async fn identify_visitor(
+    state: &AppState,
+    cookie: Option<&str>,
+    d_uuid: Option<VisitorId>,
+    declared: &mut Vec<DeclaredId>,
+    deadline: Instant,
+    errors: &mut Vec<DcsError>,
+) -> Identity {
+    let identity = identify(cookie, d_uuid);
+    let Identity::New(_) = identity else {
+        return identity;
+    };
+    let linking: Vec<&DeclaredId> = declared.iter().filter(|d| d.links()).collect();
+    if linking.is_empty() {
+        return identity;
+    }
+    let profiles = &state.deps.profiles;
+    let lookups =
+        futures_util::future::join_all(linking.iter().map(|d| profiles.lookup_link(d.dpid, &d.id)));
+    let read_by = deadline
+        .checked_sub(state.config.realtime.reply_reserve())
+        .unwrap_or(deadline);
+    let found = match tokio::time::timeout_at(read_by.into(), lookups).await {
+        Ok(results) => results.into_iter().collect::<Result<Vec<_>, _>>(),
+        Err(_) => Err(StoreError::Io(
+            "id mappings not read by the deadline".into(),
+        )),
+    };
+    match found {
+        Ok(links) => {
+            let latest = links.into_iter().flatten().max_by_key(|l| l.at);
+            let result = if latest.is_some() { "found" } else { "none" };
+            metrics::counter!("tributary_declared_id_lookups_total", "result" => result)
+                .increment(1);
+            latest.map_or(identity, |l| Identity::Known(l.visitor))
+        }
+        Err(e) => {
+            metrics::counter!("tributary_declared_id_lookups_total", "result" => "error")
+                .increment(1);
+            log::warn!("declared ids not looked up: {e}");
+            errors.push(DcsError::id_links_unreadable());
+            declared.clear();
+            identity
+        }
+    }
+}
+
+/// `/ibs:dpid=<dpid>&dpuuid=<id>[&redir=<url>]` (also `/ibs:d_cid=<dpid>%01<id>` and the
+/// query-string form): maps the visitor to a data source's id. Answers the 1×1 GIF — or a
+/// `302` to `redir`, with `${DD_UUID}` replaced, when its host is allowed — with errors in
+/// `X-Error`. Like `/event`, it identifies (or creates) the visitor and renews the cookie.
+async fn ibs(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let tid = Tid::next();
+    let Some(tail) = req.uri().path().strip_prefix("/ibs") else {
+        return HttpError::NotFound.into_response();
+    };
+    if !tail.is_empty() && !tail.starts_with(':') {
+        return HttpError::NotFound.into_response();
+    }
+    let query = req.query_string();
+    if tail.len() + query.len() > MAX_QUERY_BYTES {
+        return HttpError::QueryTooLong {
+            limit: MAX_QUERY_BYTES,
+        }
+        .into_response();
+    }
+    let deadline = Instant::now() + state.config.realtime.deadline();
+    let mut errors = Vec::new();
+    let parsed = match parse_ibs(tail.as_bytes(), query.as_bytes()) {
+        Ok(parsed) => parsed,
+        Err(RequestError::InvalidEncoding { param }) => {
+            errors.push(DcsError::invalid_parameters(&param));
+            return ibs_answer("invalid", tid, &errors, None, None);
+        }
+        Err(RequestError::BadCallback) => return ibs_answer("invalid", tid, &errors, None, None),
+    };
+    errors.extend(parsed.errors.iter().cloned());
+    let cookie = req.cookie(COOKIE_NAME);
+    let catalog = state.deps.catalog.current();
+    let (mut declared, id_errors) = resolve_declared(&state, &catalog, &parsed.declared);
+    errors.extend(id_errors);
+    let identity = identify_visitor(
+        &state,
+        cookie.as_ref().map(|c| c.value()),
+        parsed.d_uuid,
+        &mut declared,
+        deadline,
+        &mut errors,
+    )
+    .await;
+    let (visitor, new_visitor) = match identity {
+        Identity::OptedOut => {
+            errors.push(DcsError::opted_out());
+            return ibs_answer("opted_out", tid, &errors, None, None);
+        }
+        Identity::Known(v) => (v, false),
+        Identity::New(v) => (v, true),
+    };
+    let mut result = "invalid";
+    if !declared.is_empty() {
+        let deps = &state.deps;
+        let (session, pending) = deps.directory.route(visitor, |generation| {
+            VisitorSession::new(visitor, generation, deps.clone()).start()
+        });
+        let sent = session.send(SyncIds {
+            tid,
+            ids: declared,
+            now: unix_now(),
+            pending: Some(pending),
+            new_visitor,
+        });
+        result = match tokio::time::timeout_at(deadline.into(), sent).await {
+            Ok(Ok(session_errors)) => {
+                errors.extend(session_errors);
+                "synced"
+            }
+            // The session still records the sync; the caller just cannot wait for it.
+            Ok(Err(_)) | Err(_) => {
+                errors.push(DcsError::unspecified("ID sync not confirmed in time"));
+                "timeout"
+            }
+        };
+    }
+    let location = parsed.redir.as_deref().and_then(|redir| {
+        match redirect_target(redir, visitor, &state.config.server.idsync_redirect_hosts) {
+            Ok(url) => Some(url),
+            Err(e) => {
+                errors.push(DcsError::unspecified(e.to_string()));
+                None
+            }
+        }
+    });
+    let secure = req.connection_info().scheme() == "https";
+    let cookie = visitor_cookie(visitor, secure, &state.config.server.cookie_domain);
+    log::debug!(
+        target: "tributary::ibs",
+        tid = tid.as_str(),
+        uuid:% = visitor,
+        result = result,
+        redirect = location.is_some();
+        "id sync"
+    );
+    ibs_answer(result, tid, &errors, Some(cookie), location)
+}
+
+fn ibs_answer(
+    result: &'static str,
+    tid: Tid,
+    errors: &[DcsError],
+    cookie: Option<Cookie<'static>>,
+    location: Option<String>,
+) -> HttpResponse {
+    metrics::counter!("tributary_ibs_total", "result" => result).increment(1);
+    let mut builder = match location {
+        Some(_) => HttpResponse::Found(),
+        None => HttpResponse::Ok(),
+    };
+    builder.insert_header((header::CACHE_CONTROL, "no-store, no-cache, max-age=0"));
+    builder.insert_header(("X-Tributary-Tid", tid.as_str().to_string()));
+    if let Some(codes) = x_error(errors) {
+        builder.insert_header(("X-Error", codes));
+    }
+    if let Some(cookie) = cookie {
+        builder.cookie(cookie);
+    }
+    match location {
+        Some(url) => builder.insert_header((header::LOCATION, url)).finish(),
+        None => builder.content_type("image/gif").body(PIXEL_GIF),
+    }
 }
 
 fn base_body(state: &AppState, tid: Tid) -> EventBody {

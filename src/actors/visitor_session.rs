@@ -43,11 +43,12 @@ use crate::config::RealtimeConfig;
 use crate::engine::{CatalogHandle, CompiledCatalog};
 use crate::error::DcsError;
 use crate::ids::{Tid, VisitorId};
+use crate::idsync::DeclaredId;
 use crate::profile::{CachedAnswer, Profile};
 use crate::provider::{budget, request_body, Answer, Outcome, RequestContext};
 use crate::request::PrivacyParams;
 use crate::signals::Signals;
-use crate::store::ProfileService;
+use crate::store::{IdLink, ProfileService};
 
 /// The parts of an event the session, the providers and the engine need.
 #[derive(Debug, Default)]
@@ -57,6 +58,9 @@ pub struct EventData {
     pub sids: Vec<u64>,
     pub tdpid: Option<u32>,
     pub privacy: PrivacyParams,
+    /// Declared ids of known data sources, within AAM's limits: synced before providers are
+    /// asked, so a synced-only provider is asked on the very event that declared the id.
+    pub declared: Vec<DeclaredId>,
 }
 
 /// Processes one event of this visitor.
@@ -73,6 +77,18 @@ pub struct CollectEvent {
     /// test drives the session directly.
     pub pending: Option<PendingGuard>,
     /// The visitor id was drawn for this event: no profile can be stored yet, so none is read.
+    pub new_visitor: bool,
+}
+
+/// Records ID syncs (`/ibs`) for this visitor, in order with its events.
+#[derive(Message)]
+#[rtype(result = "Vec<DcsError>")]
+pub struct SyncIds {
+    pub tid: Tid,
+    pub ids: Vec<DeclaredId>,
+    /// Unix seconds: when the mappings were made.
+    pub now: i64,
+    pub pending: Option<PendingGuard>,
     pub new_visitor: bool,
 }
 
@@ -187,29 +203,12 @@ async fn run_event(
     let catalog = deps.catalog.current();
     let mut result = EventResult::default();
 
-    let (mut profile, persist) = match state {
-        ProfileState::Loaded(p) => (p, true),
-        ProfileState::Unloaded if new_visitor => (Profile::default(), true),
-        ProfileState::Unloaded => match engine_for(&deps.profiles)
-            .send(LoadProfile { visitor })
-            .await
-        {
-            Ok(Ok(stored)) => (stored.unwrap_or_default(), true),
-            Ok(Err(e)) => {
-                log::warn!(tid = tid.as_str(); "profile of {visitor} unreadable: {e}");
-                result.errors.push(DcsError::profile_unreadable());
-                (Profile::default(), false)
-            }
-            Err(e) => {
-                log::error!(tid = tid.as_str(); "segment engine unavailable: {e}");
-                result.errors.push(DcsError::profile_unreadable());
-                (Profile::default(), false)
-            }
-        },
-    };
+    let (mut profile, persist) =
+        load_profile(&deps, visitor, state, new_visitor, tid, &mut result.errors).await;
     profile
         .provider_cache
         .retain(|_, answer| answer.expires_at > now);
+    sync_ids(&deps.profiles, visitor, &mut profile, &event.declared, now);
 
     let (provider_segments, late) = ask_providers(
         &deps,
@@ -265,6 +264,116 @@ async fn run_event(
     };
     drop(pending);
     (state, result)
+}
+
+/// The visitor's profile: the one in memory, an empty one for a new visitor, or the stored
+/// one. `false` when the stored profile could not be read: the event goes on with an empty
+/// profile that must not be written over the stored one.
+async fn load_profile(
+    deps: &SessionDeps,
+    visitor: VisitorId,
+    state: ProfileState,
+    new_visitor: bool,
+    tid: Tid,
+    errors: &mut Vec<DcsError>,
+) -> (Profile, bool) {
+    match state {
+        ProfileState::Loaded(p) => (p, true),
+        ProfileState::Unloaded if new_visitor => (Profile::default(), true),
+        ProfileState::Unloaded => match engine_for(&deps.profiles)
+            .send(LoadProfile { visitor })
+            .await
+        {
+            Ok(Ok(stored)) => (stored.unwrap_or_default(), true),
+            Ok(Err(e)) => {
+                log::warn!(tid = tid.as_str(); "profile of {visitor} unreadable: {e}");
+                errors.push(DcsError::profile_unreadable());
+                (Profile::default(), false)
+            }
+            Err(e) => {
+                log::error!(tid = tid.as_str(); "segment engine unavailable: {e}");
+                errors.push(DcsError::profile_unreadable());
+                (Profile::default(), false)
+            }
+        },
+    }
+}
+
+/// Most data sources a profile keeps an id for. Only known data sources are accepted, so this
+/// is a guard against an admin creating thousands of them, not against clients.
+const MAX_SYNCED_SOURCES: usize = 1000;
+
+/// Records ID syncs: the visitor's id in each data source (forward, in the profile) and the
+/// mapping back to the visitor (queued for the store). Logged-out ids change nothing.
+fn sync_ids(
+    profiles: &ProfileService,
+    visitor: VisitorId,
+    profile: &mut Profile,
+    ids: &[DeclaredId],
+    now: i64,
+) {
+    for declared in ids.iter().filter(|d| d.links()) {
+        if profile.synced_ids.len() >= MAX_SYNCED_SOURCES
+            && !profile.synced_ids.contains_key(&declared.dpid)
+        {
+            continue;
+        }
+        if profile.synced_ids.get(&declared.dpid) != Some(&declared.id) {
+            profile
+                .synced_ids
+                .insert(declared.dpid, declared.id.clone());
+            metrics::counter!("tributary_id_syncs_total").increment(1);
+        }
+        profiles.link(declared.dpid, &declared.id, IdLink { visitor, at: now });
+    }
+}
+
+impl Handler<SyncIds> for VisitorSession {
+    type Result = AtomicResponse<Self, Vec<DcsError>>;
+
+    fn handle(&mut self, msg: SyncIds, _: &mut Self::Context) -> Self::Result {
+        let state = std::mem::replace(&mut self.profile, ProfileState::Unloaded);
+        let deps = self.deps.clone();
+        let visitor = self.visitor;
+        let work = async move {
+            let SyncIds {
+                tid,
+                ids,
+                now,
+                pending,
+                new_visitor,
+            } = msg;
+            let mut errors = Vec::new();
+            let (mut profile, persist) =
+                load_profile(&deps, visitor, state, new_visitor, tid, &mut errors).await;
+            sync_ids(&deps.profiles, visitor, &mut profile, &ids, now);
+            if profile.first_seen == 0 {
+                profile.first_seen = now;
+            }
+            let state = if !persist {
+                // The stored profile is unreadable: the reverse mappings are queued, the
+                // forward ones would overwrite it and wait for a readable profile.
+                ProfileState::Unloaded
+            } else {
+                match deps.profiles.save(visitor, &profile) {
+                    Ok(()) => ProfileState::Loaded(profile),
+                    Err(e) => {
+                        log::error!(tid = tid.as_str(); "profile of {visitor} not saved: {e}");
+                        errors.push(DcsError::unspecified("Profile could not be saved"));
+                        ProfileState::Loaded(profile)
+                    }
+                }
+            };
+            drop(pending);
+            (state, errors)
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+            |(state, errors), act, _| {
+                act.profile = state;
+                errors
+            },
+        )))
+    }
 }
 
 /// Asks every enabled provider in parallel (or takes its fresh cached answer), waiting for

@@ -34,7 +34,16 @@ impl From<sled::Error> for StoreError {
     }
 }
 
-/// Visitor profiles by visitor id, stored in their versioned encoding (see `codec`).
+/// An ID-sync mapping (data source, id) → visitor, and when it was last asserted (Unix
+/// seconds): among several mappings of one request, the most recent identifies the visitor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdLink {
+    pub visitor: VisitorId,
+    pub at: i64,
+}
+
+/// Visitor profiles by visitor id, stored in their versioned encoding (see `codec`), and the
+/// reverse ID-sync mappings that lead to them (the forward ones are in the profile).
 pub trait ProfileStore: Send + Sync {
     /// The stored bytes of a profile.
     fn get_profile_bytes(&self, visitor: VisitorId) -> Result<Option<Vec<u8>>, StoreError>;
@@ -43,6 +52,11 @@ pub trait ProfileStore: Send + Sync {
     fn delete_profile(&self, visitor: VisitorId) -> Result<(), StoreError>;
     /// Makes every acknowledged write durable.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// The visitor a data source's id is mapped to.
+    fn get_link(&self, dpid: u32, id: &str) -> Result<Option<IdLink>, StoreError>;
+    /// Writes mappings, replacing what each (data source, id) was mapped to.
+    fn put_links(&self, links: &[(u32, &str, IdLink)]) -> Result<(), StoreError>;
 
     fn load_profile(&self, visitor: VisitorId) -> Result<Option<Profile>, StoreError> {
         match self.get_profile_bytes(visitor)? {

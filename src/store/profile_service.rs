@@ -13,6 +13,12 @@
 //! or stored. Deletes and batch writes of a shard are serialized by the shard's I/O lock, so a
 //! write cannot resurrect a profile deleted while it was in flight.
 //!
+//! ID-sync mappings (data source, id) → visitor go the same way: [`ProfileService::link`]
+//! queues one in its shard's pending map (read first by [`ProfileService::lookup_link`]) and
+//! the shard's writer writes it on its next tick — unless the store already maps the id to the
+//! same visitor, asserted less than [`LINK_REFRESH_SECS`] ago, which is the common case of a
+//! logged-in visitor declaring the same id on every event: then nothing is written.
+//!
 //! Durability: a crash loses what is pending (at most `write_delay` of changes) plus what sled
 //! has not flushed (`store.flush_every_ms`); [`ProfileService::flush`] (shutdown) writes
 //! everything pending and flushes.
@@ -22,12 +28,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{codec, ProfileStore, StoreError};
+use super::{codec, IdLink, ProfileStore, StoreError};
 use crate::ids::VisitorId;
 use crate::profile::Profile;
 
 /// How often a writer thread looks for due writes.
 const TICK: Duration = Duration::from_millis(5);
+/// A mapping to the same visitor is written again only when the stored one is older than
+/// this, so that "the most recent mapping wins" stays true to the hour without a write per
+/// event.
+pub const LINK_REFRESH_SECS: i64 = 3600;
 
 struct Pending {
     bytes: Arc<Vec<u8>>,
@@ -37,9 +47,13 @@ struct Pending {
     since: Instant,
 }
 
+type LinkKey = (u32, String);
+
 #[derive(Default)]
 struct Shard {
     pending: Mutex<HashMap<VisitorId, Pending>>,
+    /// ID-sync mappings not yet written.
+    links: Mutex<HashMap<LinkKey, IdLink>>,
     /// Held while this shard writes to or deletes from the store.
     io: Mutex<()>,
 }
@@ -99,6 +113,42 @@ impl ProfileService {
         let v = visitor.as_u128();
         let index = ((v ^ (v >> 64)) as u64 % self.inner.shards.len() as u64) as usize;
         &self.inner.shards[index]
+    }
+
+    fn link_shard(&self, dpid: u32, id: &str) -> &Shard {
+        use std::hash::BuildHasher as _;
+        let hash = foldhash::fast::FixedState::with_seed(0).hash_one((dpid, id));
+        &self.inner.shards[(hash % self.inner.shards.len() as u64) as usize]
+    }
+
+    /// Queues the mapping (data source `dpid`, `id`) → `link.visitor` (write-behind).
+    pub fn link(&self, dpid: u32, id: &str, link: IdLink) {
+        let mut links = lock(&self.link_shard(dpid, id).links);
+        if links.insert((dpid, id.to_string()), link).is_none() {
+            self.inner.pending.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The visitor (data source `dpid`, `id`) is mapped to: pending, or read from the store on
+    /// a blocking thread.
+    pub async fn lookup_link(&self, dpid: u32, id: &str) -> Result<Option<IdLink>, StoreError> {
+        let key = (dpid, id.to_string());
+        if let Some(link) = lock(&self.link_shard(dpid, id).links).get(&key) {
+            return Ok(Some(*link));
+        }
+        let this = self.clone();
+        actix_rt::task::spawn_blocking(move || {
+            let (dpid, id) = key;
+            let queued = lock(&this.link_shard(dpid, &id).links)
+                .get(&(dpid, id.clone()))
+                .copied();
+            match queued {
+                Some(link) => Ok(Some(link)),
+                None => this.inner.store.get_link(dpid, &id),
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Io(format!("store read task failed: {e}")))?
     }
 
     /// Queues a save of the profile (write-behind): encodes it and returns.
@@ -183,7 +233,7 @@ impl ProfileService {
         .map_err(|e| StoreError::Io(format!("store flush task failed: {e}")))?
     }
 
-    /// Profiles saved and not yet written (the write-behind backlog).
+    /// Profiles and ID-sync mappings saved and not yet written (the write-behind backlog).
     pub fn queue_depth(&self) -> usize {
         self.inner.pending.load(Ordering::Relaxed)
     }
@@ -224,9 +274,11 @@ fn writer(inner: std::sync::Weak<Inner>, index: usize) {
     }
 }
 
-/// Writes the shard's entries pending since before `due_before` (all of them with `None`).
+/// Writes the shard's entries pending since before `due_before` (all of them with `None`),
+/// and its pending ID-sync mappings.
 fn write_due(inner: &Inner, shard: &Shard, due_before: Option<Instant>) -> Result<(), StoreError> {
     let _io = lock(&shard.io);
+    write_links(inner, shard)?;
     let batch: Vec<(VisitorId, Arc<Vec<u8>>, u64)> = lock(&shard.pending)
         .iter()
         .filter(|(_, p)| due_before.is_none_or(|t| p.since <= t))
@@ -248,6 +300,40 @@ fn write_due(inner: &Inner, shard: &Shard, due_before: Option<Instant>) -> Resul
         } else if let Some(p) = pending.get_mut(&visitor) {
             // Saved again while being written: the newer change is due from now on.
             p.since = started;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the shard's pending mappings, skipping those the store already holds (recently
+/// asserted, same visitor). Called with the shard's I/O lock held.
+fn write_links(inner: &Inner, shard: &Shard) -> Result<(), StoreError> {
+    let queued: Vec<(LinkKey, IdLink)> = lock(&shard.links)
+        .iter()
+        .map(|(k, l)| (k.clone(), *l))
+        .collect();
+    if queued.is_empty() {
+        return Ok(());
+    }
+    let mut writes: Vec<(u32, &str, IdLink)> = Vec::new();
+    for ((dpid, id), link) in &queued {
+        let stored = inner.store.get_link(*dpid, id).ok().flatten();
+        let current = stored.is_some_and(|s| {
+            s.visitor == link.visitor && link.at.saturating_sub(s.at) < LINK_REFRESH_SECS
+        });
+        if !current {
+            writes.push((*dpid, id.as_str(), *link));
+        }
+    }
+    if !writes.is_empty() {
+        inner.store.put_links(&writes)?;
+        metrics::counter!("tributary_id_links_written_total").increment(writes.len() as u64);
+    }
+    let mut links = lock(&shard.links);
+    for (key, link) in queued {
+        if links.get(&key) == Some(&link) {
+            links.remove(&key);
+            inner.pending.fetch_sub(1, Ordering::Relaxed);
         }
     }
     Ok(())
@@ -339,6 +425,70 @@ mod tests {
         svc.save(id, &profile(3)).unwrap();
         svc.flush().await.unwrap();
         assert_eq!(store.load_profile(id).unwrap().unwrap().last_seen, 3);
+    }
+
+    #[actix_rt::test]
+    async fn links_are_read_back_before_and_after_their_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, store) = service(dir.path(), 60_000);
+        let (a, b) = (VisitorId::generate(), VisitorId::generate());
+        assert_eq!(svc.lookup_link(1, "x").await.unwrap(), None);
+        svc.link(
+            1,
+            "x",
+            IdLink {
+                visitor: a,
+                at: 100,
+            },
+        );
+        svc.link(
+            1,
+            "x",
+            IdLink {
+                visitor: b,
+                at: 101,
+            },
+        );
+        assert_eq!(svc.queue_depth(), 1);
+        assert_eq!(
+            svc.lookup_link(1, "x").await.unwrap().map(|l| l.visitor),
+            Some(b),
+            "pending, the latest wins"
+        );
+        svc.flush().await.unwrap();
+        assert_eq!(svc.queue_depth(), 0);
+        assert_eq!(
+            store.get_link(1, "x").unwrap(),
+            Some(IdLink {
+                visitor: b,
+                at: 101
+            })
+        );
+        // The same mapping again within the hour is not rewritten; later, it is.
+        svc.link(
+            1,
+            "x",
+            IdLink {
+                visitor: b,
+                at: 200,
+            },
+        );
+        svc.flush().await.unwrap();
+        assert_eq!(store.get_link(1, "x").unwrap().unwrap().at, 101);
+        svc.link(
+            1,
+            "x",
+            IdLink {
+                visitor: b,
+                at: 101 + LINK_REFRESH_SECS,
+            },
+        );
+        svc.flush().await.unwrap();
+        assert_eq!(
+            store.get_link(1, "x").unwrap().unwrap().at,
+            101 + LINK_REFRESH_SECS
+        );
+        assert_eq!(svc.lookup_link(1, "x").await.unwrap().unwrap().visitor, b);
     }
 
     #[actix_rt::test]

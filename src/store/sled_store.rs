@@ -1,14 +1,15 @@
 //! The embedded single-node store, on sled 0.34.
 //!
-//! Two trees, fixed: `profiles` (key: the visitor id as 16 big-endian bytes) and `catalog`
-//! (key: one kind byte, then the object id as 8 big-endian bytes; the catalog version sits
-//! under its own kind byte in the same tree so that a catalog replacement is one atomic
-//! batch).
+//! Three trees, fixed: `profiles` (key: the visitor id as 16 big-endian bytes), `idlinks`
+//! (key: the data source id as 4 big-endian bytes, then the id's UTF-8 bytes; value: the
+//! visitor id, then the mapping's Unix seconds as 8 big-endian bytes) and `catalog` (key: one
+//! kind byte, then the object id as 8 big-endian bytes; the catalog version sits under its own
+//! kind byte in the same tree so that a catalog replacement is one atomic batch).
 
 use std::path::Path;
 
 use super::codec::{decode_json, encode_json};
-use super::{CatalogStore, ProfileStore, StoreError};
+use super::{CatalogStore, IdLink, ProfileStore, StoreError};
 use crate::catalog::{Catalog, Provider, Segment, Trait};
 use crate::ids::VisitorId;
 
@@ -21,7 +22,41 @@ const KIND_SEGMENT: u8 = b's';
 pub struct SledStore {
     db: sled::Db,
     profiles: sled::Tree,
+    idlinks: sled::Tree,
     catalog: sled::Tree,
+}
+
+fn link_key(dpid: u32, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4 + id.len());
+    key.extend_from_slice(&dpid.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn encode_link(link: &IdLink) -> [u8; 24] {
+    let mut value = [0u8; 24];
+    value[..16].copy_from_slice(&link.visitor.to_be_bytes());
+    value[16..].copy_from_slice(&link.at.to_be_bytes());
+    value
+}
+
+fn decode_link(value: &[u8]) -> Result<IdLink, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        what: "id link",
+        detail,
+    };
+    let bytes: [u8; 24] = value
+        .try_into()
+        .map_err(|_| corrupt(format!("{} bytes instead of 24", value.len())))?;
+    let mut visitor = [0u8; 16];
+    visitor.copy_from_slice(&bytes[..16]);
+    let mut at = [0u8; 8];
+    at.copy_from_slice(&bytes[16..]);
+    Ok(IdLink {
+        visitor: VisitorId::from_u128(u128::from_be_bytes(visitor))
+            .ok_or_else(|| corrupt("not a visitor id".into()))?,
+        at: i64::from_be_bytes(at),
+    })
 }
 
 fn catalog_key(kind: u8, id: u64) -> [u8; 9] {
@@ -46,10 +81,12 @@ impl SledStore {
             .open()
             .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
         let profiles = db.open_tree("profiles")?;
+        let idlinks = db.open_tree("idlinks")?;
         let catalog = db.open_tree("catalog")?;
         Ok(SledStore {
             db,
             profiles,
+            idlinks,
             catalog,
         })
     }
@@ -101,6 +138,22 @@ impl ProfileStore for SledStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
+        Ok(())
+    }
+
+    fn get_link(&self, dpid: u32, id: &str) -> Result<Option<IdLink>, StoreError> {
+        match self.idlinks.get(link_key(dpid, id))? {
+            Some(value) => decode_link(&value).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn put_links(&self, links: &[(u32, &str, IdLink)]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (dpid, id, link) in links {
+            batch.insert(link_key(*dpid, id), &encode_link(link)[..]);
+        }
+        self.idlinks.apply_batch(batch)?;
         Ok(())
     }
 }
@@ -213,6 +266,40 @@ mod tests {
         assert_eq!(s.load_profile(id).unwrap(), Some(p));
         s.delete_profile(id).unwrap();
         assert_eq!(s.load_profile(id).unwrap(), None);
+    }
+
+    #[test]
+    fn id_links_round_trip_and_the_latest_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = VisitorId::generate();
+        let b = VisitorId::generate();
+        {
+            let s = open(dir.path());
+            assert_eq!(s.get_link(5, "x").unwrap(), None);
+            s.put_links(&[
+                (5, "x", IdLink { visitor: a, at: 10 }),
+                (6, "x", IdLink { visitor: a, at: 11 }),
+            ])
+            .unwrap();
+            s.put_links(&[(5, "x", IdLink { visitor: b, at: 12 })])
+                .unwrap();
+            s.flush().unwrap();
+        }
+        let s = open(dir.path());
+        assert_eq!(
+            s.get_link(5, "x").unwrap(),
+            Some(IdLink { visitor: b, at: 12 })
+        );
+        assert_eq!(
+            s.get_link(6, "x").unwrap(),
+            Some(IdLink { visitor: a, at: 11 })
+        );
+        assert_eq!(s.get_link(5, "y").unwrap(), None);
+        s.idlinks.insert(link_key(7, "z"), &[1u8, 2][..]).unwrap();
+        assert!(matches!(
+            s.get_link(7, "z"),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod actors;
 mod common;
 mod event_api;
+mod idsync;
 mod providers;
 mod restart;
 mod rules;
