@@ -1,7 +1,8 @@
 //! `tributary demo`: the whole real-time path on one machine, in one command.
 //!
-//! Starts two sample providers on loopback — `acme` (fast) and `slowco` (sometimes slower
-//! than the deadline) — seeds the sample catalog (`demo/catalog.json`, compiled in) into a
+//! Starts three sample providers on loopback — `acme` (fast, answers cached for a minute),
+//! `slowco` (sometimes slower than the deadline) and `idco` (asked only about visitors it knows
+//! through an ID sync) — seeds the sample catalog (`demo/catalog.json`, compiled in) into a
 //! store in a temporary directory, and serves until Ctrl-C.
 
 use std::net::SocketAddr;
@@ -57,6 +58,19 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
     .await
     .map_err(|e| format!("cannot start the sample provider slowco: {e}"))?;
 
+    let idco = mock_provider::start(
+        loopback,
+        MockBehavior {
+            name: "idco".into(),
+            segments: vec![("loyal-customer".into(), 1.0)],
+            latency_ms: (2, 6),
+            ..Default::default()
+        },
+        1,
+    )
+    .await
+    .map_err(|e| format!("cannot start the sample provider idco: {e}"))?;
+
     let mut catalog: Catalog =
         serde_json::from_str(DEMO_CATALOG).map_err(|e| format!("demo catalog: {e}"))?;
     catalog.providers = vec![
@@ -64,6 +78,12 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
         // on, it shows `cached` instead of being called again.
         demo_provider(1, "acme", acme.url(), 1001, 60, 60),
         demo_provider(2, "slowco", slowco.url(), 1002, 60, 0),
+        // idco knows visitors by its own ids: it is asked only about visitors synced with its
+        // data source 1003 (`/ibs:dpid=1003&dpuuid=…` or `d_cid=1003%01…`).
+        Provider {
+            ask_for: AskFor::Synced,
+            ..demo_provider(3, "idco", idco.url(), 1003, 60, 0)
+        },
     ];
     let seed = dir.path().join("catalog.json");
     let text = serde_json::to_string_pretty(&catalog).map_err(|e| e.to_string())?;
@@ -87,20 +107,34 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
     );
     println!("  DCS endpoint: {base}/event");
     println!(
-        "  providers:    acme at {} (fast, answers cached 60 s), slowco at {} (30% of calls take 400 ms)",
+        "  providers:    acme at {} (fast, answers cached 60 s), slowco at {} (30% of calls take 400 ms),",
         acme.url(),
         slowco.url()
     );
-    println!("  catalog:      6 traits, 5 segments (demo/catalog.json)");
+    println!(
+        "                idco at {} (asked only about visitors synced with its data source 1003)",
+        idco.url()
+    );
+    println!(
+        "  catalog:      {} traits, {} segments (demo/catalog.json)",
+        catalog.traits.len(),
+        catalog.segments.len()
+    );
     println!();
-    println!("Try (the second call reuses the visitor cookie):");
+    println!("Try (the calls share a visitor cookie; the second shows acme `cached`):");
     println!("  curl -s -c /tmp/tributary.jar -b /tmp/tributary.jar '{base}/event?d_rtbd=json&d_cts=2&c_page=cars&c_section=sport'");
     println!("  curl -s -c /tmp/tributary.jar -b /tmp/tributary.jar '{base}/event?d_rtbd=json&d_cts=2&c_basket=150'");
+    println!("Sync the visitor with idco (as idco's own sync pixel would), then idco is asked too (segment 106):");
+    println!("  curl -s -o /dev/null -w '%{{http_code}}\\n' -c /tmp/tributary.jar -b /tmp/tributary.jar '{base}/ibs:dpid=1003&dpuuid=idco-user-42'");
+    println!(
+        "  curl -s -c /tmp/tributary.jar -b /tmp/tributary.jar '{base}/event?d_rtbd=json&d_cts=2'"
+    );
     println!("Metrics: {base}/metrics   Press Ctrl-C to stop.");
     println!();
     running.wait().await.map_err(|e| e.to_string())?;
     acme.stop().await;
     slowco.stop().await;
+    idco.stop().await;
     drop(dir);
     Ok(())
 }

@@ -83,6 +83,34 @@ pub struct ProviderClient {
     breaker: Rc<RefCell<CircuitBreaker>>,
     /// The provider's `secret` as an HMAC key, when it has one.
     signing_key: Option<ring::hmac::Key>,
+    failures: Rc<RefCell<FailureLog>>,
+}
+
+/// How often a provider's failed calls are summarized in the log, per thread.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Rate-limits the warnings about a provider's failed calls: the first failure is reported at
+/// once, later ones at most once per [`FAILURE_LOG_EVERY`], with how many there were — a dead
+/// provider costs a few lines a minute, not one per event.
+#[derive(Default)]
+struct FailureLog {
+    last_report: Option<Instant>,
+    unreported: u64,
+}
+
+impl FailureLog {
+    /// Counts a failure; `Some(n)` when it is time to report the `n` failures not yet reported.
+    fn failed(&mut self, now: Instant) -> Option<u64> {
+        self.unreported += 1;
+        if self
+            .last_report
+            .is_some_and(|t| now.saturating_duration_since(t) < FAILURE_LOG_EVERY)
+        {
+            return None;
+        }
+        self.last_report = Some(now);
+        Some(std::mem::take(&mut self.unreported))
+    }
 }
 
 impl ProviderClient {
@@ -112,6 +140,7 @@ impl ProviderClient {
             in_flight: Rc::new(Cell::new(0)),
             breaker: Rc::new(RefCell::new(CircuitBreaker::new(settings.circuit))),
             signing_key,
+            failures: Rc::new(RefCell::new(FailureLog::default())),
         }
     }
 }
@@ -162,6 +191,7 @@ impl Handler<LookupSegments> for ProviderClient {
         let timeout_ms = u64::from(self.provider.timeout_ms);
         let limit = self.settings.body_limit;
         let name = self.provider.name.clone();
+        let failures = self.failures.clone();
         let mut request = self
             .client
             .post(self.provider.url.as_str())
@@ -198,6 +228,18 @@ impl Handler<LookupSegments> for ProviderClient {
             verdict.record(result.is_ok());
             if let Err(e) = &result {
                 log::debug!(tid = msg.tid.as_str(); "provider {name} failed: {e}");
+                let report = failures
+                    .try_borrow_mut()
+                    .ok()
+                    .and_then(|mut f| f.failed(Instant::now()));
+                if let Some(n) = report {
+                    log::warn!(
+                        tid = msg.tid.as_str();
+                        "provider {name}: {n} failed call(s) on this thread since the last report \
+                         (at most one report per {}s); latest: {e}",
+                        FAILURE_LOG_EVERY.as_secs()
+                    );
+                }
             }
             ProviderReply {
                 result,
@@ -316,6 +358,26 @@ pub fn client_for(provider: &Arc<Provider>, settings: ClientSettings) -> Addr<Pr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_are_reported_at_most_once_per_period() {
+        let mut log = FailureLog::default();
+        let t0 = Instant::now();
+        assert_eq!(
+            log.failed(t0),
+            Some(1),
+            "the first failure is reported at once"
+        );
+        for i in 1..=500u64 {
+            assert_eq!(log.failed(t0 + Duration::from_millis(i * 10)), None);
+        }
+        assert_eq!(
+            log.failed(t0 + FAILURE_LOG_EVERY),
+            Some(501),
+            "then a summary of everything since"
+        );
+        assert_eq!(log.failed(t0 + FAILURE_LOG_EVERY), None);
+    }
 
     /// RFC 4231, test case 2.
     #[test]

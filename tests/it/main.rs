@@ -2,6 +2,7 @@
 
 mod actors;
 mod common;
+mod demo;
 mod event_api;
 mod idsync;
 mod providers;
