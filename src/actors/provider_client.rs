@@ -14,10 +14,13 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
-use actix_web::http::{header, Version};
+use actix_service::Service;
+use actix_tls::connect::{ConnectError as TcpConnectError, ConnectInfo, ConnectorService};
+use actix_web::http::{header, Uri, Version};
 use actix_web::web::Bytes;
 use awc::error::{ConnectError, SendRequestError};
 
@@ -86,6 +89,31 @@ pub struct ProviderClient {
     failures: Rc<RefCell<FailureLog>>,
 }
 
+/// awc's TCP connector, counting each new connection (`tributary_provider_connects_total`):
+/// with calls counted too, this shows how well keep-alive connections are reused (awc does not
+/// expose its pool otherwise).
+#[derive(Clone)]
+struct CountingConnector {
+    inner: ConnectorService,
+    provider: String,
+}
+
+impl Service<ConnectInfo<Uri>> for CountingConnector {
+    type Response = <ConnectorService as Service<ConnectInfo<Uri>>>::Response;
+    type Error = TcpConnectError;
+    type Future = <ConnectorService as Service<ConnectInfo<Uri>>>::Future;
+
+    fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Service::<ConnectInfo<Uri>>::poll_ready(&self.inner, cx)
+    }
+
+    fn call(&self, req: ConnectInfo<Uri>) -> Self::Future {
+        metrics::counter!("tributary_provider_connects_total", "provider" => self.provider.clone())
+            .increment(1);
+        self.inner.call(req)
+    }
+}
+
 /// How often a provider's failed calls are summarized in the log, per thread.
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -118,6 +146,10 @@ impl ProviderClient {
     pub fn new(provider: Arc<Provider>, settings: ClientSettings) -> Self {
         let timeout = Duration::from_millis(u64::from(provider.timeout_ms));
         let connector = awc::Connector::new()
+            .connector(CountingConnector {
+                inner: actix_tls::connect::Connector::new(Default::default()).service(),
+                provider: provider.name.clone(),
+            })
             .timeout(timeout)
             .max_http_version(Version::HTTP_11)
             .limit(settings.pool_size)

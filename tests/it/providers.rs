@@ -588,3 +588,35 @@ async fn synced_only_providers_are_asked_about_synced_visitors_only() {
     assert_eq!(synced.bodies()[0]["user"]["id"], "prov-77");
     server.stop().await;
 }
+
+/// Provider connections are kept alive and reused: thirty calls open a connection or two (one
+/// pool per worker thread), as `tributary_provider_connects_total` shows beside the calls.
+#[actix_web::test]
+async fn provider_connections_are_reused() {
+    let p = TestProvider::start(Behavior::Segments(vec!["s"], None)).await;
+    let cat = catalog(
+        vec![provider(1, "reuse", &p.url, 1001, 150)],
+        onboarded(&[(21, 1001, "s")]),
+        json!([]),
+    );
+    let server = TestServer::start(&cat).await;
+    for _ in 0..30 {
+        let body = get(&server.url("/event?d_rtbd=json&d_cts=2")).await.json();
+        assert_eq!(body["providers"], json!({"reuse": "ok"}));
+    }
+    let metrics = String::from_utf8(get(&server.url("/metrics")).await.body).unwrap();
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} not in\n{metrics}"))
+    };
+    let calls = value(r#"tributary_provider_calls_total{provider="reuse",outcome="ok"}"#);
+    let connects = value(r#"tributary_provider_connects_total{provider="reuse"}"#);
+    assert_eq!(calls, 30.0);
+    assert!(connects <= 2.0, "{connects} connections for 30 calls");
+    assert_eq!(p.hits(), 30);
+    server.stop().await;
+}
