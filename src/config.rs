@@ -128,6 +128,9 @@ pub struct RealtimeConfig {
     pub reply_reserve_ms: u64,
     /// A provider whose budget would be below this is not called (`skipped`).
     pub min_provider_budget_ms: u64,
+    /// How long an event waits for a profile that is not in memory before it asks the
+    /// providers that do not depend on it (the rest are asked once it is read).
+    pub profile_read_wait_ms: u64,
     /// A visitor session idle this long stops and frees its memory.
     pub session_idle_secs: u64,
     /// Most visitor sessions kept in memory; beyond it the least recently active idle ones
@@ -158,6 +161,7 @@ impl Default for RealtimeConfig {
             network_buffer_ms: 5,
             reply_reserve_ms: 5,
             min_provider_budget_ms: 10,
+            profile_read_wait_ms: 10,
             session_idle_secs: 30,
             max_sessions: 100_000,
             provider_body_limit: 64 * 1024,
@@ -183,6 +187,9 @@ impl RealtimeConfig {
     }
     pub fn min_provider_budget(&self) -> Duration {
         Duration::from_millis(self.min_provider_budget_ms)
+    }
+    pub fn profile_read_wait(&self) -> Duration {
+        Duration::from_millis(self.profile_read_wait_ms)
     }
     pub fn session_idle(&self) -> Duration {
         Duration::from_secs(self.session_idle_secs)
@@ -380,6 +387,12 @@ impl Config {
         range("realtime.deadline_ms", r.deadline_ms, 1, 10_000)?;
         range("realtime.network_buffer_ms", r.network_buffer_ms, 0, 1000)?;
         range("realtime.reply_reserve_ms", r.reply_reserve_ms, 0, 1000)?;
+        range(
+            "realtime.profile_read_wait_ms",
+            r.profile_read_wait_ms,
+            0,
+            10_000,
+        )?;
         range(
             "realtime.min_provider_budget_ms",
             r.min_provider_budget_ms,

@@ -203,25 +203,29 @@ async fn run_event(
     let catalog = deps.catalog.current();
     let mut result = EventResult::default();
 
-    let (mut profile, persist) =
-        load_profile(&deps, visitor, state, new_visitor, tid, &mut result.errors).await;
+    let mut fanout = FanOut::new(tid, visitor, deadline);
+    let (mut profile, persist) = {
+        let read = load_profile(&deps, visitor, state, new_visitor, tid, &mut result.errors);
+        let mut read = std::pin::pin!(read);
+        match tokio::time::timeout(deps.realtime.profile_read_wait(), read.as_mut()).await {
+            Ok(loaded) => loaded,
+            Err(_) => {
+                // A slow read (a busy disk, a busy blocking pool) must not eat the providers'
+                // budget: the calls that do not depend on the profile start now.
+                fanout.start_independent(&deps, &catalog, &event);
+                read.await
+            }
+        }
+    };
     profile
         .provider_cache
         .retain(|_, answer| answer.expires_at > now);
     sync_ids(&deps.profiles, visitor, &mut profile, &event.declared, now);
 
-    let (provider_segments, late) = ask_providers(
-        &deps,
-        &catalog,
-        tid,
-        visitor,
-        &event,
-        &mut profile,
-        deadline,
-        now,
-        &mut result,
-    )
-    .await;
+    fanout.plan(&deps, &catalog, &event, &profile, now, &mut result);
+    let (provider_segments, late) = fanout
+        .collect(&deps.realtime, &mut profile, now, &mut result)
+        .await;
 
     let evaluated = engine_for(&deps.profiles)
         .send(EvaluateProfile {
@@ -376,120 +380,252 @@ impl Handler<SyncIds> for VisitorSession {
     }
 }
 
-/// Asks every enabled provider in parallel (or takes its fresh cached answer), waiting for
-/// each no longer than its budget. Returns the segments per data source for the engine and
-/// records outcomes in `result` and fresh answers in the profile's cache.
-#[allow(clippy::too_many_arguments)]
-async fn ask_providers(
-    deps: &SessionDeps,
-    catalog: &CompiledCatalog,
+/// One provider call of this event.
+struct Called {
+    provider: Arc<Provider>,
+    /// The `user.id` it carried.
+    user_id: Option<String>,
+    /// Started before the profile was read (see [`FanOut::start_independent`]).
+    early: bool,
+    /// Its answer is not used: it was started early and is not the call the profile called
+    /// for (a fresh cached answer existed, or the visitor's synced id differed).
+    discarded: bool,
+}
+
+/// The provider fan-out of one event: which providers are called (or answered from the cache,
+/// or skipped), and the calls in flight.
+struct FanOut {
     tid: Tid,
-    visitor: VisitorId,
-    event: &EventData,
-    profile: &mut Profile,
+    uuid: String,
     deadline: Instant,
-    now: i64,
-    result: &mut EventResult,
-) -> (Vec<(u32, Vec<String>)>, Option<LateCalls>) {
-    let rt = &deps.realtime;
-    let uuid = visitor.to_string();
-    let ctx = RequestContext {
-        tid: tid.as_str(),
-        visitor_uuid: &uuid,
-        signals: &event.signals,
-        privacy: &event.privacy,
-    };
-    let mut segments = Vec::new();
-    let mut called: Vec<Arc<Provider>> = Vec::new();
-    let mut running: FuturesUnordered<Call> = FuturesUnordered::new();
-    let started = Instant::now();
-    for provider in catalog.providers() {
-        if let Some(cached) = profile.fresh_answer(provider.pid, now) {
-            result
-                .providers
-                .push((provider.name.clone(), Outcome::Cached));
-            segments.push((provider.data_source_id, cached.segments.clone()));
-            continue;
+    started: Instant,
+    called: Vec<Called>,
+    running: FuturesUnordered<Call>,
+    /// Segments per data source for the engine (cached answers now, fresh ones in `collect`).
+    segments: Vec<(u32, Vec<String>)>,
+}
+
+impl FanOut {
+    fn new(tid: Tid, visitor: VisitorId, deadline: Instant) -> Self {
+        FanOut {
+            tid,
+            uuid: visitor.to_string(),
+            deadline,
+            started: Instant::now(),
+            called: Vec::new(),
+            running: FuturesUnordered::new(),
+            segments: Vec::new(),
         }
-        let user_id = profile
-            .synced_ids
-            .get(&provider.data_source_id)
-            .map(String::as_str);
-        // A synced-only provider knows visitors by its own ids: without one there is nothing
-        // to ask it about.
-        if provider.ask_for == AskFor::Synced && user_id.is_none() {
-            result
-                .providers
-                .push((provider.name.clone(), Outcome::Skipped));
-            continue;
-        }
+    }
+
+    /// Calls `provider` with what is left of the budget; `false` (not called) when too little
+    /// is left.
+    fn call(
+        &mut self,
+        deps: &SessionDeps,
+        event: &EventData,
+        provider: &Arc<Provider>,
+        user_id: Option<&str>,
+        early: bool,
+    ) -> bool {
+        let rt = &deps.realtime;
         let Some(tmax) = budget(
-            deadline.saturating_duration_since(Instant::now()),
+            self.deadline.saturating_duration_since(Instant::now()),
             Duration::from_millis(u64::from(provider.timeout_ms)),
             rt.network_buffer(),
             rt.reply_reserve(),
             rt.min_provider_budget(),
         ) else {
-            result
-                .providers
-                .push((provider.name.clone(), Outcome::Skipped));
-            continue;
+            return false;
+        };
+        let ctx = RequestContext {
+            tid: self.tid.as_str(),
+            visitor_uuid: &self.uuid,
+            signals: &event.signals,
+            privacy: &event.privacy,
         };
         let body = Bytes::from(request_body(&ctx, tmax.as_millis() as u64, user_id));
-        let request = client_for(provider, deps.clients).send(LookupSegments { tid, body });
-        let index = called.len();
-        called.push(provider.clone());
-        running.push(Box::pin(async move {
+        let request = client_for(provider, deps.clients).send(LookupSegments {
+            tid: self.tid,
+            body,
+        });
+        let index = self.called.len();
+        let started = self.started;
+        self.called.push(Called {
+            provider: provider.clone(),
+            user_id: user_id.map(str::to_string),
+            early,
+            discarded: false,
+        });
+        self.running.push(Box::pin(async move {
             (index, request.await, started.elapsed())
         }));
+        true
     }
 
-    // One timer for the whole fan-out: a provider whose own timeout is shorter is ended by its
-    // client (outcome `timeout`); every call still running at `answer_by` is a timeout too.
-    let answer_by = deadline.checked_sub(rt.reply_reserve()).unwrap_or(deadline);
-    let mut cutoff = std::pin::pin!(tokio::time::sleep_until(answer_by.into()));
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; called.len()];
-    while !running.is_empty() {
-        let (index, reply, waited) = match future::select(running.next(), cutoff.as_mut()).await {
-            Either::Left((Some(done), _)) => done,
-            Either::Left((None, _)) | Either::Right(_) => break,
-        };
-        let provider = &called[index];
-        let outcome = match reply {
-            Ok(ProviderReply {
-                result: Ok(answer), ..
-            }) => {
-                let outcome = answer.outcome();
-                cache_answer(profile, provider, &answer, now);
-                segments.push((provider.data_source_id, answer.segments));
-                outcome
+    /// While the profile is still being read: calls the providers whose call does not depend on
+    /// it, as far as can be known without it — every `askFor: "all"` provider, and the
+    /// synced-only ones this event declares an id for — each with the id this event declares
+    /// for its data source, if any. [`FanOut::plan`] checks them against the profile.
+    fn start_independent(
+        &mut self,
+        deps: &SessionDeps,
+        catalog: &CompiledCatalog,
+        event: &EventData,
+    ) {
+        for provider in catalog.providers() {
+            let declared = event
+                .declared
+                .iter()
+                .rev()
+                .find(|d| d.links() && d.dpid == provider.data_source_id)
+                .map(|d| d.id.as_str());
+            if provider.ask_for == AskFor::Synced && declared.is_none() {
+                continue;
             }
-            Ok(ProviderReply {
-                result: Err(CallError::Timeout(_)),
-                ..
-            }) => Outcome::Timeout,
-            Ok(ProviderReply {
-                result: Err(CallError::Saturated(_)),
-                ..
-            }) => Outcome::Skipped,
-            Ok(ProviderReply {
-                result: Err(CallError::CircuitOpen),
-                ..
-            }) => Outcome::CircuitOpen,
-            Ok(ProviderReply { result: Err(_), .. }) | Err(_) => Outcome::Error,
-        };
-        record(provider, outcome, waited);
-        outcomes[index] = Some(outcome);
+            self.call(deps, event, provider, declared, true);
+        }
     }
-    for (provider, outcome) in called.iter().zip(outcomes) {
-        let outcome = outcome.unwrap_or_else(|| {
-            record(provider, Outcome::Timeout, started.elapsed());
-            Outcome::Timeout
+
+    /// With the profile: takes fresh cached answers, skips what cannot or need not be called,
+    /// calls the rest. A call started early is kept only if it is exactly the call the profile
+    /// calls for; otherwise its answer is discarded (and the provider called again, budget
+    /// permitting), so an early call never puts a wrong answer in the cache.
+    fn plan(
+        &mut self,
+        deps: &SessionDeps,
+        catalog: &CompiledCatalog,
+        event: &EventData,
+        profile: &Profile,
+        now: i64,
+        result: &mut EventResult,
+    ) {
+        for provider in catalog.providers() {
+            let cached = profile.fresh_answer(provider.pid, now);
+            let user_id = profile
+                .synced_ids
+                .get(&provider.data_source_id)
+                .map(String::as_str);
+            if let Some(early) = self
+                .called
+                .iter_mut()
+                .find(|c| c.early && !c.discarded && c.provider.pid == provider.pid)
+            {
+                let exact = cached.is_none() && early.user_id.as_deref() == user_id;
+                let used = if exact { "used" } else { "discarded" };
+                metrics::counter!("tributary_provider_early_calls_total", "result" => used)
+                    .increment(1);
+                if exact {
+                    continue;
+                }
+                early.discarded = true;
+            }
+            if let Some(cached) = cached {
+                result
+                    .providers
+                    .push((provider.name.clone(), Outcome::Cached));
+                self.segments
+                    .push((provider.data_source_id, cached.segments.clone()));
+                continue;
+            }
+            // A synced-only provider knows visitors by its own ids: without one there is
+            // nothing to ask it about.
+            if provider.ask_for == AskFor::Synced && user_id.is_none() {
+                result
+                    .providers
+                    .push((provider.name.clone(), Outcome::Skipped));
+                continue;
+            }
+            if !self.call(deps, event, provider, user_id, false) {
+                result
+                    .providers
+                    .push((provider.name.clone(), Outcome::Skipped));
+            }
+        }
+    }
+
+    /// Waits for the calls, each no longer than its budget, records outcomes in `result` and
+    /// fresh answers in the profile's cache. Returns the segments per data source for the
+    /// engine, and the calls still running for the late-answer collector.
+    async fn collect(
+        mut self,
+        rt: &RealtimeConfig,
+        profile: &mut Profile,
+        now: i64,
+        result: &mut EventResult,
+    ) -> (Vec<(u32, Vec<String>)>, Option<LateCalls>) {
+        // One timer for the whole fan-out: a provider whose own timeout is shorter is ended by
+        // its client (outcome `timeout`); every call still running at `answer_by` is a timeout
+        // too.
+        let answer_by = self
+            .deadline
+            .checked_sub(rt.reply_reserve())
+            .unwrap_or(self.deadline);
+        let mut cutoff = std::pin::pin!(tokio::time::sleep_until(answer_by.into()));
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; self.called.len()];
+        let mut awaited = self.called.iter().filter(|c| !c.discarded).count();
+        while awaited > 0 {
+            let (index, reply, waited) =
+                match future::select(self.running.next(), cutoff.as_mut()).await {
+                    Either::Left((Some(done), _)) => done,
+                    Either::Left((None, _)) | Either::Right(_) => break,
+                };
+            let called = &self.called[index];
+            let outcome = match reply {
+                Ok(ProviderReply {
+                    result: Ok(answer), ..
+                }) => {
+                    let outcome = answer.outcome();
+                    if !called.discarded {
+                        cache_answer(profile, &called.provider, &answer, now);
+                        self.segments
+                            .push((called.provider.data_source_id, answer.segments));
+                    }
+                    outcome
+                }
+                Ok(ProviderReply {
+                    result: Err(CallError::Timeout(_)),
+                    ..
+                }) => Outcome::Timeout,
+                Ok(ProviderReply {
+                    result: Err(CallError::Saturated(_)),
+                    ..
+                }) => Outcome::Skipped,
+                Ok(ProviderReply {
+                    result: Err(CallError::CircuitOpen),
+                    ..
+                }) => Outcome::CircuitOpen,
+                Ok(ProviderReply { result: Err(_), .. }) | Err(_) => Outcome::Error,
+            };
+            record(&called.provider, outcome, waited);
+            outcomes[index] = Some(outcome);
+            if !called.discarded {
+                awaited -= 1;
+            }
+        }
+        for (called, outcome) in self.called.iter().zip(outcomes) {
+            if called.discarded {
+                continue;
+            }
+            let outcome = outcome.unwrap_or_else(|| {
+                record(&called.provider, Outcome::Timeout, self.started.elapsed());
+                Outcome::Timeout
+            });
+            result
+                .providers
+                .push((called.provider.name.clone(), outcome));
+        }
+        let late = (!self.running.is_empty()).then(|| LateCalls {
+            running: self.running,
+            // A discarded call's answer is not the visitor's: never cached, even late.
+            called: self
+                .called
+                .into_iter()
+                .map(|c| (!c.discarded).then_some(c.provider))
+                .collect(),
         });
-        result.providers.push((provider.name.clone(), outcome));
+        (self.segments, late)
     }
-    let late = (!running.is_empty()).then(|| LateCalls { running, called });
-    (segments, late)
 }
 
 /// Keeps a provider's answer with the visitor for its `ttl`, or the provider's `cacheTtlSecs`.
@@ -515,7 +651,8 @@ type Call = Pin<Box<dyn Future<Output = (usize, Result<ProviderReply, MailboxErr
 /// Calls still running when their event was answered.
 struct LateCalls {
     running: FuturesUnordered<Call>,
-    called: Vec<Arc<Provider>>,
+    /// By call index; `None` for a call whose answer is discarded.
+    called: Vec<Option<Arc<Provider>>>,
 }
 
 /// Provider answers that arrived after their event was answered.
@@ -535,6 +672,7 @@ fn collect_late_answers(late: LateCalls, session: Addr<VisitorSession>, tid: Tid
     let limit = late
         .called
         .iter()
+        .flatten()
         .map(|p| Duration::from_millis(u64::from(p.timeout_ms)))
         .max()
         .unwrap_or_default()
@@ -547,11 +685,13 @@ fn collect_late_answers(late: LateCalls, session: Addr<VisitorSession>, tid: Tid
         let mut answers = Vec::new();
         let collect = async {
             while let Some((index, reply, _)) = running.next().await {
-                if let Ok(ProviderReply {
-                    result: Ok(answer), ..
-                }) = reply
+                if let (
+                    Ok(ProviderReply {
+                        result: Ok(answer), ..
+                    }),
+                    Some(provider),
+                ) = (reply, called[index].clone())
                 {
-                    let provider = called[index].clone();
                     metrics::counter!("tributary_provider_late_answers_total",
                         "provider" => provider.name.clone())
                     .increment(1);

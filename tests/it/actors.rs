@@ -17,7 +17,7 @@ use tributary::profile::Profile;
 use tributary::provider::Outcome;
 use tributary::signals::Signals;
 use tributary::store::ProfileService;
-use tributary::store::{ProfileStore, SledStore};
+use tributary::store::{IdLink, ProfileStore, SledStore, StoreError};
 
 use crate::common::*;
 
@@ -114,9 +114,48 @@ struct Harness {
 }
 
 fn harness(catalog: &tributary::catalog::Catalog, deadline_ms: u64) -> Harness {
+    harness_reading_in(catalog, deadline_ms, Duration::ZERO)
+}
+
+/// A sled store whose profile reads take `delay` (a busy disk).
+struct SlowReads {
+    inner: Arc<SledStore>,
+    delay: Duration,
+}
+
+impl ProfileStore for SlowReads {
+    fn get_profile_bytes(&self, visitor: VisitorId) -> Result<Option<Vec<u8>>, StoreError> {
+        std::thread::sleep(self.delay);
+        self.inner.get_profile_bytes(visitor)
+    }
+    fn put_profile_bytes(&self, batch: &[(VisitorId, &[u8])]) -> Result<(), StoreError> {
+        self.inner.put_profile_bytes(batch)
+    }
+    fn delete_profile(&self, visitor: VisitorId) -> Result<(), StoreError> {
+        self.inner.delete_profile(visitor)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+    fn get_link(&self, dpid: u32, id: &str) -> Result<Option<IdLink>, StoreError> {
+        self.inner.get_link(dpid, id)
+    }
+    fn put_links(&self, links: &[(u32, &str, IdLink)]) -> Result<(), StoreError> {
+        self.inner.put_links(links)
+    }
+}
+
+fn harness_reading_in(
+    catalog: &tributary::catalog::Catalog,
+    deadline_ms: u64,
+    read_delay: Duration,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path(), 8 << 20, 100).unwrap());
-    let profile_store: Arc<dyn ProfileStore> = store.clone();
+    let profile_store: Arc<dyn ProfileStore> = Arc::new(SlowReads {
+        inner: store.clone(),
+        delay: read_delay,
+    });
     let profiles = ProfileService::start(profile_store, 1, std::time::Duration::from_millis(50));
     let realtime = RealtimeConfig {
         deadline_ms,
@@ -221,4 +260,96 @@ async fn an_unreadable_profile_is_reported_and_left_untouched() {
         h.store.load_profile(visitor).is_err(),
         "the unreadable record was not overwritten"
     );
+}
+
+/// A stored profile with `segments` cached for provider 1 (until `expires_at`) and, if given,
+/// the visitor's id in data source 1001.
+fn store_profile(h: &Harness, visitor: VisitorId, cached: Option<&str>, synced: Option<&str>) {
+    let mut p = Profile::default();
+    if let Some(segment) = cached {
+        p.provider_cache.insert(
+            1,
+            tributary::profile::CachedAnswer {
+                segments: vec![segment.into()],
+                expires_at: 5_000,
+            },
+        );
+    }
+    if let Some(id) = synced {
+        p.synced_ids.insert(1001, id.into());
+    }
+    h.store.save_profile(visitor, &p).unwrap();
+}
+
+/// A slow profile read does not eat the providers' budget: after `profile_read_wait_ms` the
+/// providers that do not depend on the profile are called, while the read goes on.
+#[actix::test]
+async fn a_slow_profile_read_does_not_hold_up_the_providers() {
+    let slowish = TestProvider::start(Behavior::Delay(
+        250,
+        Box::new(Behavior::Segments(vec!["auto"], None)),
+    ))
+    .await;
+    let mut cat = sample_catalog(&slowish.url);
+    cat.providers[0].timeout_ms = 350;
+    let h = harness_reading_in(&cat, 400, Duration::from_millis(200));
+    let visitor = VisitorId::generate();
+    store_profile(&h, visitor, None, None);
+    let session = VisitorSession::new(visitor, 0, h.deps.clone()).start();
+    let r = session
+        .send(collect(event(&[("c_page", "cars")]), 400))
+        .await
+        .unwrap();
+    // Called only after the 200 ms read, it would have had 190 ms for its 250 ms answer.
+    assert_eq!(r.providers, [("acme".to_string(), Outcome::Ok)]);
+    assert_eq!(r.realized, [11, 21]);
+    assert_eq!(slowish.hits(), 1);
+}
+
+/// A call made before the profile was read is used only if it is the call the profile calls
+/// for: with a fresh cached answer the cache wins (and keeps its content); with another synced
+/// id the provider is asked again with the right one.
+#[actix::test]
+async fn early_calls_that_the_profile_contradicts_are_discarded() {
+    let acme = TestProvider::start(Behavior::Segments(vec!["other"], None)).await;
+    let mut cat = sample_catalog(&acme.url);
+    cat.providers[0].cache_ttl_secs = 600;
+    let h = harness_reading_in(&cat, 400, Duration::from_millis(60));
+
+    let cached = VisitorId::generate();
+    store_profile(&h, cached, Some("auto"), None);
+    let session = VisitorSession::new(cached, 0, h.deps.clone()).start();
+    let r = session
+        .send(collect(event(&[("c_page", "cars")]), 400))
+        .await
+        .unwrap();
+    assert_eq!(r.providers, [("acme".to_string(), Outcome::Cached)]);
+    assert_eq!(r.segments, [101], "from the cached answer");
+    assert_eq!(acme.hits(), 1, "the early call was made");
+    h.deps.profiles.flush().await.unwrap();
+    let stored = h.store.load_profile(cached).unwrap().unwrap();
+    assert_eq!(
+        stored.provider_cache[&1].segments,
+        ["auto"],
+        "its answer did not replace the cached one"
+    );
+
+    let synced = VisitorId::generate();
+    store_profile(&h, synced, None, Some("p-1"));
+    let session = VisitorSession::new(synced, 0, h.deps.clone()).start();
+    let r = session
+        .send(collect(event(&[("c_page", "cars")]), 400))
+        .await
+        .unwrap();
+    assert_eq!(r.providers, [("acme".to_string(), Outcome::Ok)]);
+    let bodies = acme.bodies();
+    assert_eq!(bodies.len(), 3);
+    assert!(bodies[1]["user"].get("id").is_none(), "the early call");
+    assert_eq!(
+        bodies[2]["user"]["id"], "p-1",
+        "the call the profile called for"
+    );
+    h.deps.profiles.flush().await.unwrap();
+    let stored = h.store.load_profile(synced).unwrap().unwrap();
+    assert_eq!(stored.provider_cache[&1].segments, ["other"]);
 }
