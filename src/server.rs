@@ -36,7 +36,7 @@ use crate::engine::{CatalogHandle, CompiledCatalog};
 use crate::error::{truncate, DcsError, HttpError};
 use crate::ids::{Tid, VisitorId};
 use crate::idsync::{redirect_target, resolve, DataSources, DeclaredId, RawDeclaredId};
-use crate::overload::Shedder;
+use crate::overload::{Admitted, Shedder};
 use crate::provider::Outcome;
 use crate::request::{
     identify, parse_event, parse_ibs, Identity, RequestError, MAX_BODY_BYTES, MAX_QUERY_BYTES,
@@ -326,20 +326,25 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Admits a request, or sheds it (`429`) while the server is overloaded.
+fn admit(state: &AppState) -> Result<Admitted, HttpError> {
+    state
+        .shedder
+        .admit(state.deps.profiles.queue_depth())
+        .map_err(|reason| {
+            metrics::counter!("tributary_events_shed_total", "reason" => reason.as_str())
+                .increment(1);
+            HttpError::Overloaded
+        })
+}
+
 /// `/event`: the Data Collection Server call.
 async fn event(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HttpError> {
-    let _admitted = match state.shedder.admit(state.deps.profiles.queue_depth()) {
-        Ok(admitted) => admitted,
-        Err(reason) => {
-            metrics::counter!("tributary_events_shed_total", "reason" => reason.as_str())
-                .increment(1);
-            return Err(HttpError::Overloaded);
-        }
-    };
+    let _admitted = admit(&state)?;
     let tid = Tid::next();
     let query = req.query_string();
     if query.len() > MAX_QUERY_BYTES {
@@ -568,6 +573,11 @@ async fn identify_visitor(
 /// `302` to `redir`, with `${DD_UUID}` replaced, when its host is allowed — with errors in
 /// `X-Error`. Like `/event`, it identifies (or creates) the visitor and renews the cookie.
 async fn ibs(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    // Shed like events: a sync costs a session and a store write too.
+    let _admitted = match admit(&state) {
+        Ok(admitted) => admitted,
+        Err(e) => return e.into_response(),
+    };
     let tid = Tid::next();
     let Some(tail) = req.uri().path().strip_prefix("/ibs") else {
         return HttpError::NotFound.into_response();
