@@ -24,6 +24,8 @@ pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
     #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
     pub store: StoreConfig,
     #[serde(default)]
     pub realtime: RealtimeConfig,
@@ -204,6 +206,26 @@ impl RealtimeConfig {
     }
 }
 
+/// The admin REST API's listener (DESIGN.md §5).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Admin listener; keep it off the public network. Port 0 picks a free port.
+    pub bind: String,
+    /// Bearer token required on every admin request; empty = a random one is generated at
+    /// start and printed once.
+    pub token: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            bind: "127.0.0.1:8081".into(),
+            token: String::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -358,6 +380,24 @@ impl Config {
             }
         }
 
+        self.admin.bind.parse::<SocketAddr>().map_err(|_| {
+            bad(
+                "admin.bind",
+                format!("not an address:port ({:?})", self.admin.bind),
+            )
+        })?;
+        let token = &self.admin.token;
+        if !token.is_empty()
+            && (token.len() < 16
+                || token.len() > 256
+                || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(bad(
+                "admin.token",
+                "must be 16 to 256 printable ASCII characters (or empty: one is generated)",
+            ));
+        }
+
         let st = &self.store;
         if st.path.as_os_str().is_empty() {
             return Err(bad("store.path", "must not be empty"));
@@ -484,6 +524,14 @@ impl Config {
             .validate()
             .map_err(|e| bad("catalog.seed", e.to_string()))?;
         Ok(Some(catalog))
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        // validate() checked it; the fallback is never used by a validated config.
+        self.admin
+            .bind
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8081)))
     }
 
     pub fn public_addr(&self) -> SocketAddr {

@@ -21,6 +21,7 @@
 //! - [`actors`]: `VisitorSession`, `ProviderClient`, `SegmentEngine` and the session directory.
 //! - [`store`]: persistence; the only module that touches sled.
 //! - [`server`]: the HTTP listener and [`server::start`], which wires everything together.
+//! - [`admin`]: the admin REST API (its own listener) and the catalog writer behind it.
 //! - [`metrics`]: the Prometheus exporter; [`logging`]: text or JSON log lines.
 //! - [`overload`]: load shedding (`429`) from worker lag, events in flight and store backlog.
 //! - [`mock_provider`] and [`demo`]: sample providers and the `tributary demo` command.
@@ -34,6 +35,7 @@
 //! - `p_` signals are never stored, logged or sent to providers.
 
 pub mod actors;
+pub mod admin;
 pub mod bench;
 pub mod catalog;
 pub mod circuit;

@@ -30,6 +30,7 @@ use crate::actors::provider_client::ClientSettings;
 use crate::actors::visitor_session::{
     CollectEvent, EventData, Retire, SessionDeps, SyncIds, VisitorSession,
 };
+use crate::admin::{self, AdminState, CatalogWriter};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{Config, ConfigError};
 use crate::engine::{CatalogHandle, CompiledCatalog};
@@ -91,8 +92,11 @@ pub enum StartError {
 /// A started server.
 pub struct Running {
     addr: SocketAddr,
+    admin_addr: SocketAddr,
     handle: ServerHandle,
     task: actix_rt::task::JoinHandle<io::Result<()>>,
+    admin_handle: ServerHandle,
+    admin_task: actix_rt::task::JoinHandle<io::Result<()>>,
     store: Arc<SledStore>,
     profiles: ProfileService,
     directory: Arc<SessionDirectory>,
@@ -105,6 +109,11 @@ impl Running {
     /// The public listener's address (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     pub fn store(&self) -> &Arc<SledStore> {
@@ -129,6 +138,7 @@ impl Running {
     pub async fn stop(self) -> Result<(), StoreError> {
         self.ready.store(false, Ordering::SeqCst);
         self.handle.stop(true).await;
+        self.admin_handle.stop(true).await;
         self.finish().await
     }
 
@@ -140,6 +150,11 @@ impl Running {
     async fn finish(self) -> Result<(), StoreError> {
         if let Ok(Err(e)) = (&mut { self.task }).await {
             log::error!("HTTP server ended with an error: {e}");
+        }
+        // The public listener has stopped (a signal stops both); so does the admin one.
+        self.admin_handle.stop(true).await;
+        if let Ok(Err(e)) = (&mut { self.admin_task }).await {
+            log::error!("admin HTTP server ended with an error: {e}");
         }
         self.ready.store(false, Ordering::SeqCst);
         // Events whose HTTP answer already left may still be running in their sessions
@@ -177,6 +192,13 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         catalog.segments.len()
     );
     let catalog_handle = CatalogHandle::new(compiled);
+    let catalog_store: Arc<dyn CatalogStore> = store.clone();
+    let writer = Arc::new(CatalogWriter::new(
+        catalog,
+        version,
+        catalog_store,
+        catalog_handle.clone(),
+    ));
 
     let profile_store: Arc<dyn ProfileStore> = store.clone();
     let profiles = ProfileService::start(
@@ -235,14 +257,47 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         source,
     })?;
     let addr = server.addrs().first().copied().unwrap_or(bind);
+
+    let token = if config.admin.token.is_empty() {
+        let token = admin::generate_token();
+        // Shown once, so the operator can use it; set [admin] token to keep one across starts.
+        log::warn!("admin token (generated at start, shown once): {token}");
+        token
+    } else {
+        config.admin.token.clone()
+    };
+    let admin_state = web::Data::new(AdminState::new(writer, &token));
+    let admin_bind = config.admin_addr();
+    let admin_server = HttpServer::new(move || {
+        App::new()
+            .app_data(admin_state.clone())
+            .configure(admin::routes)
+    })
+    .workers(1)
+    .shutdown_timeout(config.server.shutdown_timeout_secs)
+    .disable_signals()
+    .bind(admin_bind)
+    .map_err(|source| StartError::Bind {
+        addr: admin_bind.to_string(),
+        source,
+    })?;
+    let admin_addr = admin_server.addrs().first().copied().unwrap_or(admin_bind);
+    let admin_server = admin_server.run();
+    let admin_handle = admin_server.handle();
+    let admin_task = actix_rt::spawn(admin_server);
+
     let server = server.run();
     let handle = server.handle();
     let task = actix_rt::spawn(server);
     log::info!("listening on http://{addr}");
+    log::info!("admin API on http://{admin_addr}/v1");
     Ok(Running {
         addr,
+        admin_addr,
         handle,
         task,
+        admin_handle,
+        admin_task,
         store,
         profiles,
         directory,

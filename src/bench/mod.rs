@@ -537,7 +537,10 @@ impl Bench {
             config.display().to_string(),
         ];
         // The listener on a free port, whatever `extra_config` says.
-        let mut env = vec![("TRIBUTARY__SERVER__BIND", "127.0.0.1:0".to_string())];
+        let mut env = vec![
+            ("TRIBUTARY__SERVER__BIND", "127.0.0.1:0".to_string()),
+            ("TRIBUTARY__ADMIN__BIND", "127.0.0.1:0".to_string()),
+        ];
         env.extend(overrides.iter().map(|(k, v)| (*k, v.to_string())));
         let service = Service::spawn(&format!("tributary ({label})"), &args, &env)?;
         Ok((service, store))

@@ -14,7 +14,7 @@ pub use codec::{decode_profile, encode_profile};
 pub use profile_service::ProfileService;
 pub use sled_store::SledStore;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Provider, Segment, Trait};
 use crate::ids::VisitorId;
 use crate::profile::Profile;
 
@@ -70,10 +70,37 @@ pub trait ProfileStore: Send + Sync {
     }
 }
 
+/// One object of the catalog.
+#[derive(Clone, Debug)]
+pub enum CatalogObject {
+    Provider(Provider),
+    Trait(Trait),
+    Segment(Segment),
+}
+
+/// Which kind of catalog object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CatalogKind {
+    Provider,
+    Trait,
+    Segment,
+}
+
+/// One admin change to the catalog.
+#[derive(Clone, Debug)]
+pub enum CatalogChange {
+    /// Creates or replaces the object with its id.
+    Put(CatalogObject),
+    Delete(CatalogKind, u64),
+}
+
 /// The catalog (providers, traits, segments).
 pub trait CatalogStore: Send + Sync {
     /// The stored catalog and its version, or `None` if none was ever stored.
     fn load_catalog(&self) -> Result<Option<(Catalog, u64)>, StoreError>;
     /// Replaces the whole catalog, bumps its version and flushes before returning.
     fn replace_catalog(&self, catalog: &Catalog) -> Result<u64, StoreError>;
+    /// Applies one change and bumps the version, atomically, and flushes before returning
+    /// (an acknowledged admin change survives a crash). Returns the new version.
+    fn apply_change(&self, change: &CatalogChange) -> Result<u64, StoreError>;
 }

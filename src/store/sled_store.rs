@@ -9,7 +9,9 @@
 use std::path::Path;
 
 use super::codec::{decode_json, encode_json};
-use super::{CatalogStore, IdLink, ProfileStore, StoreError};
+use super::{
+    CatalogChange, CatalogKind, CatalogObject, CatalogStore, IdLink, ProfileStore, StoreError,
+};
 use crate::catalog::{Catalog, Provider, Segment, Trait};
 use crate::ids::VisitorId;
 
@@ -229,6 +231,49 @@ impl CatalogStore for SledStore {
         self.db.flush()?;
         Ok(version)
     }
+
+    fn apply_change(&self, change: &CatalogChange) -> Result<u64, StoreError> {
+        let previous = match self.catalog.get([KIND_VERSION])? {
+            Some(v) => {
+                let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    what: "catalog version",
+                    detail: format!("{} bytes instead of 8", v.len()),
+                })?;
+                u64::from_be_bytes(bytes)
+            }
+            None => 0,
+        };
+        let version = previous + 1;
+        // Object and version in one batch: a crash leaves either both or neither.
+        let mut batch = sled::Batch::default();
+        match change {
+            CatalogChange::Put(object) => {
+                let (key, value) = match object {
+                    CatalogObject::Provider(p) => (
+                        catalog_key(KIND_PROVIDER, u64::from(p.pid)),
+                        encode_json(p)?,
+                    ),
+                    CatalogObject::Trait(t) => (catalog_key(KIND_TRAIT, t.sid), encode_json(t)?),
+                    CatalogObject::Segment(s) => {
+                        (catalog_key(KIND_SEGMENT, s.sid), encode_json(s)?)
+                    }
+                };
+                batch.insert(&key[..], value);
+            }
+            CatalogChange::Delete(kind, id) => {
+                let kind = match kind {
+                    CatalogKind::Provider => KIND_PROVIDER,
+                    CatalogKind::Trait => KIND_TRAIT,
+                    CatalogKind::Segment => KIND_SEGMENT,
+                };
+                batch.remove(&catalog_key(kind, *id)[..]);
+            }
+        }
+        batch.insert(&[KIND_VERSION][..], &version.to_be_bytes()[..]);
+        self.catalog.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(version)
+    }
 }
 
 /// Catalog objects per sled batch when a whole catalog is written.
@@ -328,6 +373,36 @@ mod tests {
         // What a crash during the next replacement leaves: objects, no version.
         s.catalog.remove([KIND_VERSION]).unwrap();
         assert!(s.load_catalog().unwrap().is_none());
+    }
+
+    #[test]
+    fn catalog_changes_are_applied_one_by_one_with_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let c: Catalog = serde_json::from_str(
+            r#"{"traits":[{"sid":1,"name":"a","traitType":"RULE_BASED_TRAIT","traitRule":"a==1","dataSourceId":1}]}"#,
+        )
+        .unwrap();
+        {
+            let s = open(dir.path());
+            assert_eq!(s.replace_catalog(&c).unwrap(), 1);
+            let mut t = c.traits[0].clone();
+            t.sid = 2;
+            t.name = "b".into();
+            let v = s
+                .apply_change(&CatalogChange::Put(CatalogObject::Trait(t)))
+                .unwrap();
+            assert_eq!(v, 2);
+            let v = s
+                .apply_change(&CatalogChange::Delete(CatalogKind::Trait, 1))
+                .unwrap();
+            assert_eq!(v, 3);
+        }
+        let s = open(dir.path());
+        let (loaded, version) = s.load_catalog().unwrap().unwrap();
+        assert_eq!(version, 3);
+        let ids: Vec<u64> = loaded.traits.iter().map(|t| t.sid).collect();
+        assert_eq!(ids, [2]);
+        assert_eq!(loaded.traits[0].name, "b");
     }
 
     #[test]

@@ -12,6 +12,7 @@ async fn the_demo_shows_a_cached_answer_and_an_id_sync() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
         .arg("demo")
         .env("TRIBUTARY__SERVER__BIND", "127.0.0.1:0")
+        .env("TRIBUTARY__ADMIN__BIND", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

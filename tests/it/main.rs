@@ -1,6 +1,7 @@
 //! Integration tests, compiled as one binary (one link instead of one per file).
 
 mod actors;
+mod admin;
 mod common;
 mod demo;
 mod event_api;

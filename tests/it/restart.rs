@@ -15,6 +15,7 @@ fn spawn_server(config: &std::path::Path, store: &std::path::Path) -> (Child, St
         .args(["serve", "--config"])
         .arg(config)
         .env("TRIBUTARY__SERVER__BIND", "127.0.0.1:0")
+        .env("TRIBUTARY__ADMIN__BIND", "127.0.0.1:0")
         .env("TRIBUTARY__STORE__PATH", store)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())

@@ -190,6 +190,8 @@ pub fn test_config(dir: &std::path::Path, catalog: &Catalog) -> Config {
     std::fs::write(&seed, serde_json::to_vec(catalog).unwrap()).unwrap();
     let mut config = Config::from_toml("", Some(Default::default())).unwrap();
     config.server.bind = "127.0.0.1:0".into();
+    config.admin.bind = "127.0.0.1:0".into();
+    config.admin.token = ADMIN_TOKEN.into();
     config.server.workers = 2;
     config.store.path = dir.join("store");
     config.store.cache_capacity = 8 << 20;
@@ -331,6 +333,9 @@ pub async fn read(
         body,
     }
 }
+
+/// The admin token of test servers.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// A fixed visitor id for `d_uuid`.
 pub const VISITOR: &str = "12345678901234567890123456789012345678";

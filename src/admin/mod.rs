@@ -1,0 +1,360 @@
+//! The admin REST API (DESIGN.md §5; AAM-REFERENCE.md §6), on its own listener.
+//!
+//! Every request needs `Authorization: Bearer <[admin] token>` (compared in constant time);
+//! otherwise `401`. JSON in, JSON out; errors are [`AdminError`]s. Resources, with AAM's
+//! field names: `/v1/providers` (`pid`), `/v1/traits` and `/v1/segments` (`sid`):
+//!
+//! - `GET /v1/x` — all, as a bare array in id order; with `page` (0-based) and/or `pageSize`
+//!   (default 10, at most 1,000): `{total, page, pageSize, list}`.
+//! - `GET /v1/x/{id}`, `GET /v1/x/ic:{integrationCode}` (traits, segments).
+//! - `POST /v1/x` — creates; the server assigns the id; `201` with the object and `Location`.
+//! - `PUT /v1/x/{id}` — replaces; `DELETE /v1/x/{id}` — `204`; `409` when something refers
+//!   to it (a trait a segment uses).
+//! - `POST /v1/traits/validate`, `POST /v1/segments/validate` — `{"code": "<rule>"}`: `200
+//!   {"valid": true}` or the `400` with the error's byte offset.
+//!
+//! Changes go through [`CatalogWriter`]: durable before answered, live for the next event.
+
+mod catalog_writer;
+pub mod error;
+pub mod resource;
+
+pub use catalog_writer::CatalogWriter;
+
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt as _;
+use serde::Deserialize;
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+
+use crate::catalog::{Catalog, Provider, Segment, Trait};
+use crate::rules::segment_rule::SegmentRule;
+use crate::rules::trait_rule::TraitRule;
+use error::AdminError;
+use resource::Resource;
+
+/// Largest admin request body.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Largest page.
+const MAX_PAGE_SIZE: usize = 1000;
+
+/// What the admin handlers share.
+pub struct AdminState {
+    pub writer: Arc<CatalogWriter>,
+    /// SHA-256 of the token: compared in constant time whatever the length sent.
+    token_digest: [u8; 32],
+}
+
+impl AdminState {
+    pub fn new(writer: Arc<CatalogWriter>, token: &str) -> Self {
+        AdminState {
+            writer,
+            token_digest: digest(token.as_bytes()),
+        }
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// A random token for an empty `[admin] token`: 32 bytes, hex.
+pub fn generate_token() -> String {
+    use rand::RngExt as _;
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The admin routes; everything else on the admin listener is a JSON `404`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/v1")
+            .wrap(from_fn(require_token))
+            .configure(resource_routes::<Provider>)
+            .service(
+                web::resource(["/traits/validate", "/traits/validate/"])
+                    .route(web::post().to(validate_trait))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .configure(resource_routes::<Trait>)
+            .service(
+                web::resource(["/segments/validate", "/segments/validate/"])
+                    .route(web::post().to(validate_segment))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .configure(resource_routes::<Segment>)
+            .default_service(web::to(not_found)),
+    )
+    .default_service(web::to(not_found));
+}
+
+fn resource_routes<T: Resource>(cfg: &mut web::ServiceConfig) {
+    let all = format!("/{}", T::NAME);
+    cfg.service(
+        web::resource([all.clone(), format!("{all}/")])
+            .route(web::get().to(list::<T>))
+            .route(web::post().to(create::<T>))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource(format!("{all}/{{id}}"))
+            .route(web::get().to(get_one::<T>))
+            .route(web::put().to(replace::<T>))
+            .route(web::delete().to(delete_one::<T>))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+async fn not_found() -> Result<HttpResponse, AdminError> {
+    Err(AdminError::NotFound("no such endpoint".into()))
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, AdminError> {
+    Err(AdminError::MethodNotAllowed)
+}
+
+/// Checks the bearer token before any handler runs.
+async fn require_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let expected = req
+        .app_data::<web::Data<AdminState>>()
+        .map(|s| s.token_digest);
+    let sent = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| digest(t.trim().as_bytes()));
+    let ok = match (expected, sent) {
+        (Some(expected), Some(sent)) => bool::from(expected.ct_eq(&sent)),
+        _ => false,
+    };
+    if !ok {
+        let response = actix_web::ResponseError::error_response(&AdminError::Unauthorized);
+        return Ok(req.into_response(response));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Paging {
+    page: Option<usize>,
+    page_size: Option<usize>,
+}
+
+fn paging(req: &HttpRequest) -> Result<Paging, AdminError> {
+    web::Query::<Paging>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| AdminError::Invalid {
+            message: format!("query string: {e}"),
+            field: None,
+            offset: None,
+        })
+}
+
+fn sorted<T: Resource>(catalog: &Catalog) -> Vec<&T> {
+    let mut all: Vec<&T> = T::all(catalog).iter().collect();
+    all.sort_by_key(|o| o.id());
+    all
+}
+
+async fn list<T: Resource>(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, AdminError> {
+    let paging = paging(&req)?;
+    let snapshot = state.writer.snapshot();
+    let all = sorted::<T>(&snapshot.0);
+    if paging.page.is_none() && paging.page_size.is_none() {
+        return Ok(HttpResponse::Ok().json(all));
+    }
+    let page = paging.page.unwrap_or(0);
+    let size = paging.page_size.unwrap_or(10);
+    if !(1..=MAX_PAGE_SIZE).contains(&size) {
+        return Err(AdminError::invalid(
+            "pageSize",
+            format!("must be between 1 and {MAX_PAGE_SIZE}"),
+        ));
+    }
+    let list: Vec<&&T> = all
+        .iter()
+        .skip(page.saturating_mul(size))
+        .take(size)
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "total": all.len(),
+        "page": page,
+        "pageSize": size,
+        "list": list,
+    })))
+}
+
+/// The `{id}` of the path as a number.
+fn path_id<T: Resource>(req: &HttpRequest) -> Result<u64, AdminError> {
+    let text = req.match_info().get("id").unwrap_or("");
+    text.parse::<u64>()
+        .ok()
+        .filter(|id| (1..=T::MAX_ID).contains(id))
+        .ok_or_else(|| {
+            AdminError::invalid(
+                T::ID_FIELD,
+                format!("{:?} is not a {} id", error::clip(text), T::SINGULAR),
+            )
+        })
+}
+
+async fn get_one<T: Resource>(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, AdminError> {
+    let snapshot = state.writer.snapshot();
+    let raw = req.match_info().get("id").unwrap_or("");
+    let found = match raw.strip_prefix("ic:") {
+        Some(code) if T::HAS_INTEGRATION_CODE => resource::find_by_code::<T>(&snapshot.0, code)
+            .ok_or_else(|| {
+                AdminError::NotFound(format!(
+                    "no {} with integrationCode {:?}",
+                    T::SINGULAR,
+                    error::clip(code)
+                ))
+            })?,
+        _ => {
+            let id = path_id::<T>(&req)?;
+            resource::find::<T>(&snapshot.0, id).ok_or_else(|| {
+                AdminError::NotFound(format!("no {} with {} {id}", T::SINGULAR, T::ID_FIELD))
+            })?
+        }
+    };
+    Ok(HttpResponse::Ok().json(found))
+}
+
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`].
+async fn json_body(req: &HttpRequest, mut payload: web::Payload) -> Result<Value, AdminError> {
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        let essence = ct
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if essence != "application/json" {
+            return Err(AdminError::UnsupportedMediaType);
+        }
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| AdminError::MalformedJson(format!("unreadable body: {e}")))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(AdminError::TooLarge(MAX_BODY_BYTES));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| AdminError::MalformedJson(e.to_string()))
+}
+
+async fn create<T: Resource>(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, AdminError> {
+    let body = json_body(&req, payload).await?;
+    let created: T = state
+        .writer
+        .change(move |c| resource::create::<T>(c, body))
+        .await?;
+    let location = format!("/v1/{}/{}", T::NAME, created.id());
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, location))
+        .json(created))
+}
+
+async fn replace<T: Resource>(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, AdminError> {
+    let id = path_id::<T>(&req)?;
+    let body = json_body(&req, payload).await?;
+    let replaced: T = state
+        .writer
+        .change(move |c| resource::replace::<T>(c, id, body))
+        .await?;
+    Ok(HttpResponse::Ok().json(replaced))
+}
+
+async fn delete_one<T: Resource>(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, AdminError> {
+    let id = path_id::<T>(&req)?;
+    state
+        .writer
+        .change(move |c| resource::delete::<T>(c, id))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleCode {
+    code: String,
+}
+
+async fn rule_code(req: &HttpRequest, payload: web::Payload) -> Result<String, AdminError> {
+    let body = json_body(req, payload).await?;
+    let code: RuleCode = serde_json::from_value(body).map_err(AdminError::shape)?;
+    Ok(code.code)
+}
+
+fn valid() -> HttpResponse {
+    HttpResponse::build(StatusCode::OK).json(serde_json::json!({"valid": true}))
+}
+
+async fn validate_trait(
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, AdminError> {
+    let code = rule_code(&req, payload).await?;
+    TraitRule::parse(&code).map_err(|e| AdminError::rule("code", e))?;
+    Ok(valid())
+}
+
+/// A segment rule is valid if it parses and every trait it names exists.
+async fn validate_segment(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, AdminError> {
+    let code = rule_code(&req, payload).await?;
+    let rule = SegmentRule::parse(&code).map_err(|e| AdminError::rule("code", e))?;
+    let snapshot = state.writer.snapshot();
+    if let Some(missing) = rule
+        .traits()
+        .iter()
+        .find(|t| resource::find::<Trait>(&snapshot.0, **t).is_none())
+    {
+        return Err(AdminError::invalid(
+            "code",
+            format!("references unknown trait {missing}T"),
+        ));
+    }
+    Ok(valid())
+}
