@@ -760,21 +760,27 @@ fn base_body(state: &AppState, tid: Tid) -> EventBody {
     }
 }
 
+/// The request's media type (`Content-Type` without parameters, lower case), if it has one.
+pub(crate) fn media_type(req: &HttpRequest) -> Option<String> {
+    let ct = req.headers().get(header::CONTENT_TYPE)?;
+    Some(
+        ct.to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Reads a `POST` form body of at most [`MAX_BODY_BYTES`].
 async fn read_form(req: &HttpRequest, mut payload: web::Payload) -> Result<Vec<u8>, HttpError> {
-    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-        let essence = ct
-            .to_str()
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+    if let Some(essence) = media_type(req) {
         if essence != "application/x-www-form-urlencoded"
             && essence != "text/plain"
             && !essence.is_empty()

@@ -245,18 +245,8 @@ async fn get_one<T: Resource>(
 
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`].
 async fn json_body(req: &HttpRequest, mut payload: web::Payload) -> Result<Value, AdminError> {
-    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-        let essence = ct
-            .to_str()
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if essence != "application/json" {
-            return Err(AdminError::UnsupportedMediaType);
-        }
+    if crate::server::media_type(req).is_some_and(|m| m != "application/json") {
+        return Err(AdminError::UnsupportedMediaType);
     }
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
