@@ -244,6 +244,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
             .collect(),
     });
 
+    let admin_deps = state.deps.clone();
     let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
         .workers(config.worker_count())
         .shutdown_timeout(config.server.shutdown_timeout_secs);
@@ -266,7 +267,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     } else {
         config.admin.token.clone()
     };
-    let admin_state = web::Data::new(AdminState::new(writer, &token));
+    let admin_state = web::Data::new(AdminState::new(writer, admin_deps, &token));
     let admin_bind = config.admin_addr();
     let admin_server = HttpServer::new(move || {
         App::new()

@@ -48,7 +48,7 @@ use crate::profile::{CachedAnswer, Profile};
 use crate::provider::{budget, request_body, Answer, Outcome, RequestContext};
 use crate::request::PrivacyParams;
 use crate::signals::Signals;
-use crate::store::{IdLink, ProfileService};
+use crate::store::{IdLink, ProfileService, StoreError};
 
 /// The parts of an event the session, the providers and the engine need.
 #[derive(Debug, Default)]
@@ -90,6 +90,16 @@ pub struct SyncIds {
     pub now: i64,
     pub pending: Option<PendingGuard>,
     pub new_visitor: bool,
+}
+
+/// Erases every trace of the visitor (admin `DELETE /v1/profiles/{uuid}`): its profile,
+/// pending or stored, with its cached provider answers, and the ID-sync mappings that lead to
+/// it. Applied in order with the visitor's events, so no event in progress writes the profile
+/// back afterwards.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct EraseProfile {
+    pub pending: Option<PendingGuard>,
 }
 
 /// Stops the session: the directory has removed it (idle, or too many sessions) and no event
@@ -329,6 +339,42 @@ fn sync_ids(
             metrics::counter!("tributary_id_syncs_total").increment(1);
         }
         profiles.link(declared.dpid, &declared.id, IdLink { visitor, at: now });
+    }
+}
+
+impl Handler<EraseProfile> for VisitorSession {
+    type Result = AtomicResponse<Self, Result<(), StoreError>>;
+
+    fn handle(&mut self, msg: EraseProfile, _: &mut Self::Context) -> Self::Result {
+        let state = std::mem::replace(&mut self.profile, ProfileState::Unloaded);
+        let profiles = self.deps.profiles.clone();
+        let visitor = self.visitor;
+        let work = async move {
+            // The synced ids say which reverse mappings to remove; an unreadable record is
+            // deleted all the same.
+            let synced = match state {
+                ProfileState::Loaded(p) => p.synced_ids,
+                ProfileState::Unloaded => match profiles.load(visitor).await {
+                    Ok(Some(p)) => p.synced_ids,
+                    Ok(None) | Err(_) => Default::default(),
+                },
+            };
+            let ids = synced.into_iter().collect();
+            let result = async {
+                profiles.delete(visitor).await?;
+                profiles.unlink(visitor, ids).await
+            }
+            .await;
+            drop(msg.pending);
+            result
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|result, act, _| {
+            // Whatever comes next starts from nothing (or from the store, if erasure failed).
+            if result.is_ok() {
+                act.profile = ProfileState::Loaded(Profile::default());
+            }
+            result
+        })))
     }
 }
 

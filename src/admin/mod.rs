@@ -12,11 +12,13 @@
 //!   to it (a trait a segment uses).
 //! - `POST /v1/traits/validate`, `POST /v1/segments/validate` — `{"code": "<rule>"}`: `200
 //!   {"valid": true}` or the `400` with the error's byte offset.
+//! - `GET /v1/profiles/{uuid}`, `DELETE /v1/profiles/{uuid}` (see [`profiles`]).
 //!
 //! Changes go through [`CatalogWriter`]: durable before answered, live for the next event.
 
 mod catalog_writer;
 pub mod error;
+mod profiles;
 pub mod resource;
 
 pub use catalog_writer::CatalogWriter;
@@ -33,6 +35,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 
+use crate::actors::visitor_session::SessionDeps;
 use crate::catalog::{Catalog, Provider, Segment, Trait};
 use crate::rules::segment_rule::SegmentRule;
 use crate::rules::trait_rule::TraitRule;
@@ -47,14 +50,17 @@ const MAX_PAGE_SIZE: usize = 1000;
 /// What the admin handlers share.
 pub struct AdminState {
     pub writer: Arc<CatalogWriter>,
+    /// For profiles: the store and the visitors' sessions.
+    pub deps: SessionDeps,
     /// SHA-256 of the token: compared in constant time whatever the length sent.
     token_digest: [u8; 32],
 }
 
 impl AdminState {
-    pub fn new(writer: Arc<CatalogWriter>, token: &str) -> Self {
+    pub fn new(writer: Arc<CatalogWriter>, deps: SessionDeps, token: &str) -> Self {
         AdminState {
             writer,
+            deps,
             token_digest: digest(token.as_bytes()),
         }
     }
@@ -92,6 +98,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .default_service(web::to(method_not_allowed)),
             )
             .configure(resource_routes::<Segment>)
+            .service(
+                web::resource("/profiles/{uuid}")
+                    .route(web::get().to(profiles::get_profile))
+                    .route(web::delete().to(profiles::delete_profile))
+                    .default_service(web::to(method_not_allowed)),
+            )
             .default_service(web::to(not_found)),
     )
     .default_service(web::to(not_found));

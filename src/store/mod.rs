@@ -57,6 +57,7 @@ pub trait ProfileStore: Send + Sync {
     fn get_link(&self, dpid: u32, id: &str) -> Result<Option<IdLink>, StoreError>;
     /// Writes mappings, replacing what each (data source, id) was mapped to.
     fn put_links(&self, links: &[(u32, &str, IdLink)]) -> Result<(), StoreError>;
+    fn delete_link(&self, dpid: u32, id: &str) -> Result<(), StoreError>;
 
     fn load_profile(&self, visitor: VisitorId) -> Result<Option<Profile>, StoreError> {
         match self.get_profile_bytes(visitor)? {

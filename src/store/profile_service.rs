@@ -220,6 +220,42 @@ impl ProfileService {
         .map_err(|e| StoreError::Io(format!("store delete task failed: {e}")))?
     }
 
+    /// Removes the mappings (data source, id) → `visitor`, pending or stored; a mapping that
+    /// now leads to another visitor (a more recent sync) is left alone.
+    pub async fn unlink(
+        &self,
+        visitor: VisitorId,
+        ids: Vec<(u32, String)>,
+    ) -> Result<(), StoreError> {
+        let this = self.clone();
+        actix_rt::task::spawn_blocking(move || {
+            for (dpid, id) in ids {
+                let shard = this.link_shard(dpid, &id);
+                let _io = lock(&shard.io);
+                let key = (dpid, id);
+                {
+                    let mut links = lock(&shard.links);
+                    if links.get(&key).is_some_and(|l| l.visitor == visitor) {
+                        links.remove(&key);
+                        this.inner.pending.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                let (dpid, id) = key;
+                if this
+                    .inner
+                    .store
+                    .get_link(dpid, &id)?
+                    .is_some_and(|l| l.visitor == visitor)
+                {
+                    this.inner.store.delete_link(dpid, &id)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Io(format!("store unlink task failed: {e}")))?
+    }
+
     /// Writes everything pending and makes the store durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let this = self.clone();

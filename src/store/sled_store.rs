@@ -158,6 +158,11 @@ impl ProfileStore for SledStore {
         self.idlinks.apply_batch(batch)?;
         Ok(())
     }
+
+    fn delete_link(&self, dpid: u32, id: &str) -> Result<(), StoreError> {
+        self.idlinks.remove(link_key(dpid, id))?;
+        Ok(())
+    }
 }
 
 impl CatalogStore for SledStore {
@@ -284,8 +289,17 @@ mod tests {
     use super::*;
     use crate::profile::{Profile, Realization};
 
+    /// Opens the store, retrying for a moment: after a drop, sled's background flush thread
+    /// can hold the database's file lock a little longer, and a reopen at once then fails.
     fn open(dir: &Path) -> SledStore {
-        SledStore::open(dir, 8 << 20, 100).unwrap()
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match SledStore::open(dir, 8 << 20, 100) {
+                Ok(s) => return s,
+                Err(e) if std::time::Instant::now() > until => panic!("cannot reopen: {e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
     }
 
     #[test]

@@ -143,6 +143,9 @@ impl ProfileStore for SlowReads {
     fn put_links(&self, links: &[(u32, &str, IdLink)]) -> Result<(), StoreError> {
         self.inner.put_links(links)
     }
+    fn delete_link(&self, dpid: u32, id: &str) -> Result<(), StoreError> {
+        self.inner.delete_link(dpid, id)
+    }
 }
 
 fn harness_reading_in(

@@ -492,3 +492,118 @@ async fn garbage_bodies_get_4xx_only() {
     assert!(statuses.keys().all(|s| *s < 500), "{statuses:?}");
     server.stop().await;
 }
+
+/// A profile as the admin API shows it, and its erasure: profile, cached answers and ID-sync
+/// mappings both ways, even while the visitor's session is live in memory.
+#[actix_web::test]
+async fn profiles_are_shown_and_erased_with_every_trace() {
+    let p = TestProvider::start(Behavior::Segments(vec!["s"], Some(600))).await;
+    let cat = catalog(
+        vec![provider(1, "acme", &p.url, 1001, 150)],
+        seed_traits(),
+        json!([{"sid": 101, "name": "car people", "segmentRule": "11T", "dataSourceId": 1}]),
+    );
+    let server = TestServer::start(&cat).await;
+    let admin = Admin::of(&server);
+    let visit = format!("/event?d_rtbd=json&d_cts=2&c_page=cars&d_uuid={VISITOR}&d_cid=1%01crm-7");
+    let first = get(&server.url(&visit)).await.json();
+    assert_eq!(first["segments"], json!([101]));
+
+    let shown = admin
+        .call("GET", &format!("/v1/profiles/{VISITOR}"), None)
+        .await;
+    assert_eq!(shown.status, 200);
+    let profile = shown.json();
+    assert_eq!(profile["uuid"], VISITOR);
+    assert_eq!(profile["traits"][0]["sid"], 11);
+    assert_eq!(profile["traits"][0]["count"], 1);
+    assert!(profile["traits"][0]["firstRealization"].as_i64().unwrap() > 1_700_000_000);
+    assert_eq!(profile["segments"], json!([101]));
+    assert_eq!(
+        profile["syncedIds"],
+        json!([{"dataSourceId": 1, "id": "crm-7"}])
+    );
+    assert_eq!(profile["providerAnswers"][0]["segments"], json!(["s"]));
+    server.running.sync_store().await.unwrap();
+    assert!(server
+        .running
+        .store()
+        .get_link(1, "crm-7")
+        .unwrap()
+        .is_some());
+
+    assert_eq!(
+        admin
+            .call("DELETE", &format!("/v1/profiles/{VISITOR}"), None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        admin
+            .call("GET", &format!("/v1/profiles/{VISITOR}"), None)
+            .await
+            .status,
+        404
+    );
+    server.running.sync_store().await.unwrap();
+    use tributary::store::ProfileStore;
+    let visitor = tributary::ids::VisitorId::parse(VISITOR).unwrap();
+    assert!(server
+        .running
+        .store()
+        .load_profile(visitor)
+        .unwrap()
+        .is_none());
+    assert!(server
+        .running
+        .store()
+        .get_link(1, "crm-7")
+        .unwrap()
+        .is_none());
+    let stranger = get(&server.url("/event?d_rtbd=json&d_cid=1%01crm-7"))
+        .await
+        .json();
+    assert_ne!(
+        stranger["uuid"], VISITOR,
+        "the declared id no longer leads to the visitor"
+    );
+
+    // The visitor's next event starts from nothing: one realization, the provider asked again.
+    let again = get(&server.url(&format!(
+        "/event?d_rtbd=json&d_cts=2&c_page=cars&d_uuid={VISITOR}"
+    )))
+    .await
+    .json();
+    assert_eq!(again["providers"], json!({"acme": "ok"}));
+    let profile = admin
+        .call("GET", &format!("/v1/profiles/{VISITOR}"), None)
+        .await
+        .json();
+    assert_eq!(profile["traits"][0]["count"], 1);
+
+    assert_eq!(
+        admin.call("GET", "/v1/profiles/123", None).await.status,
+        400
+    );
+    assert_eq!(
+        admin
+            .call(
+                "DELETE",
+                "/v1/profiles/11111111111111111111111111111111111111",
+                None
+            )
+            .await
+            .status,
+        204,
+        "erasure is idempotent"
+    );
+    server.stop().await;
+}
+
+fn seed_traits() -> Value {
+    json!([
+        {"sid": 11, "name": "cars", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == \"cars\"", "dataSourceId": 1},
+        {"sid": 21, "name": "s", "traitType": "ON_BOARDED_TRAIT", "traitRule": "segment == \"s\"", "dataSourceId": 1001}
+    ])
+}

@@ -228,14 +228,25 @@ impl TestServer {
     }
 
     pub async fn start_config(config: Config, dir: Arc<TempDir>) -> TestServer {
-        let running = server::start(
-            config,
-            StartOptions {
-                handle_signals: false,
-            },
-        )
-        .await
-        .expect("server starts");
+        // Restarting on the same store: sled's background thread of the stopped server can
+        // hold the file lock for a moment, so a store that cannot be opened is tried again.
+        let mut attempts = 0;
+        let running = loop {
+            let started = server::start(
+                config.clone(),
+                StartOptions {
+                    handle_signals: false,
+                },
+            )
+            .await;
+            match started {
+                Err(tributary::server::StartError::Store(_)) if attempts < 100 => {
+                    attempts += 1;
+                    actix_rt::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => break other.expect("server starts"),
+            }
+        };
         let base = format!("http://{}", running.addr());
         TestServer {
             running,
