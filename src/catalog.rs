@@ -26,7 +26,7 @@ const MAX_PROVIDER_TIMEOUT_MS: u32 = 10_000;
 const MAX_CACHE_TTL_SECS: u32 = 7 * 86_400;
 
 /// Which visitors a provider is asked about.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AskFor {
     /// Every visitor.
@@ -37,7 +37,7 @@ pub enum AskFor {
 }
 
 /// A third-party data provider asked in real time (DESIGN.md §3).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Provider {
     pub pid: u32,
@@ -74,7 +74,7 @@ fn default_ttl() -> u32 {
     120
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TraitType {
     /// Realized in real time from the event's signals.
@@ -83,7 +83,7 @@ pub enum TraitType {
     OnBoardedTrait,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     #[default]
@@ -93,7 +93,7 @@ pub enum Status {
     Inactive,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Trait {
     pub sid: u64,
@@ -114,7 +114,7 @@ pub struct Trait {
     pub status: Status,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Segment {
     pub sid: u64,

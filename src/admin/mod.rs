@@ -15,9 +15,11 @@
 //! - `GET /v1/profiles/{uuid}`, `DELETE /v1/profiles/{uuid}` (see [`profiles`]).
 //!
 //! Changes go through [`CatalogWriter`]: durable before answered, live for the next event.
+//! `GET /openapi.json` and `GET /docs` describe all of this (no token needed; see [`openapi`]).
 
 mod catalog_writer;
 pub mod error;
+pub mod openapi;
 mod profiles;
 pub mod resource;
 
@@ -82,7 +84,27 @@ pub fn generate_token() -> String {
 
 /// The admin routes; everything else on the admin listener is a JSON `404`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
+    let spec = openapi::document();
+    let page = openapi::docs_page(spec.clone());
+    cfg.route(
+        "/openapi.json",
+        web::get().to(move || {
+            let spec = spec.clone();
+            async move { HttpResponse::Ok().json(spec) }
+        }),
+    )
+    .route(
+        "/docs",
+        web::get().to(move || {
+            let page = page.clone();
+            async move {
+                HttpResponse::Ok()
+                    .content_type("text/html; charset=utf-8")
+                    .body(page)
+            }
+        }),
+    )
+    .service(
         web::scope("/v1")
             .wrap(from_fn(require_token))
             .configure(resource_routes::<Provider>)

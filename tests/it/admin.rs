@@ -607,3 +607,52 @@ fn seed_traits() -> Value {
         {"sid": 21, "name": "s", "traitType": "ON_BOARDED_TRAIT", "traitRule": "segment == \"s\"", "dataSourceId": 1001}
     ])
 }
+
+/// `/openapi.json` describes the API that is really there: every documented path and method is
+/// routed on the admin listener; `/docs` is a page that renders it.
+#[actix_web::test]
+async fn the_openapi_description_matches_the_routes() {
+    let server = TestServer::start(&seed()).await;
+    let admin = Admin::of(&server);
+    let spec = admin.raw("GET", "/openapi.json", None, None).await;
+    assert_eq!(spec.status, 200, "no token needed");
+    let spec = spec.json();
+    assert_eq!(spec["openapi"], "3.1.0");
+    let trait_schema = &spec["components"]["schemas"]["Trait"];
+    for field in [
+        "sid",
+        "name",
+        "traitType",
+        "traitRule",
+        "dataSourceId",
+        "ttl",
+    ] {
+        assert!(
+            trait_schema["properties"][field].is_object(),
+            "Trait.{field}: {trait_schema}"
+        );
+    }
+    let paths = spec["paths"].as_object().unwrap();
+    assert!(paths.len() >= 9, "{:?}", paths.keys());
+    let mut checked = 0;
+    for (path, item) in paths {
+        let concrete = path.replace("{id}", "11").replace("{uuid}", VISITOR);
+        for method in ["get", "post", "put", "delete"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            let body = matches!(method, "post" | "put").then(|| json!({}));
+            let reply = admin.call(&method.to_uppercase(), &concrete, body).await;
+            let routed = reply.status != 405
+                && !(reply.status == 404 && error_of(&reply)["message"] == "no such endpoint");
+            assert!(routed, "{method} {path} → {}", reply.status);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 19, "{checked}");
+    let docs = admin.raw("GET", "/docs", None, None).await;
+    assert_eq!(docs.status, 200);
+    let html = String::from_utf8_lossy(&docs.body);
+    assert!(html.contains("Tributary admin API") && html.to_lowercase().contains("scalar"));
+    server.stop().await;
+}

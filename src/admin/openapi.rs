@@ -1,0 +1,174 @@
+//! The admin API's OpenAPI 3.1 description, served as `/openapi.json`, and a browsable page at
+//! `/docs` (Scalar: nothing is downloaded at build time; the browser loads Scalar's script
+//! when the page is opened). Neither needs the token: they hold no data.
+//!
+//! The object schemas are derived by utoipa from the catalog types themselves, so they follow
+//! the fields the API really accepts; the paths are generated from the same [`Resource`]
+//! definitions the routes are, and a test checks every documented path against the listener.
+
+use serde_json::{json, Map, Value};
+use utoipa::openapi::ComponentsBuilder;
+
+use super::resource::Resource;
+use crate::catalog::{AskFor, Provider, Segment, Status, Trait, TraitType};
+
+fn error_responses() -> Value {
+    let error = json!({"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let mut map = Map::new();
+    for (code, what) in [
+        ("400", "malformed JSON, an invalid field (with `field`) or a rule that does not parse (with `offset`)"),
+        ("401", "missing or wrong bearer token"),
+        ("404", "no such object"),
+        ("409", "the change would break a reference"),
+        ("413", "body over 1 MiB"),
+        ("415", "not application/json"),
+        ("503", "the store failed; nothing changed"),
+    ] {
+        let mut response = error.clone();
+        response["description"] = Value::from(what);
+        map.insert(code.to_string(), response);
+    }
+    Value::Object(map)
+}
+
+fn with_errors(ok: Value) -> Value {
+    let mut responses = error_responses();
+    if let (Value::Object(all), Value::Object(ok)) = (&mut responses, ok) {
+        all.extend(ok);
+    }
+    responses
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn body(schema: Value) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": schema}}})
+}
+
+fn resource_paths<T: Resource>(schema: &str, paths: &mut Map<String, Value>) {
+    let tag = T::NAME;
+    let one = json!({"content": {"application/json": {"schema": schema_ref(schema)}}});
+    let id_param = json!({"name": "id", "in": "path", "required": true,
+        "description": format!("the {} (`{}`), or `ic:<integrationCode>` for GET", T::SINGULAR, T::ID_FIELD),
+        "schema": {"type": "string"}});
+    let mut list_ok = one.clone();
+    list_ok["description"] = Value::from(format!(
+        "all {}, in id order (a bare array), or one page `{{total, page, pageSize, list}}` with `page`/`pageSize`",
+        T::NAME
+    ));
+    list_ok["content"]["application/json"]["schema"] = json!({"oneOf": [
+        {"type": "array", "items": schema_ref(schema)},
+        {"type": "object", "properties": {"total": {"type": "integer"}, "page": {"type": "integer"},
+            "pageSize": {"type": "integer"}, "list": {"type": "array", "items": schema_ref(schema)}}}
+    ]});
+    let mut created = one.clone();
+    created["description"] = Value::from(format!(
+        "the new {} with its server-assigned id",
+        T::SINGULAR
+    ));
+    let mut found = one.clone();
+    found["description"] = Value::from(format!("the {}", T::SINGULAR));
+    paths.insert(
+        format!("/v1/{}", T::NAME),
+        json!({
+            "get": {"tags": [tag], "summary": format!("List {}", T::NAME),
+                "parameters": [
+                    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "pageSize", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+                ],
+                "responses": with_errors(json!({"200": list_ok}))},
+            "post": {"tags": [tag], "summary": format!("Create a {} (the server assigns `{}`)", T::SINGULAR, T::ID_FIELD),
+                "requestBody": body(schema_ref(schema)),
+                "responses": with_errors(json!({"201": created}))}
+        }),
+    );
+    paths.insert(
+        format!("/v1/{}/{{id}}", T::NAME),
+        json!({
+            "parameters": [id_param],
+            "get": {"tags": [tag], "summary": format!("Get a {}", T::SINGULAR),
+                "responses": with_errors(json!({"200": found.clone()}))},
+            "put": {"tags": [tag], "summary": format!("Replace a {}", T::SINGULAR),
+                "requestBody": body(schema_ref(schema)),
+                "responses": with_errors(json!({"200": found}))},
+            "delete": {"tags": [tag], "summary": format!("Delete a {}", T::SINGULAR),
+                "responses": with_errors(json!({"204": {"description": "deleted"}}))}
+        }),
+    );
+}
+
+fn validate_path(kind: &str, paths: &mut Map<String, Value>) {
+    paths.insert(
+        format!("/v1/{kind}s/validate"),
+        json!({"post": {"tags": [format!("{kind}s")], "summary": format!("Check a {kind} rule"),
+            "requestBody": body(json!({"type": "object", "required": ["code"], "additionalProperties": false,
+                "properties": {"code": {"type": "string", "maxLength": 8192}}})),
+            "responses": with_errors(json!({"200": {"description": "the rule is valid",
+                "content": {"application/json": {"schema": {"type": "object", "properties": {"valid": {"type": "boolean"}}}}}}}))}}),
+    );
+}
+
+/// The whole description.
+pub fn document() -> Value {
+    let components = ComponentsBuilder::new()
+        .schema_from::<Provider>()
+        .schema_from::<Trait>()
+        .schema_from::<Segment>()
+        .schema_from::<AskFor>()
+        .schema_from::<TraitType>()
+        .schema_from::<Status>()
+        .build();
+    let mut schemas = serde_json::to_value(&components)
+        .ok()
+        .and_then(|c| c.get("schemas").cloned())
+        .unwrap_or_else(|| json!({}));
+    schemas["Error"] = json!({"type": "object", "properties": {"error": {"type": "object",
+        "required": ["code", "message"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+            "field": {"type": "string"}, "offset": {"type": "integer", "description": "byte offset of a rule error"}}}}});
+    schemas["Profile"] = json!({"type": "object", "properties": {
+        "uuid": {"type": "string"}, "firstSeen": {"type": "integer"}, "lastSeen": {"type": "integer"},
+        "catalogVersion": {"type": "integer"},
+        "traits": {"type": "array", "items": {"type": "object", "properties": {"sid": {"type": "integer"},
+            "firstRealization": {"type": "integer"}, "lastRealization": {"type": "integer"}, "count": {"type": "integer"}}}},
+        "segments": {"type": "array", "items": {"type": "integer"}},
+        "syncedIds": {"type": "array", "items": {"type": "object", "properties": {"dataSourceId": {"type": "integer"}, "id": {"type": "string"}}}},
+        "providerAnswers": {"type": "array", "items": {"type": "object", "properties": {"pid": {"type": "integer"},
+            "segments": {"type": "array", "items": {"type": "string"}}, "expiresAt": {"type": "integer"}}}}}});
+
+    let mut paths = Map::new();
+    resource_paths::<Provider>("Provider", &mut paths);
+    resource_paths::<Trait>("Trait", &mut paths);
+    resource_paths::<Segment>("Segment", &mut paths);
+    validate_path("trait", &mut paths);
+    validate_path("segment", &mut paths);
+    paths.insert(
+        "/v1/profiles/{uuid}".into(),
+        json!({
+            "parameters": [{"name": "uuid", "in": "path", "required": true, "description": "the 38-digit visitor id",
+                "schema": {"type": "string", "pattern": "^[0-9]{38}$"}}],
+            "get": {"tags": ["profiles"], "summary": "What is remembered about a visitor (times in Unix seconds)",
+                "responses": with_errors(json!({"200": {"description": "the profile",
+                    "content": {"application/json": {"schema": schema_ref("Profile")}}}}))},
+            "delete": {"tags": ["profiles"], "summary": "Erase every trace of a visitor (idempotent)",
+                "responses": with_errors(json!({"204": {"description": "erased"}}))}
+        }),
+    );
+
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Tributary admin API", "version": env!("CARGO_PKG_VERSION"),
+            "description": "Manage providers, traits, segments and visitor profiles (AAM field names). Changes are durable once answered and live for the next event."},
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {"schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "[admin] token"}}}
+    })
+}
+
+/// The `/docs` page.
+pub fn docs_page(spec: Value) -> String {
+    utoipa_scalar::Scalar::new(spec).to_html()
+}
