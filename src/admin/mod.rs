@@ -111,20 +111,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource(["/traits/validate", "/traits/validate/"])
                     .route(web::post().to(validate_trait))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(other_methods("POST")),
             )
             .configure(resource_routes::<Trait>)
             .service(
                 web::resource(["/segments/validate", "/segments/validate/"])
                     .route(web::post().to(validate_segment))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(other_methods("POST")),
             )
             .configure(resource_routes::<Segment>)
             .service(
                 web::resource("/profiles/{uuid}")
                     .route(web::get().to(profiles::get_profile))
                     .route(web::delete().to(profiles::delete_profile))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(other_methods("GET, DELETE")),
             )
             .default_service(web::to(not_found)),
     )
@@ -137,14 +137,14 @@ fn resource_routes<T: Resource>(cfg: &mut web::ServiceConfig) {
         web::resource([all.clone(), format!("{all}/")])
             .route(web::get().to(list::<T>))
             .route(web::post().to(create::<T>))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(other_methods("GET, POST")),
     )
     .service(
         web::resource(format!("{all}/{{id}}"))
             .route(web::get().to(get_one::<T>))
             .route(web::put().to(replace::<T>))
             .route(web::delete().to(delete_one::<T>))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(other_methods("GET, PUT, DELETE")),
     );
 }
 
@@ -152,8 +152,15 @@ async fn not_found() -> Result<HttpResponse, AdminError> {
     Err(AdminError::NotFound("no such endpoint".into()))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, AdminError> {
-    Err(AdminError::MethodNotAllowed)
+/// `405` with the `Allow` header RFC 9110 asks for.
+fn other_methods(allow: &'static str) -> actix_web::Route {
+    web::to(move || async move {
+        let mut response = actix_web::ResponseError::error_response(&AdminError::MethodNotAllowed);
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        response
+    })
 }
 
 /// Checks the bearer token before any handler runs.

@@ -98,6 +98,7 @@ async fn the_admin_api_needs_the_token_and_lives_on_its_own_listener() {
     );
     let reply = admin.call("PATCH", "/v1/traits/11", None).await;
     assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow").as_deref(), Some("GET, PUT, DELETE"));
     server.stop().await;
 }
 

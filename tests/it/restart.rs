@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
@@ -11,6 +12,15 @@ use crate::common::*;
 
 /// Starts `tributary serve` and returns it with its base URL, read from its log.
 fn spawn_server(config: &std::path::Path, store: &std::path::Path) -> (Child, String) {
+    let (child, base, _) = spawn_server_logging(config, store);
+    (child, base)
+}
+
+/// As [`spawn_server`], with every line the server logs.
+fn spawn_server_logging(
+    config: &std::path::Path,
+    store: &std::path::Path,
+) -> (Child, String, Arc<Mutex<Vec<String>>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
         .args(["serve", "--config"])
         .arg(config)
@@ -24,9 +34,12 @@ fn spawn_server(config: &std::path::Path, store: &std::path::Path) -> (Child, St
         .expect("spawn tributary");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let seen = lines.clone();
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            seen.lock().unwrap().push(line.clone());
             if !sent {
                 if let Some(url) = line.split("listening on ").nth(1) {
                     let _ = tx.send(url.trim().to_string());
@@ -38,7 +51,18 @@ fn spawn_server(config: &std::path::Path, store: &std::path::Path) -> (Child, St
     let base = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("server announces its address");
-    (child, base)
+    (child, base, lines)
+}
+
+/// The first logged line containing `marker`, waiting for it a little.
+fn logged(lines: &Mutex<Vec<String>>, marker: &str) -> String {
+    for _ in 0..500 {
+        if let Some(line) = lines.lock().unwrap().iter().find(|l| l.contains(marker)) {
+            return line.clone();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("no log line with {marker:?}: {:#?}", lines.lock().unwrap());
 }
 
 fn terminate(mut child: Child) {
@@ -72,7 +96,30 @@ async fn a_profile_survives_a_restart_on_the_same_store() {
     .unwrap();
     let store = dir.path().join("store");
 
-    let (child, base) = spawn_server(&config, &store);
+    let (child, base, lines) = spawn_server_logging(&config, &store);
+    // No [admin] token configured: one is generated and logged once, and it opens the API.
+    let token_line = logged(&lines, "admin token (generated at start, shown once): ");
+    let token = token_line.rsplit(' ').next().unwrap().to_string();
+    assert_eq!(token.len(), 64, "{token_line}");
+    let admin = logged(&lines, "admin API on http://");
+    let admin = admin
+        .split("admin API on ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    let authorized = read(
+        client()
+            .get(format!("{admin}/traits"))
+            .insert_header(("authorization", format!("Bearer {token}")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(authorized.status, 200);
+    assert_eq!(get(&format!("{admin}/traits")).await.status, 401);
+
     let first = get(&format!("{base}/event?d_rtbd=json&d_cts=2&c_step=1")).await;
     let uuid = first.json()["uuid"].as_str().unwrap().to_string();
     assert_eq!(first.json()["segments"], json!([]));
