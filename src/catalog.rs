@@ -141,6 +141,121 @@ pub struct Catalog {
     pub traits: Vec<Trait>,
     #[serde(default)]
     pub segments: Vec<Segment>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<Destination>,
+}
+
+/// Where segments are handed for targeting (AAM-REFERENCE.md §5): a cookie (`ADS`), a URL the
+/// browser fires (`PUSH`), or a server endpoint Tributary calls (`S2S`). The fields of the
+/// other types are ignored; each type's own required ones are checked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Destination {
+    pub destination_id: u64,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub destination_type: DestinationType,
+    #[serde(default)]
+    pub status: Status,
+    /// ADS: the cookie's name (required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_name: Option<String>,
+    /// ADS: the cookie's domain; empty = the DCS's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cname_domain: Option<String>,
+    /// ADS: cookie lifetime in days.
+    #[serde(default = "default_cookie_ttl")]
+    pub ttl: u32,
+    /// ADS: the cookie value's longest length, in bytes.
+    #[serde(default = "default_max_size")]
+    pub max_size: u32,
+    #[serde(default)]
+    pub format_type: FormatType,
+    /// ADS `single_key`: the key of the only pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub single_key: Option<String>,
+    #[serde(default = "default_key_separator")]
+    pub key_separator: String,
+    #[serde(default = "default_value_separator")]
+    pub value_separator: String,
+    #[serde(default = "default_serialization_separator")]
+    pub serialization_separator: String,
+    /// PUSH: the URL fired over HTTP (required), with macros such as `%ALIAS%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_format_string: Option<String>,
+    /// PUSH: the URL fired over HTTPS; empty = `urlFormatString`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_url_format_string: Option<String>,
+    /// PUSH: all mapped aliases in one call, joined by `delimiter`.
+    #[serde(default)]
+    pub serialization_enabled: bool,
+    #[serde(default = "default_value_separator")]
+    pub delimiter: String,
+    /// S2S: the endpoint Tributary posts membership changes to (required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// S2S: HMAC key for `X-Tributary-Signature`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// S2S: most visitors per request.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u32,
+    /// Segments sent to this destination.
+    #[serde(default)]
+    pub mappings: Vec<Mapping>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DestinationType {
+    /// Cookie destination.
+    Ads,
+    /// URL destination.
+    Push,
+    /// Server-to-server destination.
+    S2s,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FormatType {
+    #[default]
+    KeyValue,
+    SingleKey,
+}
+
+/// A segment mapped to a destination.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Mapping {
+    /// The segment.
+    pub sid: u64,
+    /// PUSH: what `%ALIAS%` becomes; ADS `key_value`: the key.
+    #[serde(default)]
+    pub trait_alias: String,
+    /// ADS: the value (e.g. `segs=<valueAlias>`).
+    #[serde(default)]
+    pub value_alias: String,
+}
+
+fn default_cookie_ttl() -> u32 {
+    30
+}
+fn default_max_size() -> u32 {
+    1000
+}
+fn default_key_separator() -> String {
+    "=".into()
+}
+fn default_value_separator() -> String {
+    ",".into()
+}
+fn default_serialization_separator() -> String {
+    ";".into()
+}
+fn default_batch_size() -> u32 {
+    100
 }
 
 /// A catalog object that cannot be accepted, and why.
@@ -278,6 +393,26 @@ impl Catalog {
             }
             segment_rules.push(rule);
         }
+
+        let mut destination_ids = HashSet::new();
+        for d in &self.destinations {
+            let object = format!("destination {}", d.destination_id);
+            if !destination_ids.insert(d.destination_id) {
+                return Err(err(object, "destinationId", "duplicate destination id"));
+            }
+            check_destination(&object, d)?;
+            for m in &d.mappings {
+                if !segment_ids.contains(&m.sid) {
+                    return Err(err(
+                        object,
+                        "mappings",
+                        format!("maps unknown segment {}", m.sid),
+                    ));
+                }
+                check_text(&object, "mappings", &m.trait_alias, MAX_TEXT)?;
+                check_text(&object, "mappings", &m.value_alias, MAX_TEXT)?;
+            }
+        }
         Ok(ParsedRules {
             traits: trait_rules,
             segments: segment_rules,
@@ -301,6 +436,89 @@ impl CatalogError {
             offset: Some(e.offset),
         }
     }
+}
+
+fn check_destination(object: &str, d: &Destination) -> Result<(), CatalogError> {
+    check_name(object, &d.name)?;
+    check_text(object, "description", &d.description, 2000)?;
+    let separator = |field: &'static str, text: &str| {
+        if text.is_empty() || text.len() > 8 {
+            Err(err(object.into(), field, "must be 1 to 8 bytes"))
+        } else {
+            Ok(())
+        }
+    };
+    let required = |field: &'static str, value: &Option<String>| match value.as_deref() {
+        Some(v) if !v.trim().is_empty() => Ok(v.to_string()),
+        _ => Err(err(
+            object.into(),
+            field,
+            format!("is required for a {:?} destination", d.destination_type),
+        )),
+    };
+    match d.destination_type {
+        DestinationType::Ads => {
+            let name = required("cookieName", &d.cookie_name)?;
+            if !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            {
+                return Err(err(
+                    object.into(),
+                    "cookieName",
+                    "letters, digits, '_', '-' and '.' only",
+                ));
+            }
+            if d.format_type == FormatType::SingleKey {
+                required("singleKey", &d.single_key)?;
+            }
+            if !(1..=3650).contains(&d.ttl) {
+                return Err(err(object.into(), "ttl", "must be 1 to 3650 days"));
+            }
+            if !(1..=4096).contains(&d.max_size) {
+                return Err(err(object.into(), "maxSize", "must be 1 to 4096 bytes"));
+            }
+            separator("keySeparator", &d.key_separator)?;
+            separator("valueSeparator", &d.value_separator)?;
+            separator("serializationSeparator", &d.serialization_separator)?;
+        }
+        DestinationType::Push => {
+            let url = required("urlFormatString", &d.url_format_string)?;
+            check_url_field(object, "urlFormatString", &url)?;
+            if let Some(secure) = d
+                .secure_url_format_string
+                .as_deref()
+                .filter(|s| !s.is_empty())
+            {
+                check_url_field(object, "secureUrlFormatString", secure)?;
+            }
+            separator("delimiter", &d.delimiter)?;
+        }
+        DestinationType::S2s => {
+            let url = required("url", &d.url)?;
+            check_url_field(object, "url", &url)?;
+            if !(1..=1000).contains(&d.batch_size) {
+                return Err(err(object.into(), "batchSize", "must be 1 to 1000"));
+            }
+            if d.secret
+                .as_ref()
+                .is_some_and(|s| s.is_empty() || s.len() > 1024)
+            {
+                return Err(err(object.into(), "secret", "must be 1 to 1024 bytes"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An http(s) URL template: macros like `%ALIAS%` are replaced by a placeholder before the
+/// URL is checked.
+fn check_url_field(object: &str, field: &'static str, url: &str) -> Result<(), CatalogError> {
+    let plain = url.replace('%', "x").replace(['{', '}', '$'], "x");
+    check_url(object, &plain).map_err(|mut e| {
+        e.field = field;
+        e
+    })
 }
 
 fn check_name(object: &str, name: &str) -> Result<(), CatalogError> {

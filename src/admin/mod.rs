@@ -2,14 +2,15 @@
 //!
 //! Every request needs `Authorization: Bearer <[admin] token>` (compared in constant time);
 //! otherwise `401`. JSON in, JSON out; errors are [`AdminError`]s. Resources, with AAM's
-//! field names: `/v1/providers` (`pid`), `/v1/traits` and `/v1/segments` (`sid`):
+//! field names: `/v1/providers` (`pid`), `/v1/traits` and `/v1/segments` (`sid`),
+//! `/v1/destinations` (`destinationId`):
 //!
 //! - `GET /v1/x` — all, as a bare array in id order; with `page` (0-based) and/or `pageSize`
 //!   (default 10, at most 1,000): `{total, page, pageSize, list}`.
 //! - `GET /v1/x/{id}`, `GET /v1/x/ic:{integrationCode}` (traits, segments).
 //! - `POST /v1/x` — creates; the server assigns the id; `201` with the object and `Location`.
 //! - `PUT /v1/x/{id}` — replaces; `DELETE /v1/x/{id}` — `204`; `409` when something refers
-//!   to it (a trait a segment uses).
+//!   to it (a trait a segment uses, a segment a destination maps).
 //! - `POST /v1/traits/validate`, `POST /v1/segments/validate` — `{"code": "<rule>"}`: `200
 //!   {"valid": true}` or the `400` with the error's byte offset.
 //! - `GET /v1/profiles/{uuid}`, `DELETE /v1/profiles/{uuid}` (see [`profiles`]).
@@ -38,7 +39,7 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use crate::actors::visitor_session::SessionDeps;
-use crate::catalog::{Catalog, Provider, Segment, Trait};
+use crate::catalog::{Catalog, Destination, Provider, Segment, Trait};
 use crate::rules::segment_rule::SegmentRule;
 use crate::rules::trait_rule::TraitRule;
 use error::AdminError;
@@ -120,6 +121,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .default_service(other_methods("POST")),
             )
             .configure(resource_routes::<Segment>)
+            .configure(resource_routes::<Destination>)
             .service(
                 web::resource("/profiles/{uuid}")
                     .route(web::get().to(profiles::get_profile))

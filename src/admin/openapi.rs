@@ -10,7 +10,10 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::ComponentsBuilder;
 
 use super::resource::Resource;
-use crate::catalog::{AskFor, Provider, Segment, Status, Trait, TraitType};
+use crate::catalog::{
+    AskFor, Destination, DestinationType, FormatType, Mapping, Provider, Segment, Status, Trait,
+    TraitType,
+};
 
 fn error_responses() -> Value {
     let error = json!({"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
@@ -119,6 +122,10 @@ pub fn document() -> Value {
         .schema_from::<AskFor>()
         .schema_from::<TraitType>()
         .schema_from::<Status>()
+        .schema_from::<Destination>()
+        .schema_from::<DestinationType>()
+        .schema_from::<FormatType>()
+        .schema_from::<Mapping>()
         .build();
     let mut schemas = serde_json::to_value(&components)
         .ok()
@@ -142,6 +149,7 @@ pub fn document() -> Value {
     resource_paths::<Provider>("Provider", &mut paths);
     resource_paths::<Trait>("Trait", &mut paths);
     resource_paths::<Segment>("Segment", &mut paths);
+    resource_paths::<Destination>("Destination", &mut paths);
     validate_path("trait", &mut paths);
     validate_path("segment", &mut paths);
     paths.insert(

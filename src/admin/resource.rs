@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::error::AdminError;
-use crate::catalog::{Catalog, Provider, Segment, Trait};
+use crate::catalog::{Catalog, Destination, Provider, Segment, Trait};
 use crate::rules::segment_rule::SegmentRule;
 use crate::store::{CatalogChange, CatalogKind, CatalogObject};
 
@@ -117,6 +117,40 @@ impl Resource for Segment {
     }
     fn into_object(self) -> CatalogObject {
         CatalogObject::Segment(self)
+    }
+    fn in_use(catalog: &Catalog, id: u64) -> Option<String> {
+        let users: Vec<String> = catalog
+            .destinations
+            .iter()
+            .filter(|d| d.mappings.iter().any(|m| m.sid == id))
+            .map(|d| d.destination_id.to_string())
+            .collect();
+        (!users.is_empty()).then(|| format!("mapped to destination(s) {}", users.join(", ")))
+    }
+}
+
+impl Resource for Destination {
+    const NAME: &'static str = "destinations";
+    const SINGULAR: &'static str = "destination";
+    const ID_FIELD: &'static str = "destinationId";
+    const MAX_ID: u64 = (1 << 53) - 1;
+    const KIND: CatalogKind = CatalogKind::Destination;
+    const HAS_INTEGRATION_CODE: bool = false;
+
+    fn id(&self) -> u64 {
+        self.destination_id
+    }
+    fn integration_code(&self) -> Option<&str> {
+        None
+    }
+    fn all(catalog: &Catalog) -> &Vec<Self> {
+        &catalog.destinations
+    }
+    fn all_mut(catalog: &mut Catalog) -> &mut Vec<Self> {
+        &mut catalog.destinations
+    }
+    fn into_object(self) -> CatalogObject {
+        CatalogObject::Destination(Box::new(self))
     }
 }
 

@@ -14,7 +14,7 @@ pub use codec::{decode_profile, encode_profile};
 pub use profile_service::ProfileService;
 pub use sled_store::SledStore;
 
-use crate::catalog::{Catalog, Provider, Segment, Trait};
+use crate::catalog::{Catalog, Destination, Provider, Segment, Trait};
 use crate::ids::VisitorId;
 use crate::profile::Profile;
 
@@ -77,6 +77,7 @@ pub enum CatalogObject {
     Provider(Provider),
     Trait(Trait),
     Segment(Segment),
+    Destination(Box<Destination>),
 }
 
 /// Which kind of catalog object.
@@ -85,6 +86,7 @@ pub enum CatalogKind {
     Provider,
     Trait,
     Segment,
+    Destination,
 }
 
 /// One admin change to the catalog.

@@ -12,13 +12,14 @@ use super::codec::{decode_json, encode_json};
 use super::{
     CatalogChange, CatalogKind, CatalogObject, CatalogStore, IdLink, ProfileStore, StoreError,
 };
-use crate::catalog::{Catalog, Provider, Segment, Trait};
+use crate::catalog::{Catalog, Destination, Provider, Segment, Trait};
 use crate::ids::VisitorId;
 
 const KIND_VERSION: u8 = b'v';
 const KIND_PROVIDER: u8 = b'p';
 const KIND_TRAIT: u8 = b't';
 const KIND_SEGMENT: u8 = b's';
+const KIND_DESTINATION: u8 = b'd';
 
 /// sled-backed [`ProfileStore`] and [`CatalogStore`].
 pub struct SledStore {
@@ -183,6 +184,9 @@ impl CatalogStore for SledStore {
                 Some(&KIND_PROVIDER) => catalog.providers.push(decode_json::<Provider>(&value)?),
                 Some(&KIND_TRAIT) => catalog.traits.push(decode_json::<Trait>(&value)?),
                 Some(&KIND_SEGMENT) => catalog.segments.push(decode_json::<Segment>(&value)?),
+                Some(&KIND_DESTINATION) => catalog
+                    .destinations
+                    .push(decode_json::<Destination>(&value)?),
                 _ => {
                     return Err(StoreError::Corrupt {
                         what: "catalog key",
@@ -223,6 +227,12 @@ impl CatalogStore for SledStore {
         for s in &catalog.segments {
             entries.push((catalog_key(KIND_SEGMENT, s.sid), encode_json(s)?));
         }
+        for d in &catalog.destinations {
+            entries.push((
+                catalog_key(KIND_DESTINATION, d.destination_id),
+                encode_json(d)?,
+            ));
+        }
         for chunk in entries.chunks(CHUNK) {
             let mut batch = sled::Batch::default();
             for (key, value) in chunk {
@@ -262,6 +272,10 @@ impl CatalogStore for SledStore {
                     CatalogObject::Segment(s) => {
                         (catalog_key(KIND_SEGMENT, s.sid), encode_json(s)?)
                     }
+                    CatalogObject::Destination(d) => (
+                        catalog_key(KIND_DESTINATION, d.destination_id),
+                        encode_json(d)?,
+                    ),
                 };
                 batch.insert(&key[..], value);
             }
@@ -270,6 +284,7 @@ impl CatalogStore for SledStore {
                     CatalogKind::Provider => KIND_PROVIDER,
                     CatalogKind::Trait => KIND_TRAIT,
                     CatalogKind::Segment => KIND_SEGMENT,
+                    CatalogKind::Destination => KIND_DESTINATION,
                 };
                 batch.remove(&catalog_key(kind, *id)[..]);
             }

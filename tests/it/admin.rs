@@ -452,6 +452,11 @@ async fn garbage_bodies_get_4xx_only() {
         "\"askFor\"",
         "\"url\"",
         "\"http://x\"",
+        "\"destinationType\"",
+        "\"ADS\"",
+        "\"S2S\"",
+        "\"mappings\"",
+        "\"cookieName\"",
     ];
     let paths = [
         ("POST", "/v1/traits"),
@@ -459,6 +464,7 @@ async fn garbage_bodies_get_4xx_only() {
         ("POST", "/v1/segments"),
         ("PUT", "/v1/segments/101"),
         ("POST", "/v1/providers"),
+        ("POST", "/v1/destinations"),
         ("POST", "/v1/traits/validate"),
         ("POST", "/v1/segments/validate"),
     ];
@@ -655,5 +661,127 @@ async fn the_openapi_description_matches_the_routes() {
     assert_eq!(docs.status, 200);
     let html = String::from_utf8_lossy(&docs.body);
     assert!(html.contains("Tributary admin API") && html.to_lowercase().contains("scalar"));
+    server.stop().await;
+}
+
+/// Destinations of the three types: each type's required fields, mappings to existing
+/// segments only, a mapped segment protected from deletion, and storage across a restart.
+#[actix_web::test]
+async fn destinations_crud_and_validation() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let config = test_config(dir.path(), &seed());
+    let server = TestServer::start_config(config.clone(), dir.clone()).await;
+    let admin = Admin::of(&server);
+
+    let no_cookie = admin
+        .call(
+            "POST",
+            "/v1/destinations",
+            Some(json!({"name": "c", "destinationType": "ADS"})),
+        )
+        .await;
+    assert_eq!(
+        (no_cookie.status, error_of(&no_cookie)["field"].as_str()),
+        (400, Some("cookieName"))
+    );
+    let cookie = admin
+        .call(
+            "POST",
+            "/v1/destinations",
+            Some(json!({"name": "ad server cookie", "destinationType": "ADS", "cookieName": "aam_segs",
+                        "mappings": [{"sid": 101, "valueAlias": "cars"}]})),
+        )
+        .await;
+    assert_eq!(
+        cookie.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&cookie.body)
+    );
+    let cookie = cookie.json();
+    assert_eq!(cookie["destinationId"], 1);
+    assert_eq!(
+        (cookie["ttl"].clone(), cookie["maxSize"].clone()),
+        (json!(30), json!(1000))
+    );
+    assert_eq!(cookie["formatType"], "key_value");
+
+    let unknown_segment = admin
+        .call(
+            "POST",
+            "/v1/destinations",
+            Some(json!({"name": "u", "destinationType": "PUSH", "urlFormatString": "https://p.example/?s=%ALIAS%",
+                        "mappings": [{"sid": 999, "traitAlias": "x"}]})),
+        )
+        .await;
+    assert_eq!(error_of(&unknown_segment)["field"], "mappings");
+    let no_url = admin
+        .call(
+            "POST",
+            "/v1/destinations",
+            Some(json!({"name": "u", "destinationType": "PUSH"})),
+        )
+        .await;
+    assert_eq!(error_of(&no_url)["field"], "urlFormatString");
+    let bad_url = admin
+        .call(
+            "POST",
+            "/v1/destinations",
+            Some(json!({"name": "u", "destinationType": "PUSH", "urlFormatString": "javascript:alert(1)"})),
+        )
+        .await;
+    assert_eq!(error_of(&bad_url)["field"], "urlFormatString");
+    let pixel = admin
+        .call(
+            "POST",
+            "/v1/destinations",
+            Some(json!({"name": "pixel", "destinationType": "PUSH", "urlFormatString": "http://p.example/?s=%ALIAS%",
+                        "secureUrlFormatString": "https://p.example/?s=%ALIAS%", "mappings": [{"sid": 101, "traitAlias": "cars"}]})),
+        )
+        .await;
+    assert_eq!(pixel.status, 201);
+    let big_batch = admin
+        .call(
+            "POST",
+            "/v1/destinations",
+            Some(json!({"name": "s2s", "destinationType": "S2S", "url": "https://hook.example/in", "batchSize": 5000})),
+        )
+        .await;
+    assert_eq!(error_of(&big_batch)["field"], "batchSize");
+    let s2s = admin
+        .call(
+            "POST",
+            "/v1/destinations",
+            Some(json!({"name": "s2s", "destinationType": "S2S", "url": "https://hook.example/in", "secret": "k"})),
+        )
+        .await;
+    assert_eq!(s2s.status, 201);
+
+    let conflict = admin.call("DELETE", "/v1/segments/101", None).await;
+    assert_eq!(conflict.status, 409);
+    assert!(error_of(&conflict)["message"]
+        .as_str()
+        .unwrap()
+        .contains("destination"));
+    assert_eq!(
+        admin
+            .call("DELETE", "/v1/destinations/3", None)
+            .await
+            .status,
+        204
+    );
+    server.stop().await;
+
+    let server = TestServer::start_config(config, dir).await;
+    let admin = Admin::of(&server);
+    let all = admin.call("GET", "/v1/destinations", None).await.json();
+    let ids: Vec<u64> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["destinationId"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2], "kept across the restart");
+    assert_eq!(all[1]["mappings"][0]["traitAlias"], "cars");
     server.stop().await;
 }
