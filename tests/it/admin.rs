@@ -785,3 +785,111 @@ async fn destinations_crud_and_validation() {
     assert_eq!(all[1]["mappings"][0]["traitAlias"], "cars");
     server.stop().await;
 }
+
+/// Providers through the whole cycle, live: created, asked on the next event, disabled by a
+/// `PUT` and no longer asked on the very next event, then deleted. Destinations too.
+#[actix_web::test]
+async fn providers_and_destinations_get_put_delete_live() {
+    let p = TestProvider::start(Behavior::Segments(vec!["s"], None)).await;
+    let server = TestServer::start(&seed()).await;
+    let admin = Admin::of(&server);
+    let url = server.url("/event?d_rtbd=json&d_cts=2");
+    let event = || get(&url);
+
+    assert_eq!(event().await.json()["providers"], json!({}));
+    let body = json!({"name": "live", "url": p.url, "dataSourceId": 1001, "timeoutMs": 150});
+    let created = admin
+        .call("POST", "/v1/providers", Some(body.clone()))
+        .await
+        .json();
+    let pid = created["pid"].as_u64().unwrap();
+    assert_eq!(event().await.json()["providers"], json!({"live": "ok"}));
+    assert_eq!(p.hits(), 1);
+
+    let mut disabled = body.clone();
+    disabled["enabled"] = json!(false);
+    let put = admin
+        .call("PUT", &format!("/v1/providers/{pid}"), Some(disabled))
+        .await;
+    assert_eq!(
+        (put.status, put.json()["enabled"].clone()),
+        (200, json!(false))
+    );
+    assert_eq!(
+        admin
+            .call("GET", &format!("/v1/providers/{pid}"), None)
+            .await
+            .json()["enabled"],
+        false
+    );
+    assert_eq!(
+        event().await.json()["providers"],
+        json!({}),
+        "not asked once disabled"
+    );
+    assert_eq!(p.hits(), 1);
+    assert_eq!(
+        admin
+            .call("DELETE", &format!("/v1/providers/{pid}"), None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        admin
+            .call("GET", &format!("/v1/providers/{pid}"), None)
+            .await
+            .status,
+        404
+    );
+
+    let d = json!({"name": "cookie", "destinationType": "ADS", "cookieName": "segs"});
+    let id = admin
+        .call("POST", "/v1/destinations", Some(d.clone()))
+        .await
+        .json()["destinationId"]
+        .clone();
+    let mut renamed = d.clone();
+    renamed["name"] = json!("renamed");
+    renamed["ttl"] = json!(7);
+    assert_eq!(
+        admin
+            .call("PUT", &format!("/v1/destinations/{id}"), Some(renamed))
+            .await
+            .status,
+        200
+    );
+    let got = admin
+        .call("GET", &format!("/v1/destinations/{id}"), None)
+        .await
+        .json();
+    assert_eq!(
+        (got["name"].clone(), got["ttl"].clone()),
+        (json!("renamed"), json!(7))
+    );
+    let mut invalid = d;
+    invalid["ttl"] = json!(0);
+    let refused = admin
+        .call("PUT", &format!("/v1/destinations/{id}"), Some(invalid))
+        .await;
+    assert_eq!(
+        (refused.status, error_of(&refused)["field"].as_str()),
+        (400, Some("ttl"))
+    );
+    assert_eq!(
+        admin
+            .call("GET", &format!("/v1/destinations/{id}"), None)
+            .await
+            .json()["ttl"],
+        7,
+        "a refused change changes nothing"
+    );
+    assert_eq!(
+        admin
+            .call("DELETE", &format!("/v1/destinations/{id}"), None)
+            .await
+            .status,
+        204
+    );
+    server.stop().await;
+}
