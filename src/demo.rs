@@ -107,6 +107,10 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
     );
     println!("  DCS endpoint: {base}/event");
     println!(
+        "  admin API:    http://{}/v1 (bearer token: [admin] token, or the one logged above; docs at /docs)",
+        running.admin_addr()
+    );
+    println!(
         "  providers:    acme at {} (fast, answers cached 60 s), slowco at {} (30% of calls take 400 ms),",
         acme.url(),
         slowco.url()
