@@ -28,7 +28,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::actors::directory::SessionDirectory;
 use crate::actors::provider_client::ClientSettings;
 use crate::actors::visitor_session::{
-    CollectEvent, EventData, Retire, SessionDeps, SyncIds, VisitorSession,
+    CollectEvent, EraseProfile, EventData, Retire, SessionDeps, SyncIds, VisitorSession,
 };
 use crate::admin::{self, AdminState, CatalogWriter};
 use crate::catalog::{Catalog, CatalogError};
@@ -205,7 +205,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         profile_store,
         config.store.threads,
         Duration::from_millis(config.store.write_delay_ms),
-    );
+    )?;
     let directory = Arc::new(SessionDirectory::default());
     let deps = SessionDeps {
         profiles: profiles.clone(),
@@ -360,6 +360,8 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 HttpError::MethodNotAllowed.into_response()
             })),
     )
+    .route("/demoptout.jpg", web::get().to(opt_out))
+    .route("/demoptout", web::get().to(opt_out))
     // AAM's ID sync URL has no '?': `/ibs:dpid=1&dpuuid=x`. The tail is checked in `ibs`.
     .route("/ibs{tail:.*}", web::get().to(ibs))
     .route("/health", web::get().to(health))
@@ -585,6 +587,22 @@ async fn identify_visitor(
     deadline: Instant,
     errors: &mut Vec<DcsError>,
 ) -> Identity {
+    match find_visitor(state, cookie, d_uuid, declared, deadline, errors).await {
+        // A visitor who opted out (by cookie, `d_uuid` or a declared id) is refused whatever
+        // identifies them: no read, no write, no provider, no new id.
+        Identity::Known(v) if state.deps.profiles.is_opted_out(v) => Identity::OptedOut,
+        identity => identity,
+    }
+}
+
+async fn find_visitor(
+    state: &AppState,
+    cookie: Option<&str>,
+    d_uuid: Option<VisitorId>,
+    declared: &mut Vec<DeclaredId>,
+    deadline: Instant,
+    errors: &mut Vec<DcsError>,
+) -> Identity {
     let identity = identify(cookie, d_uuid);
     let Identity::New(_) = identity else {
         return identity;
@@ -622,6 +640,72 @@ async fn identify_visitor(
             identity
         }
     }
+}
+
+/// How long the opt-out cookie lasts (AAM: 10 years).
+const OPT_OUT_DAYS: i64 = 3650;
+
+/// `/demoptout.jpg` (DESIGN.md §6): the visitor of the cookie, and the one named by `d_uuid`,
+/// opt out. Each is recorded as opted out (durably, and refused at once by every listener)
+/// and erased — profile, cached answers, ID-sync mappings — through its session, after any
+/// event already queued for it. The answer is the pixel with `demdex=NOTARGET` for 10 years,
+/// also for a browser without a visitor id, so that it is never given one.
+async fn opt_out(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let mut visitors = Vec::new();
+    let cookie = req.cookie(COOKIE_NAME);
+    if let Some(v) = cookie.as_ref().and_then(|c| VisitorId::parse(c.value())) {
+        visitors.push(v);
+    }
+    let mut errors = Vec::new();
+    match parse_event(req.query_string().as_bytes(), None) {
+        Ok(parsed) => {
+            visitors.extend(parsed.d_uuid.filter(|v| !visitors.contains(v)));
+            errors.extend(parsed.errors.into_iter().filter(|e| e.code == 102));
+        }
+        Err(RequestError::InvalidEncoding { param }) => {
+            errors.push(DcsError::invalid_parameters(&param))
+        }
+        Err(RequestError::BadCallback) => {}
+    }
+    let now = unix_now();
+    let deps = &state.deps;
+    for visitor in visitors {
+        let erased = async {
+            deps.profiles.opt_out(visitor, now).await?;
+            let (session, pending) = deps.directory.route(visitor, |generation| {
+                VisitorSession::new(visitor, generation, deps.clone()).start()
+            });
+            session
+                .send(EraseProfile {
+                    pending: Some(pending),
+                })
+                .await
+                .map_err(|e| StoreError::Io(format!("visitor session unavailable: {e}")))?
+        };
+        match erased.await {
+            Ok(()) => metrics::counter!("tributary_optouts_total").increment(1),
+            Err(e) => {
+                // Refused from now on (in memory) even so; the record is erased by retention.
+                log::error!("opt-out of {visitor} not fully recorded: {e}");
+                errors.push(DcsError::unspecified("Opt-out not fully recorded"));
+            }
+        }
+    }
+    let cookie = dcs_cookie(
+        OPT_OUT_VALUE.to_string(),
+        OPT_OUT_DAYS,
+        req.connection_info().scheme() == "https",
+        &state.config.server.cookie_domain,
+    );
+    let mut builder = HttpResponse::Ok();
+    builder.insert_header((header::CACHE_CONTROL, "no-store, no-cache, max-age=0"));
+    if let Some(codes) = x_error(&errors) {
+        builder.insert_header(("X-Error", codes));
+    }
+    builder
+        .cookie(cookie)
+        .content_type("image/gif")
+        .body(PIXEL_GIF)
 }
 
 /// `/ibs:dpid=<dpid>&dpuuid=<id>[&redir=<url>]` (also `/ibs:d_cid=<dpid>%01<id>` and the
@@ -845,9 +929,14 @@ fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
 
 /// The `demdex` cookie, renewed for 180 days on every call.
 fn visitor_cookie(visitor: VisitorId, secure: bool, domain: &str) -> Cookie<'static> {
-    let mut cookie = Cookie::build(COOKIE_NAME, visitor.to_string())
+    dcs_cookie(visitor.to_string(), COOKIE_DAYS, secure, domain)
+}
+
+/// The `demdex` cookie with `value`, for `days`.
+fn dcs_cookie(value: String, days: i64, secure: bool, domain: &str) -> Cookie<'static> {
+    let mut cookie = Cookie::build(COOKIE_NAME, value)
         .path("/")
-        .max_age(cookie_time::Duration::days(COOKIE_DAYS))
+        .max_age(cookie_time::Duration::days(days))
         .finish();
     if secure {
         // Browsers send a third-party cookie only with SameSite=None, which requires Secure.

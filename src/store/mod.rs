@@ -59,6 +59,11 @@ pub trait ProfileStore: Send + Sync {
     fn put_links(&self, links: &[(u32, &str, IdLink)]) -> Result<(), StoreError>;
     fn delete_link(&self, dpid: u32, id: &str) -> Result<(), StoreError>;
 
+    /// Records that the visitor opted out (Unix seconds): nothing may be stored for it again.
+    fn set_opted_out(&self, visitor: VisitorId, at: i64) -> Result<(), StoreError>;
+    /// Every visitor that opted out (read once, at start).
+    fn opted_out(&self) -> Result<Vec<VisitorId>, StoreError>;
+
     fn load_profile(&self, visitor: VisitorId) -> Result<Option<Profile>, StoreError> {
         match self.get_profile_bytes(visitor)? {
             Some(bytes) => codec::decode_profile(&bytes).map(Some),

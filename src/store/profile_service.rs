@@ -23,9 +23,9 @@
 //! has not flushed (`store.flush_every_ms`); [`ProfileService::flush`] (shutdown) writes
 //! everything pending and flushes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use super::{codec, IdLink, ProfileStore, StoreError};
@@ -66,6 +66,9 @@ struct Inner {
     pending: AtomicUsize,
     versions: AtomicU64,
     stopping: AtomicBool,
+    /// Visitors that opted out, all of them in memory (16 bytes each plus the set's overhead),
+    /// so that no request of theirs reaches a session, a provider or the store.
+    opted_out: RwLock<HashSet<VisitorId>>,
 }
 
 /// Cheap to clone; every clone shares the same cache and writer threads.
@@ -83,12 +86,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl ProfileService {
     /// Starts `shards` writer threads over `store`; a saved profile is written once it has been
     /// pending for `write_delay`.
+    /// Fails only if the stored opt-outs cannot be read: starting without them would serve
+    /// visitors who asked not to be.
     pub fn start(
         store: Arc<dyn ProfileStore>,
         shards: usize,
         write_delay: Duration,
-    ) -> ProfileService {
+    ) -> Result<ProfileService, StoreError> {
+        let opted_out = store.opted_out()?.into_iter().collect();
         let inner = Arc::new(Inner {
+            opted_out: RwLock::new(opted_out),
             shards: (0..shards.max(1)).map(|_| Shard::default()).collect(),
             store,
             write_delay,
@@ -106,7 +113,7 @@ impl ProfileService {
                 log::error!("cannot start store writer thread {index}: {e}");
             }
         }
-        ProfileService { inner }
+        Ok(ProfileService { inner })
     }
 
     fn shard(&self, visitor: VisitorId) -> &Shard {
@@ -203,6 +210,29 @@ impl ProfileService {
         // Includes the wait for a blocking thread: what the event waited for.
         metrics::histogram!("tributary_store_read_seconds").record(started.elapsed().as_secs_f64());
         loaded
+    }
+
+    /// Records the visitor's opt-out: at once in memory (the next request is refused), then
+    /// durably in the store.
+    pub async fn opt_out(&self, visitor: VisitorId, at: i64) -> Result<(), StoreError> {
+        self.inner
+            .opted_out
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(visitor);
+        let this = self.clone();
+        actix_rt::task::spawn_blocking(move || this.inner.store.set_opted_out(visitor, at))
+            .await
+            .map_err(|e| StoreError::Io(format!("store write task failed: {e}")))?
+    }
+
+    /// Whether the visitor opted out (an in-memory lookup: every request asks).
+    pub fn is_opted_out(&self, visitor: VisitorId) -> bool {
+        self.inner
+            .opted_out
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&visitor)
     }
 
     /// Deletes the visitor's profile, pending or stored.
@@ -383,7 +413,7 @@ mod tests {
     fn service(dir: &std::path::Path, delay_ms: u64) -> (ProfileService, Arc<SledStore>) {
         let store = Arc::new(SledStore::open(dir, 8 << 20, 100).unwrap());
         (
-            ProfileService::start(store.clone(), 3, Duration::from_millis(delay_ms)),
+            ProfileService::start(store.clone(), 3, Duration::from_millis(delay_ms)).unwrap(),
             store,
         )
     }

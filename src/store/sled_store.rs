@@ -26,6 +26,8 @@ pub struct SledStore {
     db: sled::Db,
     profiles: sled::Tree,
     idlinks: sled::Tree,
+    /// Visitors that opted out (key: visitor id, value: Unix seconds, big-endian).
+    optouts: sled::Tree,
     catalog: sled::Tree,
 }
 
@@ -85,11 +87,13 @@ impl SledStore {
             .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
         let profiles = db.open_tree("profiles")?;
         let idlinks = db.open_tree("idlinks")?;
+        let optouts = db.open_tree("optouts")?;
         let catalog = db.open_tree("catalog")?;
         Ok(SledStore {
             db,
             profiles,
             idlinks,
+            optouts,
             catalog,
         })
     }
@@ -163,6 +167,29 @@ impl ProfileStore for SledStore {
     fn delete_link(&self, dpid: u32, id: &str) -> Result<(), StoreError> {
         self.idlinks.remove(link_key(dpid, id))?;
         Ok(())
+    }
+
+    fn set_opted_out(&self, visitor: VisitorId, at: i64) -> Result<(), StoreError> {
+        self.optouts
+            .insert(visitor.to_be_bytes(), &at.to_be_bytes()[..])?;
+        // An opt-out must survive a crash: it is the visitor's explicit choice.
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn opted_out(&self) -> Result<Vec<VisitorId>, StoreError> {
+        let mut all = Vec::new();
+        for key in self.optouts.iter().keys() {
+            let key = key?;
+            let bytes: [u8; 16] = key.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                what: "opt-out key",
+                detail: format!("{} bytes instead of 16", key.len()),
+            })?;
+            if let Some(v) = VisitorId::from_u128(u128::from_be_bytes(bytes)) {
+                all.push(v);
+            }
+        }
+        Ok(all)
     }
 }
 

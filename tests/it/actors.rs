@@ -48,7 +48,8 @@ async fn segment_engine_evaluates_persists_and_loads() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path(), 8 << 20, 100).unwrap());
     let profile_store: Arc<dyn ProfileStore> = store.clone();
-    let profiles = ProfileService::start(profile_store, 2, std::time::Duration::from_millis(50));
+    let profiles =
+        ProfileService::start(profile_store, 2, std::time::Duration::from_millis(50)).unwrap();
     let engine = SegmentEngine::new(profiles.clone()).start();
     let compiled =
         Arc::new(CompiledCatalog::compile(&sample_catalog("http://127.0.0.1:9/"), 1).unwrap());
@@ -146,6 +147,12 @@ impl ProfileStore for SlowReads {
     fn delete_link(&self, dpid: u32, id: &str) -> Result<(), StoreError> {
         self.inner.delete_link(dpid, id)
     }
+    fn set_opted_out(&self, visitor: VisitorId, at: i64) -> Result<(), StoreError> {
+        self.inner.set_opted_out(visitor, at)
+    }
+    fn opted_out(&self) -> Result<Vec<VisitorId>, StoreError> {
+        self.inner.opted_out()
+    }
 }
 
 fn harness_reading_in(
@@ -159,7 +166,8 @@ fn harness_reading_in(
         inner: store.clone(),
         delay: read_delay,
     });
-    let profiles = ProfileService::start(profile_store, 1, std::time::Duration::from_millis(50));
+    let profiles =
+        ProfileService::start(profile_store, 1, std::time::Duration::from_millis(50)).unwrap();
     let realtime = RealtimeConfig {
         deadline_ms,
         ..Default::default()

@@ -6,6 +6,7 @@ mod common;
 mod demo;
 mod event_api;
 mod idsync;
+mod privacy;
 mod providers;
 mod restart;
 mod rules;

@@ -1,0 +1,121 @@
+//! Privacy over real HTTP: opt-out (`/demoptout.jpg`) by cookie and by `d_uuid`, what an
+//! opted-out visitor's later calls do (nothing), and that the choice survives a restart.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tributary::ids::VisitorId;
+use tributary::store::ProfileStore;
+
+use crate::common::*;
+
+const OTHER: &str = "98765432109876543210987654321098765432";
+
+#[actix_web::test]
+async fn opting_out_erases_the_visitor_and_refuses_everything_after() {
+    let p = TestProvider::start(Behavior::Segments(vec!["s"], Some(600))).await;
+    let cat = catalog(
+        vec![provider(1, "acme", &p.url, 1001, 150)],
+        json!([{"sid": 11, "name": "cars", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == cars", "dataSourceId": 1}]),
+        json!([]),
+    );
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let config = test_config(dir.path(), &cat);
+    let server = TestServer::start_config(config.clone(), dir.clone()).await;
+    let cookie = format!("demdex={VISITOR}");
+    let with_cookie = [("cookie", cookie.as_str())];
+
+    get_with(
+        &server.url("/event?c_page=cars&d_cid=1%01crm-1"),
+        &with_cookie,
+    )
+    .await;
+    get(&server.url(&format!("/event?c_page=cars&d_uuid={OTHER}"))).await;
+    server.running.sync_store().await.unwrap();
+    let visitor = VisitorId::parse(VISITOR).unwrap();
+    let other = VisitorId::parse(OTHER).unwrap();
+    assert!(server
+        .running
+        .store()
+        .load_profile(visitor)
+        .unwrap()
+        .is_some());
+    let hits = p.hits();
+
+    // By cookie.
+    let reply = get_with(&server.url("/demoptout.jpg"), &with_cookie).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type").as_deref(), Some("image/gif"));
+    assert_eq!(reply.visitor_cookie().as_deref(), Some("NOTARGET"));
+    let set = reply.header("set-cookie").unwrap();
+    assert!(set.contains("Max-Age=315360000"), "ten years: {set}");
+    // By d_uuid (server to server, no cookie).
+    let reply = get(&server.url(&format!("/demoptout?d_uuid={OTHER}"))).await;
+    assert_eq!(reply.visitor_cookie().as_deref(), Some("NOTARGET"));
+
+    server.running.sync_store().await.unwrap();
+    assert!(server
+        .running
+        .store()
+        .load_profile(visitor)
+        .unwrap()
+        .is_none());
+    assert!(server
+        .running
+        .store()
+        .load_profile(other)
+        .unwrap()
+        .is_none());
+    assert!(server
+        .running
+        .store()
+        .get_link(1, "crm-1")
+        .unwrap()
+        .is_none());
+
+    // Whatever identifies them, their calls read and write nothing, call no provider and get
+    // no id: error 171.
+    for call in [
+        format!("/event?d_rtbd=json&d_cts=2&c_page=cars&d_uuid={VISITOR}"),
+        format!("/event?d_rtbd=json&d_cts=2&c_page=cars&d_uuid={OTHER}"),
+    ] {
+        let reply = get(&server.url(&call)).await;
+        let body = reply.json();
+        assert_eq!(body["errors"][0]["code"], 171, "{call}: {body}");
+        assert!(
+            body.get("uuid").is_none() && body.get("segments").is_none(),
+            "{body}"
+        );
+        assert_eq!(reply.visitor_cookie(), None);
+    }
+    let ibs = get(&server.url(&format!("/ibs:dpid=1&dpuuid=z&d_uuid={OTHER}"))).await;
+    assert_eq!(ibs.header("x-error").as_deref(), Some("171"));
+    assert_eq!(p.hits(), hits, "no provider was asked");
+    server.running.sync_store().await.unwrap();
+    assert!(server
+        .running
+        .store()
+        .load_profile(visitor)
+        .unwrap()
+        .is_none());
+    assert!(server
+        .running
+        .store()
+        .load_profile(other)
+        .unwrap()
+        .is_none());
+    assert!(server.running.store().get_link(1, "z").unwrap().is_none());
+
+    // A browser without an id is marked too, so it never gets one.
+    let anonymous = get(&server.url("/demoptout.jpg")).await;
+    assert_eq!(anonymous.visitor_cookie().as_deref(), Some("NOTARGET"));
+    server.stop().await;
+
+    // The choice is durable.
+    let server = TestServer::start_config(config, dir).await;
+    let body = get(&server.url(&format!("/event?d_rtbd=json&d_uuid={OTHER}")))
+        .await
+        .json();
+    assert_eq!(body["errors"][0]["code"], 171);
+    server.stop().await;
+}
