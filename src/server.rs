@@ -28,7 +28,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::actors::directory::SessionDirectory;
 use crate::actors::provider_client::ClientSettings;
 use crate::actors::visitor_session::{
-    CollectEvent, EraseProfile, EventData, Retire, SessionDeps, SyncIds, VisitorSession,
+    erase, CollectEvent, EventData, Retire, SessionDeps, SyncIds, VisitorSession,
 };
 use crate::admin::{self, AdminState, CatalogWriter};
 use crate::catalog::{Catalog, CatalogError};
@@ -672,15 +672,7 @@ async fn opt_out(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     for visitor in visitors {
         let erased = async {
             deps.profiles.opt_out(visitor, now).await?;
-            let (session, pending) = deps.directory.route(visitor, |generation| {
-                VisitorSession::new(visitor, generation, deps.clone()).start()
-            });
-            session
-                .send(EraseProfile {
-                    pending: Some(pending),
-                })
-                .await
-                .map_err(|e| StoreError::Io(format!("visitor session unavailable: {e}")))?
+            erase(deps, visitor).await
         };
         match erased.await {
             Ok(()) => metrics::counter!("tributary_optouts_total").increment(1),

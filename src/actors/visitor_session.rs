@@ -342,6 +342,20 @@ fn sync_ids(
     }
 }
 
+/// Erases the visitor through its session (started if none runs), after any event already
+/// queued for it.
+pub async fn erase(deps: &SessionDeps, visitor: VisitorId) -> Result<(), StoreError> {
+    let (session, pending) = deps.directory.route(visitor, |generation| {
+        VisitorSession::new(visitor, generation, deps.clone()).start()
+    });
+    session
+        .send(EraseProfile {
+            pending: Some(pending),
+        })
+        .await
+        .map_err(|e| StoreError::Io(format!("visitor session unavailable: {e}")))?
+}
+
 impl Handler<EraseProfile> for VisitorSession {
     type Result = AtomicResponse<Self, Result<(), StoreError>>;
 

@@ -7,13 +7,12 @@
 //! answers) and the ID-sync mappings that lead to it; it answers `204` whether or not there was
 //! anything to erase.
 
-use actix::Actor;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use super::error::{clip, AdminError};
 use super::AdminState;
-use crate::actors::visitor_session::{EraseProfile, VisitorSession};
+use crate::actors::visitor_session::erase;
 use crate::ids::VisitorId;
 use crate::profile::Profile;
 
@@ -115,15 +114,6 @@ pub async fn delete_profile(
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, AdminError> {
     let visitor = visitor_of(&req)?;
-    let deps = &state.deps;
-    let (session, pending) = deps.directory.route(visitor, |generation| {
-        VisitorSession::new(visitor, generation, deps.clone()).start()
-    });
-    session
-        .send(EraseProfile {
-            pending: Some(pending),
-        })
-        .await
-        .map_err(|e| AdminError::Store(format!("visitor session unavailable: {e}")))??;
+    erase(&state.deps, visitor).await?;
     Ok(HttpResponse::NoContent().finish())
 }
