@@ -447,6 +447,9 @@ async fn event(
     }
 
     let catalog = state.deps.catalog.current();
+    if request.privacy.coppa {
+        return Ok(child_directed(&req, &catalog, request, out, cts));
+    }
     let (mut declared, id_errors) = resolve_declared(&state, &catalog, &request.declared);
     out.errors.extend(id_errors);
     let identity = identify_visitor(
@@ -544,6 +547,44 @@ async fn event(
         &out,
         Some(cookie),
     ))
+}
+
+/// `d_coppa=1`: a child-directed call (DESIGN.md §6). No visitor id is read or set (no
+/// cookie, no `d_uuid`, no declared id), no profile is read or written, no provider is asked:
+/// the event's own signals are evaluated against the catalog and forgotten.
+fn child_directed(
+    req: &HttpRequest,
+    catalog: &CompiledCatalog,
+    request: crate::request::EventRequest,
+    mut out: EventBody,
+    cts: bool,
+) -> HttpResponse {
+    let mut signals = request.signals;
+    add_header_signals(req, &mut signals);
+    let evaluation = catalog.evaluate(
+        &mut crate::profile::Profile::default(),
+        &crate::engine::EventInput {
+            signals: &signals,
+            providers: &[],
+            sids: &request.sids,
+            tdpid: request.tdpid,
+            now: unix_now(),
+            answers_only: false,
+        },
+    );
+    if cts {
+        out.traits = Some(evaluation.realized);
+        out.segments = Some(evaluation.segments);
+        out.providers = Some(
+            catalog
+                .providers()
+                .iter()
+                .map(|p| (p.name.clone(), Outcome::Skipped.as_str()))
+                .collect(),
+        );
+    }
+    metrics::counter!("tributary_events_total", "result" => "coppa").increment(1);
+    respond(request.json, request.callback.as_deref(), &out, None)
 }
 
 /// The data sources declared ids may name: the catalog's, and the integration codes'.
@@ -906,7 +947,8 @@ fn add_header_signals(req: &HttpRequest, signals: &mut Signals) {
         }
     }
     if let Some(ip) = client_ip(req) {
-        signals.set("h_ip", ip.to_string());
+        // Truncated before anything else sees it: rules, logs and providers get the same.
+        signals.set("h_ip", crate::provider::anonymize_ip(ip));
     }
 }
 

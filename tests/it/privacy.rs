@@ -119,3 +119,53 @@ async fn opting_out_erases_the_visitor_and_refuses_everything_after() {
     assert_eq!(body["errors"][0]["code"], 171);
     server.stop().await;
 }
+
+/// `d_coppa=1`: the event's own signals qualify, but no id is read or set, no profile is read
+/// or written, no provider is asked. The IP is truncated before rules, logs or providers see it.
+#[actix_web::test]
+async fn child_directed_calls_are_stateless_and_ips_are_truncated() {
+    let p = TestProvider::start(Behavior::Segments(vec!["s"], None)).await;
+    let cat = catalog(
+        vec![provider(1, "acme", &p.url, 1001, 150)],
+        json!([
+            {"sid": 11, "name": "cars", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == cars", "dataSourceId": 1},
+            {"sid": 12, "name": "full ip", "traitType": "RULE_BASED_TRAIT", "traitRule": "h_ip == \"203.0.113.77\"", "dataSourceId": 1},
+            {"sid": 13, "name": "net", "traitType": "RULE_BASED_TRAIT", "traitRule": "h_ip == \"203.0.113.0\"", "dataSourceId": 1}
+        ]),
+        json!([{"sid": 101, "name": "cars", "segmentRule": "11T", "dataSourceId": 1}]),
+    );
+    let server = TestServer::start(&cat).await;
+    let cookie = format!("demdex={VISITOR}");
+    for coppa in ["d_coppa=1", "d_coppa=true"] {
+        let reply = get_with(
+            &server.url(&format!(
+                "/event?d_rtbd=json&d_cts=2&c_page=cars&{coppa}&d_uuid={OTHER}&d_cid=1%01k"
+            )),
+            &[("cookie", cookie.as_str())],
+        )
+        .await;
+        let body = reply.json();
+        assert_eq!(body["segments"], json!([101]), "{body}");
+        assert_eq!(body["providers"], json!({"acme": "skipped"}));
+        assert!(body.get("uuid").is_none(), "{body}");
+        assert_eq!(reply.visitor_cookie(), None, "no cookie set");
+    }
+    assert_eq!(p.hits(), 0);
+    server.running.sync_store().await.unwrap();
+    assert_eq!(server.running.store().profile_count(), 0, "nothing stored");
+    assert!(server.running.store().get_link(1, "k").unwrap().is_none());
+
+    let body = get_with(
+        &server.url("/event?d_rtbd=json&d_cts=2"),
+        &[("x-forwarded-for", "203.0.113.77")],
+    )
+    .await
+    .json();
+    assert_eq!(
+        body["traits"],
+        json!([13]),
+        "rules see the truncated IP only: {body}"
+    );
+    assert_eq!(p.bodies()[0]["device"]["ip"], "203.0.113.0");
+    server.stop().await;
+}
