@@ -776,6 +776,10 @@ async fn ibs(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
         Err(RequestError::BadCallback) => return ibs_answer("invalid", tid, &errors, None, None),
     };
     errors.extend(parsed.errors.iter().cloned());
+    if parsed.privacy.coppa {
+        // Child-directed: no id is read, set or linked.
+        return ibs_answer("coppa", tid, &errors, None, None);
+    }
     let cookie = req.cookie(COOKIE_NAME);
     let catalog = state.deps.catalog.current();
     let (mut declared, id_errors) = resolve_declared(&state, &catalog, &parsed.declared);

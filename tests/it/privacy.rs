@@ -150,8 +150,15 @@ async fn child_directed_calls_are_stateless_and_ips_are_truncated() {
         assert!(body.get("uuid").is_none(), "{body}");
         assert_eq!(reply.visitor_cookie(), None, "no cookie set");
     }
+    let ibs = get_with(
+        &server.url("/ibs:dpid=1&dpuuid=k2&d_coppa=1"),
+        &[("cookie", cookie.as_str())],
+    )
+    .await;
+    assert_eq!((ibs.status, ibs.visitor_cookie()), (200, None));
     assert_eq!(p.hits(), 0);
     server.running.sync_store().await.unwrap();
+    assert!(server.running.store().get_link(1, "k2").unwrap().is_none());
     assert_eq!(server.running.store().profile_count(), 0, "nothing stored");
     assert!(server.running.store().get_link(1, "k").unwrap().is_none());
 
