@@ -96,6 +96,8 @@ pub struct StoreConfig {
     pub flush_every_ms: u64,
     /// Profiles unseen this long are purged (retention).
     pub profile_ttl_days: u32,
+    /// How often the retention sweep runs, in seconds; 0 = never.
+    pub retention_sweep_secs: u64,
     /// Store writer threads (each visitor always on the same one).
     pub threads: usize,
     /// How long a changed profile may wait in memory before it is written; changes made in
@@ -112,6 +114,7 @@ impl Default for StoreConfig {
             cache_capacity: 64 * 1024 * 1024,
             flush_every_ms: 500,
             profile_ttl_days: 120,
+            retention_sweep_secs: 3600,
             threads: 2,
             write_delay_ms: 1000,
             max_pending_writes: 500_000,
@@ -422,6 +425,12 @@ impl Config {
         if st.profile_ttl_days == 0 || st.profile_ttl_days > 3650 {
             return Err(bad("store.profile_ttl_days", "must be between 1 and 3650"));
         }
+        range(
+            "store.retention_sweep_secs",
+            st.retention_sweep_secs,
+            0,
+            30 * 86_400,
+        )?;
 
         let r = &self.realtime;
         range("realtime.deadline_ms", r.deadline_ms, 1, 10_000)?;

@@ -250,6 +250,23 @@ impl CompiledCatalog {
         self.version
     }
 
+    /// Drops realizations past their trait's TTL, and traits no longer in the catalog (what an
+    /// evaluation does on a new day, for the retention sweep). `true` if anything changed.
+    pub fn expire_realizations(&self, profile: &mut Profile, now: i64) -> bool {
+        let today = day_of(now);
+        let mut changed = false;
+        profile.traits.retain(|sid, r| {
+            let before = r.days.len();
+            let keep = match self.traits.get(sid) {
+                Some(info) => r.expire(today, info.ttl_days),
+                None => false,
+            };
+            changed |= !keep || r.days.len() != before;
+            keep
+        });
+        changed
+    }
+
     /// Whether a provider, trait or segment of the catalog uses data source `dpid`.
     pub fn knows_data_source(&self, dpid: u32) -> bool {
         self.data_sources.contains(&dpid)

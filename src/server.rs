@@ -38,13 +38,16 @@ use crate::error::{truncate, DcsError, HttpError};
 use crate::ids::{Tid, VisitorId};
 use crate::idsync::{redirect_target, resolve, DataSources, DeclaredId, RawDeclaredId};
 use crate::overload::{Admitted, Shedder};
+use crate::profile::SECS_PER_DAY;
 use crate::provider::Outcome;
 use crate::request::{
     identify, parse_event, parse_ibs, Identity, RequestError, MAX_BODY_BYTES, MAX_QUERY_BYTES,
 };
 use crate::response::{x_error, EventBody, PIXEL_GIF};
 use crate::signals::Signals;
-use crate::store::{CatalogStore, ProfileService, ProfileStore, SledStore, StoreError};
+use crate::store::{
+    CatalogStore, ProfileService, ProfileStore, SledStore, StoreError, SweepReport,
+};
 
 /// Name of the visitor cookie (AAM's).
 pub const COOKIE_NAME: &str = "demdex";
@@ -103,6 +106,36 @@ pub struct Running {
     sweeper: actix_rt::task::JoinHandle<()>,
     catalog: CatalogHandle,
     ready: Arc<AtomicBool>,
+    retention_days: u32,
+    retention: Option<actix_rt::task::JoinHandle<()>>,
+}
+
+/// One retention sweep on a blocking thread.
+async fn retention_sweep(
+    profiles: ProfileService,
+    catalog: CatalogHandle,
+    directory: Arc<SessionDirectory>,
+    retention_days: u32,
+    now: i64,
+) -> Result<SweepReport, StoreError> {
+    let unseen_before = now.saturating_sub(i64::from(retention_days) * SECS_PER_DAY);
+    let report = actix_rt::task::spawn_blocking(move || {
+        let compiled = catalog.current();
+        profiles.sweep_now(
+            unseen_before,
+            &|p| compiled.expire_realizations(p, now),
+            &|v| directory.is_live(v),
+        )
+    })
+    .await
+    .map_err(|e| StoreError::Io(format!("retention sweep task failed: {e}")))??;
+    metrics::counter!("tributary_retention_purged_total").increment(report.purged as u64);
+    metrics::counter!("tributary_retention_trimmed_total").increment(report.trimmed as u64);
+    log::info!(
+        "retention sweep: {} profiles read, {} unseen for {retention_days} days erased, {} trimmed of expired realizations, {} unreadable",
+        report.scanned, report.purged, report.trimmed, report.unreadable
+    );
+    Ok(report)
 }
 
 impl Running {
@@ -126,6 +159,20 @@ impl Running {
 
     pub fn sessions(&self) -> &Arc<SessionDirectory> {
         &self.directory
+    }
+
+    /// Runs the retention sweep now, as if the time were `now` (Unix seconds): profiles unseen
+    /// for `store.profile_ttl_days` are erased, expired realizations dropped. The server runs
+    /// it every `store.retention_sweep_secs`; tests call it with a clock of their choosing.
+    pub async fn sweep_retention(&self, now: i64) -> Result<SweepReport, StoreError> {
+        retention_sweep(
+            self.profiles.clone(),
+            self.catalog.clone(),
+            self.directory.clone(),
+            self.retention_days,
+            now,
+        )
+        .await
     }
 
     /// Waits until every profile write queued so far is in the store, and flushes it.
@@ -164,6 +211,9 @@ impl Running {
             actix_rt::time::sleep(Duration::from_millis(10)).await;
         }
         self.sweeper.abort();
+        if let Some(retention) = &self.retention {
+            retention.abort();
+        }
         // Pending profile writes first, then everything to disk.
         self.profiles.flush().await?;
         self.profiles.stop_writers();
@@ -292,7 +342,31 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let task = actix_rt::spawn(server);
     log::info!("listening on http://{addr}");
     log::info!("admin API on http://{admin_addr}/v1");
+    let retention = (config.store.retention_sweep_secs > 0).then(|| {
+        let every = Duration::from_secs(config.store.retention_sweep_secs);
+        let (profiles, catalog, directory) =
+            (profiles.clone(), catalog_handle.clone(), directory.clone());
+        let days = config.store.profile_ttl_days;
+        actix_rt::spawn(async move {
+            loop {
+                actix_rt::time::sleep(every).await;
+                let swept = retention_sweep(
+                    profiles.clone(),
+                    catalog.clone(),
+                    directory.clone(),
+                    days,
+                    unix_now(),
+                )
+                .await;
+                if let Err(e) = swept {
+                    log::error!("retention sweep failed (tried again next time): {e}");
+                }
+            }
+        })
+    });
     Ok(Running {
+        retention_days: config.store.profile_ttl_days,
+        retention,
         addr,
         admin_addr,
         handle,

@@ -91,6 +91,13 @@ impl SessionDirectory {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// Whether a session of the visitor is running.
+    pub fn is_live(&self, visitor: VisitorId) -> bool {
+        lock(self.shard(visitor))
+            .get(&visitor)
+            .is_some_and(|e| e.addr.connected())
+    }
+
     /// The visitor's live session (started with `start(generation)` if there is none), and a
     /// guard to put in the message sent to it.
     pub fn route(

@@ -11,7 +11,7 @@ mod sled_store;
 
 /// The stored profile format, for tools and tests that prepare a store.
 pub use codec::{decode_profile, encode_profile};
-pub use profile_service::ProfileService;
+pub use profile_service::{ProfileService, SweepReport};
 pub use sled_store::SledStore;
 
 use crate::catalog::{Catalog, Destination, Provider, Segment, Trait};
@@ -50,6 +50,13 @@ pub trait ProfileStore: Send + Sync {
     /// Writes encoded profiles, as one atomic batch where the backend can.
     fn put_profile_bytes(&self, batch: &[(VisitorId, &[u8])]) -> Result<(), StoreError>;
     fn delete_profile(&self, visitor: VisitorId) -> Result<(), StoreError>;
+    /// Up to `limit` stored profiles in visitor order, after `after` (from the start with
+    /// `None`): how the retention sweep walks the store a batch at a time.
+    fn scan_profiles(
+        &self,
+        after: Option<VisitorId>,
+        limit: usize,
+    ) -> Result<Vec<(VisitorId, Vec<u8>)>, StoreError>;
     /// Makes every acknowledged write durable.
     fn flush(&self) -> Result<(), StoreError>;
 

@@ -32,6 +32,21 @@ use super::{codec, IdLink, ProfileStore, StoreError};
 use crate::ids::VisitorId;
 use crate::profile::Profile;
 
+/// Profiles read per step of the retention sweep.
+const SWEEP_BATCH: usize = 500;
+
+/// What a retention sweep did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub scanned: usize,
+    /// Unseen for longer than the retention: erased.
+    pub purged: usize,
+    /// Expired realizations dropped.
+    pub trimmed: usize,
+    /// Left as they are (reported by the next read of the visitor).
+    pub unreadable: usize,
+}
+
 /// How often a writer thread looks for due writes.
 const TICK: Duration = Duration::from_millis(5);
 /// A mapping to the same visitor is written again only when the stored one is older than
@@ -258,32 +273,92 @@ impl ProfileService {
         ids: Vec<(u32, String)>,
     ) -> Result<(), StoreError> {
         let this = self.clone();
-        actix_rt::task::spawn_blocking(move || {
-            for (dpid, id) in ids {
-                let shard = this.link_shard(dpid, &id);
-                let _io = lock(&shard.io);
-                let key = (dpid, id);
-                {
-                    let mut links = lock(&shard.links);
-                    if links.get(&key).is_some_and(|l| l.visitor == visitor) {
-                        links.remove(&key);
-                        this.inner.pending.fetch_sub(1, Ordering::Relaxed);
-                    }
-                }
-                let (dpid, id) = key;
-                if this
-                    .inner
-                    .store
-                    .get_link(dpid, &id)?
-                    .is_some_and(|l| l.visitor == visitor)
-                {
-                    this.inner.store.delete_link(dpid, &id)?;
+        actix_rt::task::spawn_blocking(move || this.unlink_now(visitor, ids))
+            .await
+            .map_err(|e| StoreError::Io(format!("store unlink task failed: {e}")))?
+    }
+
+    /// [`ProfileService::unlink`] on the calling thread (a blocking one).
+    fn unlink_now(&self, visitor: VisitorId, ids: Vec<(u32, String)>) -> Result<(), StoreError> {
+        for (dpid, id) in ids {
+            let shard = self.link_shard(dpid, &id);
+            let _io = lock(&shard.io);
+            let key = (dpid, id);
+            {
+                let mut links = lock(&shard.links);
+                if links.get(&key).is_some_and(|l| l.visitor == visitor) {
+                    links.remove(&key);
+                    self.inner.pending.fetch_sub(1, Ordering::Relaxed);
                 }
             }
-            Ok(())
-        })
-        .await
-        .map_err(|e| StoreError::Io(format!("store unlink task failed: {e}")))?
+            let (dpid, id) = key;
+            if self
+                .inner
+                .store
+                .get_link(dpid, &id)?
+                .is_some_and(|l| l.visitor == visitor)
+            {
+                self.inner.store.delete_link(dpid, &id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The retention sweep, on the calling thread (run it as a blocking task): walks every
+    /// stored profile a batch at a time. A profile unseen since `unseen_before` (Unix seconds)
+    /// is purged with the ID-sync mappings that lead to it; the others go through `trim`
+    /// (which drops expired realizations) and are written back if it changed them. Visitors
+    /// for which `live` is true (a session holds them) and those with a pending save are left
+    /// to their session. Events never wait for it: each profile is handled under its shard's
+    /// I/O lock only, for a moment.
+    pub fn sweep_now(
+        &self,
+        unseen_before: i64,
+        trim: &dyn Fn(&mut Profile) -> bool,
+        live: &dyn Fn(VisitorId) -> bool,
+    ) -> Result<SweepReport, StoreError> {
+        let mut report = SweepReport::default();
+        let mut after = None;
+        loop {
+            let batch = self.inner.store.scan_profiles(after, SWEEP_BATCH)?;
+            let Some((last, _)) = batch.last() else {
+                break;
+            };
+            after = Some(*last);
+            for (visitor, bytes) in batch {
+                report.scanned += 1;
+                if live(visitor) {
+                    continue;
+                }
+                let Ok(mut profile) = codec::decode_profile(&bytes) else {
+                    report.unreadable += 1;
+                    continue;
+                };
+                let shard = self.shard(visitor);
+                let purge = profile.last_seen.max(profile.first_seen) < unseen_before;
+                let synced: Vec<(u32, String)> = profile.synced_ids.clone().into_iter().collect();
+                {
+                    let _io = lock(&shard.io);
+                    if lock(&shard.pending).contains_key(&visitor) {
+                        continue;
+                    }
+                    if purge {
+                        self.inner.store.delete_profile(visitor)?;
+                        report.purged += 1;
+                    } else if trim(&mut profile) {
+                        let encoded = codec::encode_profile(&profile)?;
+                        self.inner.store.put_profile_bytes(&[(visitor, &encoded)])?;
+                        report.trimmed += 1;
+                    }
+                }
+                if purge {
+                    self.unlink_now(visitor, synced)?;
+                }
+            }
+            // Leave the disk and a core to events between batches.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(report)
     }
 
     /// Writes everything pending and makes the store durable.

@@ -143,6 +143,34 @@ impl ProfileStore for SledStore {
         Ok(())
     }
 
+    fn scan_profiles(
+        &self,
+        after: Option<VisitorId>,
+        limit: usize,
+    ) -> Result<Vec<(VisitorId, Vec<u8>)>, StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(v) => Bound::Excluded(v.to_be_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for item in self
+            .profiles
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take(limit)
+        {
+            let (key, value) = item?;
+            let bytes: [u8; 16] = key.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                what: "profile key",
+                detail: format!("{} bytes instead of 16", key.len()),
+            })?;
+            if let Some(v) = VisitorId::from_u128(u128::from_be_bytes(bytes)) {
+                out.push((v, value.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())

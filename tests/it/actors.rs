@@ -135,6 +135,13 @@ impl ProfileStore for SlowReads {
     fn delete_profile(&self, visitor: VisitorId) -> Result<(), StoreError> {
         self.inner.delete_profile(visitor)
     }
+    fn scan_profiles(
+        &self,
+        after: Option<VisitorId>,
+        limit: usize,
+    ) -> Result<Vec<(VisitorId, Vec<u8>)>, StoreError> {
+        self.inner.scan_profiles(after, limit)
+    }
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()
     }

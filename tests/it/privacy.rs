@@ -176,3 +176,91 @@ async fn child_directed_calls_are_stateless_and_ips_are_truncated() {
     assert_eq!(p.bodies()[0]["device"]["ip"], "203.0.113.0");
     server.stop().await;
 }
+
+/// Retention, with a clock of the test's choosing: profiles unseen for `profile_ttl_days` are
+/// erased with their ID-sync mappings, expired realizations are dropped from the others, and
+/// the rest is left alone.
+#[actix_web::test]
+async fn the_retention_sweep_purges_unseen_profiles_and_expired_realizations() {
+    use tributary::profile::{day_of, Profile, Realization, SECS_PER_DAY};
+    use tributary::store::IdLink;
+    let cat = catalog(
+        vec![],
+        json!([
+            {"sid": 11, "name": "one day", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == cars", "dataSourceId": 1, "ttl": 1},
+            {"sid": 12, "name": "forever", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == news", "dataSourceId": 1, "ttl": 0}
+        ]),
+        json!([]),
+    );
+    let server = TestServer::start(&cat).await;
+    let store = server.running.store();
+    let t0: i64 = 1_900_000_000;
+    let at = |days_ago: i64| t0 - days_ago * SECS_PER_DAY;
+    let profile = |last_seen: i64, traits: &[(u64, i64)]| {
+        let mut p = Profile {
+            first_seen: last_seen,
+            last_seen,
+            ..Default::default()
+        };
+        for (sid, when) in traits {
+            p.traits.insert(
+                *sid,
+                Realization {
+                    first: *when,
+                    last: *when,
+                    days: vec![(day_of(*when), 1)],
+                },
+            );
+        }
+        p
+    };
+    let (gone, trimmed, kept) = (
+        VisitorId::parse(VISITOR).unwrap(),
+        VisitorId::parse(OTHER).unwrap(),
+        VisitorId::parse("55555555555555555555555555555555555555").unwrap(),
+    );
+    let mut old = profile(at(130), &[(12, at(130))]);
+    old.synced_ids.insert(1, "b".into());
+    store.save_profile(gone, &old).unwrap();
+    store
+        .put_links(&[(
+            1,
+            "b",
+            IdLink {
+                visitor: gone,
+                at: at(130),
+            },
+        )])
+        .unwrap();
+    store
+        .save_profile(trimmed, &profile(at(10), &[(11, at(10)), (12, at(10))]))
+        .unwrap();
+    store.save_profile(kept, &profile(t0, &[(11, t0)])).unwrap();
+
+    let report = server.running.sweep_retention(t0).await.unwrap();
+    assert_eq!(
+        (report.scanned, report.purged, report.trimmed),
+        (3, 1, 1),
+        "{report:?}"
+    );
+    assert!(store.load_profile(gone).unwrap().is_none());
+    assert!(
+        store.get_link(1, "b").unwrap().is_none(),
+        "its mappings go too"
+    );
+    let t = store.load_profile(trimmed).unwrap().unwrap();
+    assert_eq!(
+        t.traits.keys().copied().collect::<Vec<_>>(),
+        [12],
+        "the one-day trait expired"
+    );
+    assert_eq!(
+        store.load_profile(kept).unwrap().unwrap().traits[&11].count(),
+        1
+    );
+
+    // A second sweep finds nothing more to do.
+    let again = server.running.sweep_retention(t0).await.unwrap();
+    assert_eq!((again.scanned, again.purged, again.trimmed), (2, 0, 0));
+    server.stop().await;
+}
