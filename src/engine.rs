@@ -130,6 +130,8 @@ pub struct CompiledCatalog {
     /// Every data source a provider, trait or segment names (enabled or not): the ones
     /// declared ids may use.
     data_sources: std::collections::BTreeSet<u32>,
+    /// Destinations, for the answer's `stuff` and `dests`.
+    destinations: Vec<crate::catalog::Destination>,
 }
 
 /// One provider's segments for this event (fresh or cached).
@@ -238,6 +240,7 @@ impl CompiledCatalog {
         Ok(CompiledCatalog {
             version,
             data_sources,
+            destinations: catalog.destinations.clone(),
             providers,
             traits,
             rule_traits,
@@ -265,6 +268,10 @@ impl CompiledCatalog {
             keep
         });
         changed
+    }
+
+    pub fn destinations(&self) -> &[crate::catalog::Destination] {
+        &self.destinations
     }
 
     /// Whether a provider, trait or segment of the catalog uses data source `dpid`.

@@ -11,6 +11,7 @@
 //! - [`rules`]: the trait and segment rule languages (lexer, parser, compiled rules).
 //! - [`catalog`]: providers, traits, segments (AAM field names) and their validation.
 //! - [`engine`]: the compiled catalog and qualification (traits → segments).
+//! - [`destinations`]: cookie (`stuff`) and URL (`dests`) destination output.
 //! - [`profile`]: what is remembered about a visitor.
 //! - [`provider`]: the provider protocol (request body, answer parsing, outcomes, budget).
 //! - [`circuit`]: a provider's circuit breaker (when to stop calling it, when to try again).
@@ -41,6 +42,7 @@ pub mod catalog;
 pub mod circuit;
 pub mod config;
 pub mod demo;
+pub mod destinations;
 pub mod engine;
 pub mod error;
 pub mod ids;

@@ -551,6 +551,10 @@ async fn event(
         Identity::New(id) => (id, true),
     };
 
+    let consent = (
+        request.privacy.gdpr.clone(),
+        request.privacy.gdpr_consent.clone(),
+    );
     let mut signals = request.signals;
     add_header_signals(&req, &mut signals);
     let event = Arc::new(EventData {
@@ -575,6 +579,27 @@ async fn event(
     let result_label = match tokio::time::timeout_at(deadline.into(), sent).await {
         Ok(Ok(result)) => {
             out.errors.extend(result.errors);
+            let destinations = catalog.destinations();
+            if !destinations.is_empty() {
+                out.stuff = crate::destinations::stuff(destinations, &result.segments);
+                if request.include_dests {
+                    let uuid = visitor.to_string();
+                    let ctx = crate::destinations::UrlContext {
+                        uuid: &uuid,
+                        dcs_region: state.config.server.dcs_region,
+                        now: unix_now(),
+                        random: rand::random(),
+                        synced_ids: &result.synced_ids,
+                        gdpr: consent.0.as_deref(),
+                        gdpr_consent: consent.1.as_deref(),
+                    };
+                    out.dests = Some(crate::destinations::dests(
+                        destinations,
+                        &result.segments,
+                        &ctx,
+                    ));
+                }
+            }
             if cts {
                 out.traits = Some(result.realized);
                 out.segments = Some(result.segments);

@@ -117,6 +117,8 @@ pub struct EventResult {
     pub segments: Vec<u64>,
     /// Each enabled provider's outcome, by provider name.
     pub providers: Vec<(String, Outcome)>,
+    /// The visitor's ids in other data sources (for URL destinations' `%DPID_<n>%`).
+    pub synced_ids: std::collections::BTreeMap<u32, String>,
     pub errors: Vec<DcsError>,
 }
 
@@ -262,6 +264,7 @@ async fn run_event(
             }
             result.realized = done.evaluation.realized;
             result.segments = done.evaluation.segments;
+            result.synced_ids = done.profile.synced_ids.clone();
             // After a failed write the profile stays in memory, so the next event's write
             // carries this event's realizations too.
             if persist {

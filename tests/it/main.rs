@@ -4,6 +4,7 @@ mod actors;
 mod admin;
 mod common;
 mod demo;
+mod destinations;
 mod event_api;
 mod idsync;
 mod privacy;
