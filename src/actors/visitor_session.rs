@@ -147,6 +147,9 @@ pub struct VisitorSession {
     generation: u64,
     profile: ProfileState,
     deps: SessionDeps,
+    /// Erasures so far: late provider answers of events before an erasure are dropped, so an
+    /// erased (or opted-out) visitor's profile is not rebuilt from them.
+    erasures: u64,
 }
 
 impl VisitorSession {
@@ -156,6 +159,7 @@ impl VisitorSession {
             generation,
             profile: ProfileState::Unloaded,
             deps,
+            erasures: 0,
         }
     }
 }
@@ -186,7 +190,14 @@ impl Handler<CollectEvent> for VisitorSession {
 
     fn handle(&mut self, msg: CollectEvent, ctx: &mut Self::Context) -> Self::Result {
         let state = std::mem::replace(&mut self.profile, ProfileState::Unloaded);
-        let work = run_event(self.deps.clone(), self.visitor, state, msg, ctx.address());
+        let work = run_event(
+            self.deps.clone(),
+            self.visitor,
+            state,
+            msg,
+            ctx.address(),
+            self.erasures,
+        );
         AtomicResponse::new(Box::pin(work.into_actor(self).map(
             |(state, result), act, _| {
                 act.profile = state;
@@ -203,6 +214,7 @@ async fn run_event(
     state: ProfileState,
     msg: CollectEvent,
     me: Addr<VisitorSession>,
+    erasures: u64,
 ) -> (ProfileState, EventResult) {
     let CollectEvent {
         tid,
@@ -253,7 +265,7 @@ async fn run_event(
         })
         .await;
     if let Some(late) = late {
-        collect_late_answers(late, me, tid);
+        collect_late_answers(late, me, erasures, tid);
     }
     let state = match evaluated {
         Ok(done) => {
@@ -363,6 +375,7 @@ impl Handler<EraseProfile> for VisitorSession {
     type Result = AtomicResponse<Self, Result<(), StoreError>>;
 
     fn handle(&mut self, msg: EraseProfile, _: &mut Self::Context) -> Self::Result {
+        self.erasures += 1;
         let state = std::mem::replace(&mut self.profile, ProfileState::Unloaded);
         let profiles = self.deps.profiles.clone();
         let visitor = self.visitor;
@@ -726,10 +739,12 @@ pub struct LateAnswers {
     pub answers: Vec<(Arc<Provider>, Answer)>,
     /// Unix seconds when they arrived.
     pub now: i64,
+    /// The session's erasure count when the event started.
+    pub erasures: u64,
 }
 
 /// Waits, on this thread, for the calls still running and hands their answers to the session.
-fn collect_late_answers(late: LateCalls, session: Addr<VisitorSession>, tid: Tid) {
+fn collect_late_answers(late: LateCalls, session: Addr<VisitorSession>, erasures: u64, tid: Tid) {
     // Every call ends by its provider's own timeout (its client enforces it); this limit only
     // bounds the task if that ever failed.
     let limit = late
@@ -768,6 +783,7 @@ fn collect_late_answers(late: LateCalls, session: Addr<VisitorSession>, tid: Tid
                 tid,
                 answers,
                 now: crate::server::unix_now(),
+                erasures,
             });
         }
     });
@@ -777,6 +793,10 @@ impl Handler<LateAnswers> for VisitorSession {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, msg: LateAnswers, _: &mut Self::Context) -> Self::Result {
+        if msg.erasures != self.erasures {
+            // The visitor was erased (or opted out) since: these answers belong to no one.
+            return AtomicResponse::new(Box::pin(actix::fut::ready(())));
+        }
         let state = std::mem::replace(&mut self.profile, ProfileState::Unloaded);
         let deps = self.deps.clone();
         let visitor = self.visitor;

@@ -264,3 +264,59 @@ async fn the_retention_sweep_purges_unseen_profiles_and_expired_realizations() {
     assert_eq!((again.scanned, again.purged, again.trimmed), (2, 0, 0));
     server.stop().await;
 }
+
+/// A provider answer that arrives after its event was answered — and after the visitor was
+/// erased — does not bring the profile back.
+#[actix_web::test]
+async fn late_answers_do_not_survive_an_erasure() {
+    let slow = TestProvider::start(Behavior::Delay(
+        800,
+        Box::new(Behavior::Segments(vec!["s"], Some(3600))),
+    ))
+    .await;
+    let cat = catalog(
+        vec![provider(1, "lateerase", &slow.url, 1001, 2000)],
+        json!([{"sid": 21, "name": "s", "traitType": "ON_BOARDED_TRAIT", "traitRule": "segment == s", "dataSourceId": 1001}]),
+        json!([]),
+    );
+    let server = TestServer::start(&cat).await;
+    let first = get(&server.url(&format!("/event?d_rtbd=json&d_cts=2&d_uuid={VISITOR}")))
+        .await
+        .json();
+    assert_eq!(first["providers"]["lateerase"], "timeout");
+    let erase = client()
+        .delete(format!(
+            "http://{}/v1/profiles/{VISITOR}",
+            server.running.admin_addr()
+        ))
+        .insert_header(("authorization", format!("Bearer {ADMIN_TOKEN}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(erase.status().as_u16(), 204);
+
+    let late = r#"tributary_provider_late_answers_total{provider="lateerase"} 1"#;
+    let mut seen = false;
+    for _ in 0..100 {
+        let metrics = String::from_utf8(get(&server.url("/metrics")).await.body).unwrap();
+        if metrics.contains(late) {
+            seen = true;
+            break;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(seen, "the late answer arrived");
+    actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
+    server.running.sync_store().await.unwrap();
+    let visitor = VisitorId::parse(VISITOR).unwrap();
+    assert!(
+        server
+            .running
+            .store()
+            .load_profile(visitor)
+            .unwrap()
+            .is_none(),
+        "the erased profile was not rebuilt from the late answer"
+    );
+    server.stop().await;
+}
