@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use actix::Actor;
 use actix_web::body::MessageBody;
 use actix_web::cookie::{time as cookie_time, Cookie, SameSite};
 use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
@@ -28,7 +27,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::actors::directory::SessionDirectory;
 use crate::actors::provider_client::ClientSettings;
 use crate::actors::visitor_session::{
-    erase, CollectEvent, EventData, Retire, SessionDeps, SyncIds, VisitorSession,
+    erase, CollectEvent, EventData, Retire, SessionDeps, SyncIds,
 };
 use crate::admin::{self, AdminState, CatalogWriter};
 use crate::catalog::{Catalog, CatalogError};
@@ -564,10 +563,7 @@ async fn event(
         privacy: request.privacy,
         declared,
     });
-    let deps = &state.deps;
-    let (session, pending) = deps.directory.route(visitor, |generation| {
-        VisitorSession::new(visitor, generation, deps.clone()).start()
-    });
+    let (session, pending) = state.deps.session_for(visitor);
     let sent = session.send(CollectEvent {
         tid,
         event,
@@ -902,10 +898,7 @@ async fn ibs(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     };
     let mut result = "invalid";
     if !declared.is_empty() {
-        let deps = &state.deps;
-        let (session, pending) = deps.directory.route(visitor, |generation| {
-            VisitorSession::new(visitor, generation, deps.clone()).start()
-        });
+        let (session, pending) = state.deps.session_for(visitor);
         let sent = session.send(SyncIds {
             tid,
             ids: declared,

@@ -133,6 +133,16 @@ pub struct SessionDeps {
     pub directory: Arc<SessionDirectory>,
 }
 
+impl SessionDeps {
+    /// The visitor's running session, started on this thread if there is none, and the guard
+    /// that keeps it from retiring while the message sent with it is pending.
+    pub fn session_for(&self, visitor: VisitorId) -> (Addr<VisitorSession>, PendingGuard) {
+        self.directory.route(visitor, |generation| {
+            VisitorSession::new(visitor, generation, self.clone()).start()
+        })
+    }
+}
+
 enum ProfileState {
     /// Not read yet (new session, or the last read or write failed).
     Unloaded,
@@ -360,9 +370,7 @@ fn sync_ids(
 /// Erases the visitor through its session (started if none runs), after any event already
 /// queued for it.
 pub async fn erase(deps: &SessionDeps, visitor: VisitorId) -> Result<(), StoreError> {
-    let (session, pending) = deps.directory.route(visitor, |generation| {
-        VisitorSession::new(visitor, generation, deps.clone()).start()
-    });
+    let (session, pending) = deps.session_for(visitor);
     session
         .send(EraseProfile {
             pending: Some(pending),
