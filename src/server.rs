@@ -792,14 +792,15 @@ async fn opt_out(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if let Some(v) = cookie.as_ref().and_then(|c| VisitorId::parse(c.value())) {
         visitors.push(v);
     }
-    let mut errors = Vec::new();
+    let mut out = EventBody::default();
     match parse_event(req.query_string().as_bytes(), None) {
         Ok(parsed) => {
             visitors.extend(parsed.d_uuid.filter(|v| !visitors.contains(v)));
-            errors.extend(parsed.errors.into_iter().filter(|e| e.code == 102));
+            out.errors
+                .extend(parsed.errors.into_iter().filter(|e| e.code == 102));
         }
         Err(RequestError::InvalidEncoding { param }) => {
-            errors.push(DcsError::invalid_parameters(&param))
+            out.errors.push(DcsError::invalid_parameters(&param))
         }
         Err(RequestError::BadCallback) => {}
     }
@@ -815,7 +816,8 @@ async fn opt_out(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
             Err(e) => {
                 // Refused from now on (in memory) even so; the record is erased by retention.
                 log::error!("opt-out of {visitor} not fully recorded: {e}");
-                errors.push(DcsError::unspecified("Opt-out not fully recorded"));
+                out.errors
+                    .push(DcsError::unspecified("Opt-out not fully recorded"));
             }
         }
     }
@@ -825,15 +827,8 @@ async fn opt_out(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
         req.connection_info().scheme() == "https",
         &state.config.server.cookie_domain,
     );
-    let mut builder = HttpResponse::Ok();
-    builder.insert_header((header::CACHE_CONTROL, "no-store, no-cache, max-age=0"));
-    if let Some(codes) = x_error(&errors) {
-        builder.insert_header(("X-Error", codes));
-    }
-    builder
-        .cookie(cookie)
-        .content_type("image/gif")
-        .body(PIXEL_GIF)
+    // The pixel, with the errors in X-Error.
+    respond(false, None, &out, Some(cookie))
 }
 
 /// `/ibs:dpid=<dpid>&dpuuid=<id>[&redir=<url>]` (also `/ibs:d_cid=<dpid>%01<id>` and the
