@@ -550,10 +550,6 @@ async fn event(
         Identity::New(id) => (id, true),
     };
 
-    let consent = (
-        request.privacy.gdpr.clone(),
-        request.privacy.gdpr_consent.clone(),
-    );
     let mut signals = request.signals;
     add_header_signals(&req, &mut signals);
     let event = Arc::new(EventData {
@@ -566,7 +562,8 @@ async fn event(
     let (session, pending) = state.deps.session_for(visitor);
     let sent = session.send(CollectEvent {
         tid,
-        event,
+        // The handler keeps a reference: URL destinations read the event's consent.
+        event: event.clone(),
         deadline,
         now: unix_now(),
         pending: Some(pending),
@@ -586,8 +583,8 @@ async fn event(
                         now: unix_now(),
                         random: rand::random(),
                         synced_ids: &result.synced_ids,
-                        gdpr: consent.0.as_deref(),
-                        gdpr_consent: consent.1.as_deref(),
+                        gdpr: event.privacy.gdpr.as_deref(),
+                        gdpr_consent: event.privacy.gdpr_consent.as_deref(),
                     };
                     out.dests = Some(crate::destinations::dests(
                         destinations,
