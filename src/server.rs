@@ -45,7 +45,8 @@ use crate::request::{
 use crate::response::{x_error, EventBody, PIXEL_GIF};
 use crate::signals::Signals;
 use crate::store::{
-    CatalogStore, ProfileService, ProfileStore, SledStore, StoreError, SweepReport,
+    on_blocking_thread, CatalogStore, ProfileService, ProfileStore, SledStore, StoreError,
+    SweepReport,
 };
 
 /// Name of the visitor cookie (AAM's).
@@ -118,7 +119,7 @@ async fn retention_sweep(
     now: i64,
 ) -> Result<SweepReport, StoreError> {
     let unseen_before = now.saturating_sub(i64::from(retention_days) * SECS_PER_DAY);
-    let report = actix_rt::task::spawn_blocking(move || {
+    let report = on_blocking_thread("retention sweep", move || {
         let compiled = catalog.current();
         profiles.sweep_now(
             unseen_before,
@@ -126,8 +127,7 @@ async fn retention_sweep(
             &|v| directory.is_live(v),
         )
     })
-    .await
-    .map_err(|e| StoreError::Io(format!("retention sweep task failed: {e}")))??;
+    .await?;
     metrics::counter!("tributary_retention_purged_total").increment(report.purged as u64);
     metrics::counter!("tributary_retention_trimmed_total").increment(report.trimmed as u64);
     log::info!(

@@ -18,6 +18,17 @@ use crate::catalog::{Catalog, Destination, Provider, Segment, Trait};
 use crate::ids::VisitorId;
 use crate::profile::Profile;
 
+/// Runs store work on a blocking thread, never on an actix-web worker; `what` names the work
+/// in the error if the task itself dies.
+pub async fn on_blocking_thread<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    actix_rt::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Io(format!("{what} task failed: {e}")))?
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store I/O failed: {0}")]

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use super::{codec, IdLink, ProfileStore, StoreError};
+use super::{codec, on_blocking_thread, IdLink, ProfileStore, StoreError};
 use crate::ids::VisitorId;
 use crate::profile::Profile;
 
@@ -159,7 +159,7 @@ impl ProfileService {
             return Ok(Some(*link));
         }
         let this = self.clone();
-        actix_rt::task::spawn_blocking(move || {
+        on_blocking_thread("store read", move || {
             let (dpid, id) = key;
             let queued = lock(&this.link_shard(dpid, &id).links)
                 .get(&(dpid, id.clone()))
@@ -170,7 +170,6 @@ impl ProfileService {
             }
         })
         .await
-        .map_err(|e| StoreError::Io(format!("store read task failed: {e}")))?
     }
 
     /// Queues a save of the profile (write-behind): encodes it and returns.
@@ -208,7 +207,7 @@ impl ProfileService {
         }
         let this = self.clone();
         let started = Instant::now();
-        let read = actix_rt::task::spawn_blocking(move || {
+        let loaded = on_blocking_thread("store read", move || {
             // Checked again on this thread: a save may have been queued and written meanwhile,
             // and the store read below must not miss an entry that was pending a moment ago.
             let queued = lock(&this.shard(visitor).pending)
@@ -218,10 +217,8 @@ impl ProfileService {
                 Some(bytes) => codec::decode_profile(&bytes).map(Some),
                 None => this.inner.store.load_profile(visitor),
             }
-        });
-        let loaded = read
-            .await
-            .map_err(|e| StoreError::Io(format!("store read task failed: {e}")))?;
+        })
+        .await;
         // Includes the wait for a blocking thread: what the event waited for.
         metrics::histogram!("tributary_store_read_seconds").record(started.elapsed().as_secs_f64());
         loaded
@@ -236,9 +233,10 @@ impl ProfileService {
             .unwrap_or_else(|p| p.into_inner())
             .insert(visitor);
         let this = self.clone();
-        actix_rt::task::spawn_blocking(move || this.inner.store.set_opted_out(visitor, at))
-            .await
-            .map_err(|e| StoreError::Io(format!("store write task failed: {e}")))?
+        on_blocking_thread("store write", move || {
+            this.inner.store.set_opted_out(visitor, at)
+        })
+        .await
     }
 
     /// Whether the visitor opted out (an in-memory lookup: every request asks).
@@ -253,7 +251,7 @@ impl ProfileService {
     /// Deletes the visitor's profile, pending or stored.
     pub async fn delete(&self, visitor: VisitorId) -> Result<(), StoreError> {
         let this = self.clone();
-        actix_rt::task::spawn_blocking(move || {
+        on_blocking_thread("store delete", move || {
             let shard = this.shard(visitor);
             let _io = lock(&shard.io);
             if lock(&shard.pending).remove(&visitor).is_some() {
@@ -262,7 +260,6 @@ impl ProfileService {
             this.inner.store.delete_profile(visitor)
         })
         .await
-        .map_err(|e| StoreError::Io(format!("store delete task failed: {e}")))?
     }
 
     /// Removes the mappings (data source, id) → `visitor`, pending or stored; a mapping that
@@ -273,9 +270,7 @@ impl ProfileService {
         ids: Vec<(u32, String)>,
     ) -> Result<(), StoreError> {
         let this = self.clone();
-        actix_rt::task::spawn_blocking(move || this.unlink_now(visitor, ids))
-            .await
-            .map_err(|e| StoreError::Io(format!("store unlink task failed: {e}")))?
+        on_blocking_thread("store unlink", move || this.unlink_now(visitor, ids)).await
     }
 
     /// [`ProfileService::unlink`] on the calling thread (a blocking one).
@@ -364,14 +359,13 @@ impl ProfileService {
     /// Writes everything pending and makes the store durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let this = self.clone();
-        actix_rt::task::spawn_blocking(move || {
+        on_blocking_thread("store flush", move || {
             for shard in &this.inner.shards {
                 write_due(&this.inner, shard, None)?;
             }
             this.inner.store.flush()
         })
         .await
-        .map_err(|e| StoreError::Io(format!("store flush task failed: {e}")))?
     }
 
     /// Profiles and ID-sync mappings saved and not yet written (the write-behind backlog).
