@@ -985,7 +985,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Reads a `POST` form body of at most [`MAX_BODY_BYTES`].
-async fn read_form(req: &HttpRequest, mut payload: web::Payload) -> Result<Vec<u8>, HttpError> {
+async fn read_form(req: &HttpRequest, payload: web::Payload) -> Result<Vec<u8>, HttpError> {
     if let Some(essence) = media_type(req) {
         if essence != "application/x-www-form-urlencoded"
             && essence != "text/plain"
@@ -994,24 +994,44 @@ async fn read_form(req: &HttpRequest, mut payload: web::Payload) -> Result<Vec<u
             return Err(HttpError::UnsupportedMediaType);
         }
     }
+    read_body(req, payload, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => HttpError::BodyTooLarge {
+                limit: MAX_BODY_BYTES,
+            },
+            BodyError::Unreadable(_) => HttpError::BadBody,
+        })
+}
+
+/// Why a request body could not be read.
+pub(crate) enum BodyError {
+    TooLarge,
+    /// Broken, or not received within [`BODY_READ_TIMEOUT`].
+    Unreadable(String),
+}
+
+/// Reads a request body of at most `limit` bytes (refused at once when `Content-Length` says
+/// more), within [`BODY_READ_TIMEOUT`] so a client trickling bytes cannot hold a request.
+pub(crate) async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(HttpError::BodyTooLarge {
-            limit: MAX_BODY_BYTES,
-        });
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
     }
     let read = async {
         let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|_| HttpError::BadBody)?;
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(HttpError::BodyTooLarge {
-                    limit: MAX_BODY_BYTES,
-                });
+            let chunk = chunk.map_err(|e| BodyError::Unreadable(e.to_string()))?;
+            if body.len() + chunk.len() > limit {
+                return Err(BodyError::TooLarge);
             }
             body.extend_from_slice(&chunk);
         }
@@ -1019,7 +1039,12 @@ async fn read_form(req: &HttpRequest, mut payload: web::Payload) -> Result<Vec<u
     };
     tokio::time::timeout(BODY_READ_TIMEOUT, read)
         .await
-        .map_err(|_| HttpError::BadBody)?
+        .map_err(|_| {
+            BodyError::Unreadable(format!(
+                "not received within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            ))
+        })?
 }
 
 /// Fills the `h_` signals from the real request (DESIGN.md §2).

@@ -33,7 +33,6 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
@@ -42,6 +41,7 @@ use crate::actors::visitor_session::SessionDeps;
 use crate::catalog::{Catalog, Destination, Provider, Segment, Trait};
 use crate::rules::segment_rule::SegmentRule;
 use crate::rules::trait_rule::TraitRule;
+use crate::server::{read_body, BodyError};
 use error::AdminError;
 use resource::Resource;
 
@@ -287,19 +287,18 @@ async fn get_one<T: Resource>(
 }
 
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`].
-async fn json_body(req: &HttpRequest, mut payload: web::Payload) -> Result<Value, AdminError> {
+async fn json_body(req: &HttpRequest, payload: web::Payload) -> Result<Value, AdminError> {
     if crate::server::media_type(req).is_some_and(|m| m != "application/json") {
         return Err(AdminError::UnsupportedMediaType);
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| AdminError::MalformedJson(format!("unreadable body: {e}")))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(AdminError::TooLarge(MAX_BODY_BYTES));
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = read_body(req, payload, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => AdminError::TooLarge(MAX_BODY_BYTES),
+            BodyError::Unreadable(why) => {
+                AdminError::MalformedJson(format!("unreadable body: {why}"))
+            }
+        })?;
     serde_json::from_slice(&body).map_err(|e| AdminError::MalformedJson(e.to_string()))
 }
 
