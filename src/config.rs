@@ -33,6 +33,10 @@ pub struct Config {
     pub catalog: CatalogConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+    #[serde(default)]
+    pub s2s: S2sConfig,
     /// Seed providers, added to the seed file's (AAM field names, as in the admin API).
     #[serde(default)]
     pub providers: Vec<Provider>,
@@ -236,6 +240,66 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+/// Delivery to server-to-server destinations (the outbox).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S2sConfig {
+    /// How long a destination has to answer a delivery (AAM allows 3 s).
+    pub timeout_ms: u64,
+    /// Wait after a destination's first failure; doubled after each further one.
+    pub retry_initial_ms: u64,
+    /// Longest wait between attempts.
+    pub retry_max_ms: u64,
+    /// Deliveries a destination has not accepted for this long are dropped (and counted).
+    pub max_age_hours: u64,
+}
+
+impl Default for S2sConfig {
+    fn default() -> Self {
+        S2sConfig {
+            timeout_ms: 3000,
+            retry_initial_ms: 1000,
+            retry_max_ms: 300_000,
+            max_age_hours: 168,
+        }
+    }
+}
+
+/// What a TCF v2 consent string must grant when a call says GDPR applies (DESIGN.md §6).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// Our IAB vendor id: with `gdpr=1`, processing needs this vendor's consent. Unset = only
+    /// purposes are checked (Tributary run by the publisher itself, not as a listed vendor).
+    pub tcf_vendor_id: Option<u32>,
+    /// TCF purposes that need consent; purpose 1 is always required.
+    pub tcf_purposes: Vec<u32>,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            tcf_vendor_id: None,
+            tcf_purposes: vec![1, 10],
+        }
+    }
+}
+
+impl PrivacyConfig {
+    /// The checks a TC string must pass; call after [`Config::validate`].
+    pub fn tcf_policy(&self) -> crate::consent::TcfPolicy {
+        let purposes: Vec<u8> = self
+            .tcf_purposes
+            .iter()
+            .filter_map(|&p| u8::try_from(p).ok())
+            .collect();
+        crate::consent::TcfPolicy::new(
+            &purposes,
+            self.tcf_vendor_id.and_then(|v| u16::try_from(v).ok()),
+        )
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CatalogConfig {
@@ -305,7 +369,8 @@ impl Config {
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("server.cors_origins")
-            .with_list_parse_key("server.idsync_redirect_hosts");
+            .with_list_parse_key("server.idsync_redirect_hosts")
+            .with_list_parse_key("privacy.tcf_purposes");
         if let Some(vars) = env {
             environment = environment.source(Some(vars.into_iter().collect()));
         }
@@ -501,6 +566,26 @@ impl Config {
             3_600_000,
         )?;
 
+        let o = &self.s2s;
+        range("s2s.timeout_ms", o.timeout_ms, 1, 60_000)?;
+        range("s2s.retry_initial_ms", o.retry_initial_ms, 1, 3_600_000)?;
+        range(
+            "s2s.retry_max_ms",
+            o.retry_max_ms,
+            o.retry_initial_ms,
+            86_400_000,
+        )?;
+        range("s2s.max_age_hours", o.max_age_hours, 1, 24 * 365)?;
+
+        let p = &self.privacy;
+        if let Some(vendor) = p.tcf_vendor_id {
+            range("privacy.tcf_vendor_id", vendor.into(), 1, 65_535)?;
+        }
+        for &purpose in &p.tcf_purposes {
+            // TCF v2 has 11 purposes; its consent field has room for 24.
+            range("privacy.tcf_purposes", purpose.into(), 1, 24)?;
+        }
+
         if !self.providers.is_empty() {
             let catalog = Catalog {
                 providers: self.providers.clone(),
@@ -685,6 +770,35 @@ mod tests {
         );
         assert!(error("[server.integration_codes]\ncrm = 0\n", &[])
             .starts_with("config key server.integration_codes"));
+    }
+
+    #[test]
+    fn privacy_keys() {
+        let c = Config::from_toml("", env(&[])).unwrap();
+        assert_eq!(
+            c.privacy.tcf_policy(),
+            crate::consent::TcfPolicy::new(&[1, 10], None)
+        );
+        let c = Config::from_toml(
+            "[privacy]\ntcf_vendor_id = 565\ntcf_purposes = [10, 3]\n",
+            env(&[]),
+        )
+        .unwrap();
+        let policy = c.privacy.tcf_policy();
+        assert_eq!(
+            (policy.purposes, policy.vendor_id),
+            (vec![1, 3, 10], Some(565))
+        );
+        let c = Config::from_toml("", env(&[("TRIBUTARY__PRIVACY__TCF_PURPOSES", "1,2")])).unwrap();
+        assert_eq!(c.privacy.tcf_purposes, [1, 2]);
+        assert_eq!(
+            error("[privacy]\ntcf_purposes = [25]\n", &[]),
+            "config key privacy.tcf_purposes: must be between 1 and 24 (got 25)"
+        );
+        assert_eq!(
+            error("[privacy]\ntcf_vendor_id = 70000\n", &[]),
+            "config key privacy.tcf_vendor_id: must be between 1 and 65535 (got 70000)"
+        );
     }
 
     fn error(toml: &str, vars: &[(&str, &str)]) -> String {

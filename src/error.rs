@@ -53,6 +53,15 @@ impl DcsError {
         }
     }
 
+    /// Code 315: GDPR applies and the consent string does not allow processing (or is missing
+    /// or unreadable); nothing is read, written or asked.
+    pub fn no_consent(why: &impl std::fmt::Display) -> Self {
+        DcsError {
+            code: 315,
+            msg: format!("Consent string indicates no consent: {why}").into(),
+        }
+    }
+
     /// Code 200: the stored profile could not be read; segments come from this event only.
     pub fn profile_unreadable() -> Self {
         DcsError {

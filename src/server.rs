@@ -32,10 +32,12 @@ use crate::actors::visitor_session::{
 use crate::admin::{self, AdminState, CatalogWriter};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{Config, ConfigError};
+use crate::consent::{Judgement, Refusal, TcfPolicy};
 use crate::engine::{CatalogHandle, CompiledCatalog};
 use crate::error::{truncate, DcsError, HttpError};
 use crate::ids::{Tid, VisitorId};
 use crate::idsync::{redirect_target, resolve, DataSources, DeclaredId, RawDeclaredId};
+use crate::outbox::{Outbox, OutboxSettings};
 use crate::overload::{Admitted, Shedder};
 use crate::profile::SECS_PER_DAY;
 use crate::provider::Outcome;
@@ -45,8 +47,8 @@ use crate::request::{
 use crate::response::{x_error, EventBody, PIXEL_GIF};
 use crate::signals::Signals;
 use crate::store::{
-    on_blocking_thread, CatalogStore, ProfileService, ProfileStore, SledStore, StoreError,
-    SweepReport,
+    on_blocking_thread, CatalogStore, OutboxStore, ProfileService, ProfileStore, SledStore,
+    StoreError, SweepReport,
 };
 
 /// Name of the visitor cookie (AAM's).
@@ -71,6 +73,8 @@ pub struct AppState {
     ready: Arc<AtomicBool>,
     /// `[server] integration_codes`, keys in lower case.
     integration_codes: HashMap<String, u32>,
+    /// What a TC string must grant when GDPR applies (`[privacy]`).
+    tcf: TcfPolicy,
 }
 
 /// How [`start`] runs the server.
@@ -108,6 +112,8 @@ pub struct Running {
     ready: Arc<AtomicBool>,
     retention_days: u32,
     retention: Option<actix_rt::task::JoinHandle<()>>,
+    outbox: Outbox,
+    outbox_task: actix_rt::task::JoinHandle<()>,
 }
 
 /// One retention sweep on a blocking thread.
@@ -213,6 +219,10 @@ impl Running {
         if let Some(retention) = &self.retention {
             retention.abort();
         }
+        // Membership changes queued so far are written to the outbox; in-flight deliveries
+        // stay there for the next start.
+        self.outbox.stop().await;
+        self.outbox_task.abort();
         // Pending profile writes first, then everything to disk.
         self.profiles.flush().await?;
         self.profiles.stop_writers();
@@ -256,6 +266,18 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         Duration::from_millis(config.store.write_delay_ms),
     )?;
     let directory = Arc::new(SessionDirectory::default());
+    let outbox_store: Arc<dyn OutboxStore> = store.clone();
+    let (outbox, outbox_task) = Outbox::start(
+        outbox_store,
+        catalog_handle.clone(),
+        OutboxSettings {
+            timeout: Duration::from_millis(config.s2s.timeout_ms),
+            retry_initial: Duration::from_millis(config.s2s.retry_initial_ms),
+            retry_max: Duration::from_millis(config.s2s.retry_max_ms),
+            max_age_secs: i64::try_from(config.s2s.max_age_hours * 3600).unwrap_or(i64::MAX),
+            region: config.server.dcs_region,
+        },
+    );
     let deps = SessionDeps {
         profiles: profiles.clone(),
         catalog: catalog_handle.clone(),
@@ -267,6 +289,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
             circuit: config.realtime.circuit(),
         },
         directory: directory.clone(),
+        outbox: outbox.clone(),
     };
     let sweeper = actix_rt::spawn(sweep_sessions(
         directory.clone(),
@@ -291,6 +314,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
             .iter()
             .map(|(code, dpid)| (code.to_ascii_lowercase(), *dpid))
             .collect(),
+        tcf: config.privacy.tcf_policy(),
     });
 
     let admin_deps = state.deps.clone();
@@ -364,6 +388,8 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         })
     });
     Ok(Running {
+        outbox,
+        outbox_task,
         retention_days: config.store.profile_ttl_days,
         retention,
         addr,
@@ -493,7 +519,7 @@ async fn event(
     let cookie = req.cookie(COOKIE_NAME);
     let cookie_value = cookie.as_ref().map(|c| c.value());
 
-    let request = match parse_event(query.as_bytes(), body.as_deref()) {
+    let mut request = match parse_event(query.as_bytes(), body.as_deref()) {
         Ok(r) => r,
         Err(RequestError::BadCallback) => return Err(HttpError::BadCallback),
         Err(RequestError::InvalidEncoding { param }) => {
@@ -519,6 +545,26 @@ async fn event(
         out.dests = Some(Vec::new());
     }
 
+    let vendors = match crate::consent::judge(&mut request.privacy, &state.tcf, &mut out.errors) {
+        Judgement::Proceed(vendors) => vendors,
+        Judgement::Refuse(why) => {
+            let refusal = refusal(&state, cookie_value, request.d_uuid, &why);
+            let label = if refusal.code == 171 {
+                "opted_out"
+            } else {
+                "no_consent"
+            };
+            out.errors.push(refusal);
+            metrics::counter!("tributary_events_total", "result" => label).increment(1);
+            log::debug!(target: "tributary::event", tid = tid.as_str(), result = label; "event refused: {why}");
+            return Ok(respond(
+                request.json,
+                request.callback.as_deref(),
+                &out,
+                None,
+            ));
+        }
+    };
     let catalog = state.deps.catalog.current();
     if request.privacy.coppa {
         return Ok(child_directed(&req, &catalog, request, out, cts));
@@ -557,6 +603,7 @@ async fn event(
         sids: request.sids,
         tdpid: request.tdpid,
         privacy: request.privacy,
+        vendors,
         declared,
     });
     let (session, pending) = state.deps.session_for(visitor);
@@ -639,6 +686,27 @@ async fn event(
         &out,
         Some(cookie),
     ))
+}
+
+/// The error for a call refused for want of consent (DESIGN.md §6), read from memory only: no
+/// profile or id mapping may be read. A visitor who opted out is told so instead (171), as
+/// AAM's global opt-out outranks its consent checks.
+fn refusal(
+    state: &AppState,
+    cookie: Option<&str>,
+    d_uuid: Option<VisitorId>,
+    why: &Refusal,
+) -> DcsError {
+    let opted_out = match identify(cookie, d_uuid) {
+        Identity::OptedOut => true,
+        Identity::Known(v) => state.deps.profiles.is_opted_out(v),
+        Identity::New(_) => false,
+    };
+    if opted_out {
+        DcsError::opted_out()
+    } else {
+        DcsError::no_consent(why)
+    }
 }
 
 /// `d_coppa=1`: a child-directed call (DESIGN.md §6). No visitor id is read or set (no
@@ -863,6 +931,26 @@ async fn ibs(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
         Err(RequestError::BadCallback) => return ibs_answer("invalid", tid, &errors, None, None),
     };
     errors.extend(parsed.errors.iter().cloned());
+    let mut parsed = parsed;
+    if let Judgement::Refuse(why) =
+        crate::consent::judge(&mut parsed.privacy, &state.tcf, &mut errors)
+    {
+        // AAM ignores partner syncs without consent: nothing is read, linked or set.
+        let cookie = req.cookie(COOKIE_NAME);
+        let refusal = refusal(
+            &state,
+            cookie.as_ref().map(|c| c.value()),
+            parsed.d_uuid,
+            &why,
+        );
+        let label = if refusal.code == 171 {
+            "opted_out"
+        } else {
+            "no_consent"
+        };
+        errors.push(refusal);
+        return ibs_answer(label, tid, &errors, None, None);
+    }
     if parsed.privacy.coppa {
         // Child-directed: no id is read, set or linked.
         return ibs_answer("coppa", tid, &errors, None, None);

@@ -40,10 +40,12 @@ use super::provider_client::{
 use super::segment_engine::{engine_for, EvaluateProfile, LoadProfile};
 use crate::catalog::{AskFor, Provider};
 use crate::config::RealtimeConfig;
+use crate::consent::VendorConsent;
 use crate::engine::{CatalogHandle, CompiledCatalog};
 use crate::error::DcsError;
 use crate::ids::{Tid, VisitorId};
 use crate::idsync::DeclaredId;
+use crate::outbox::Outbox;
 use crate::profile::{CachedAnswer, Profile};
 use crate::provider::{budget, request_body, Answer, Outcome, RequestContext};
 use crate::request::PrivacyParams;
@@ -58,6 +60,8 @@ pub struct EventData {
     pub sids: Vec<u64>,
     pub tdpid: Option<u32>,
     pub privacy: PrivacyParams,
+    /// Which providers' IAB vendors may be asked (`tcfVendorId`).
+    pub vendors: VendorConsent,
     /// Declared ids of known data sources, within AAM's limits: synced before providers are
     /// asked, so a synced-only provider is asked on the very event that declared the id.
     pub declared: Vec<DeclaredId>,
@@ -131,6 +135,8 @@ pub struct SessionDeps {
     pub realtime: Arc<RealtimeConfig>,
     pub clients: ClientSettings,
     pub directory: Arc<SessionDirectory>,
+    /// Where membership changes for S2S destinations go.
+    pub outbox: Outbox,
 }
 
 impl SessionDeps {
@@ -261,13 +267,14 @@ async fn run_event(
         .collect(&deps.realtime, &mut profile, now, &mut result)
         .await;
 
+    let before = profile.segments.clone();
     let evaluated = engine_for(&deps.profiles)
         .send(EvaluateProfile {
             tid,
             visitor,
             profile,
             persist,
-            catalog,
+            catalog: catalog.clone(),
             event,
             provider_segments,
             now,
@@ -283,6 +290,10 @@ async fn run_event(
                 result
                     .errors
                     .push(DcsError::unspecified("Profile could not be saved"));
+            }
+            if persist {
+                deps.outbox
+                    .membership(&catalog, visitor, &before, &done.profile.segments, now);
             }
             result.realized = done.evaluation.realized;
             result.segments = done.evaluation.segments;
@@ -386,23 +397,28 @@ impl Handler<EraseProfile> for VisitorSession {
         self.erasures += 1;
         let state = std::mem::replace(&mut self.profile, ProfileState::Unloaded);
         let profiles = self.deps.profiles.clone();
+        let (outbox, catalog) = (self.deps.outbox.clone(), self.deps.catalog.clone());
         let visitor = self.visitor;
         let work = async move {
-            // The synced ids say which reverse mappings to remove; an unreadable record is
-            // deleted all the same.
-            let synced = match state {
-                ProfileState::Loaded(p) => p.synced_ids,
+            // The synced ids say which reverse mappings to remove, the segments which S2S
+            // destinations to tell; an unreadable record is deleted all the same.
+            let erased = match state {
+                ProfileState::Loaded(p) => p,
                 ProfileState::Unloaded => match profiles.load(visitor).await {
-                    Ok(Some(p)) => p.synced_ids,
-                    Ok(None) | Err(_) => Default::default(),
+                    Ok(Some(p)) => p,
+                    Ok(None) | Err(_) => Profile::default(),
                 },
             };
-            let ids = synced.into_iter().collect();
+            let ids = erased.synced_ids.into_iter().collect();
             let result = async {
                 profiles.delete(visitor).await?;
                 profiles.unlink(visitor, ids).await
             }
             .await;
+            if result.is_ok() {
+                let now = crate::server::unix_now();
+                outbox.membership(&catalog.current(), visitor, &erased.segments, &[], now);
+            }
             drop(msg.pending);
             result
         };
@@ -558,6 +574,9 @@ impl FanOut {
         event: &EventData,
     ) {
         for provider in catalog.providers() {
+            if !event.vendors.allows(provider.tcf_vendor_id) {
+                continue;
+            }
             let declared = event
                 .declared
                 .iter()
@@ -585,6 +604,13 @@ impl FanOut {
         result: &mut EventResult,
     ) {
         for provider in catalog.providers() {
+            // Not even a cached answer: the visitor has not let this vendor's data be used.
+            if !event.vendors.allows(provider.tcf_vendor_id) {
+                result
+                    .providers
+                    .push((provider.name.clone(), Outcome::NoConsent));
+                continue;
+            }
             let cached = profile.fresh_answer(provider.pid, now);
             let user_id = profile
                 .synced_ids
@@ -819,13 +845,15 @@ impl Handler<LateAnswers> for VisitorSession {
                 cache_answer(&mut profile, &provider, &answer, msg.now);
                 segments.push((provider.data_source_id, answer.segments));
             }
+            let before = profile.segments.clone();
+            let catalog = deps.catalog.current();
             let evaluated = engine_for(&deps.profiles)
                 .send(EvaluateProfile {
                     tid: msg.tid,
                     visitor,
                     profile,
                     persist: true,
-                    catalog: deps.catalog.current(),
+                    catalog: catalog.clone(),
                     event: Arc::new(EventData::default()),
                     provider_segments: segments,
                     now: msg.now,
@@ -833,7 +861,16 @@ impl Handler<LateAnswers> for VisitorSession {
                 })
                 .await;
             match evaluated {
-                Ok(done) => ProfileState::Loaded(done.profile),
+                Ok(done) => {
+                    deps.outbox.membership(
+                        &catalog,
+                        visitor,
+                        &before,
+                        &done.profile.segments,
+                        msg.now,
+                    );
+                    ProfileState::Loaded(done.profile)
+                }
                 Err(e) => {
                     log::error!(tid = msg.tid.as_str(); "segment engine unavailable: {e}");
                     ProfileState::Unloaded

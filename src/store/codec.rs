@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
+use crate::ids::VisitorId;
 use crate::profile::{day_of, CachedAnswer, Profile, Realization};
+use crate::s2s::Delivery;
 
 /// A trait realization as issues 2–3 stored it (a total count, no days), frozen.
 #[derive(Serialize, Deserialize)]
@@ -125,6 +127,56 @@ pub fn decode_profile(bytes: &[u8]) -> Result<Profile, StoreError> {
             what: "profile",
             detail: e.to_string(),
         }),
+    }
+}
+
+/// An S2S outbox entry as stored; the enum index is the version, as for profiles.
+#[derive(Serialize, Deserialize)]
+enum StoredDelivery {
+    V1 {
+        destination_id: u64,
+        visitor: u128,
+        at: i64,
+        active: Vec<u64>,
+        left: Vec<u64>,
+    },
+}
+
+pub fn encode_delivery(d: &Delivery) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(&StoredDelivery::V1 {
+        destination_id: d.destination_id,
+        visitor: d.visitor.as_u128(),
+        at: d.at,
+        active: d.active.clone(),
+        left: d.left.clone(),
+    })
+    .map_err(|e| StoreError::Corrupt {
+        what: "outbox entry",
+        detail: format!("cannot encode: {e}"),
+    })
+}
+
+pub fn decode_delivery(bytes: &[u8]) -> Result<Delivery, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        what: "outbox entry",
+        detail,
+    };
+    match postcard::from_bytes::<StoredDelivery>(bytes) {
+        Ok(StoredDelivery::V1 {
+            destination_id,
+            visitor,
+            at,
+            active,
+            left,
+        }) => Ok(Delivery {
+            destination_id,
+            visitor: VisitorId::from_u128(visitor)
+                .ok_or_else(|| corrupt("not a visitor id".into()))?,
+            at,
+            active,
+            left,
+        }),
+        Err(e) => Err(corrupt(e.to_string())),
     }
 }
 

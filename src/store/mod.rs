@@ -17,6 +17,7 @@ pub use sled_store::SledStore;
 use crate::catalog::{Catalog, Destination, Provider, Segment, Trait};
 use crate::ids::VisitorId;
 use crate::profile::Profile;
+use crate::s2s::Delivery;
 
 /// Runs store work on a blocking thread, never on an actix-web worker; `what` names the work
 /// in the error if the task itself dies.
@@ -92,6 +93,17 @@ pub trait ProfileStore: Send + Sync {
     fn save_profile(&self, visitor: VisitorId, profile: &Profile) -> Result<(), StoreError> {
         self.put_profile_bytes(&[(visitor, &codec::encode_profile(profile)?)])
     }
+}
+
+/// The S2S outbox: deliveries waiting for their destination, in the order they were queued,
+/// each under a sequence number that only grows (also across restarts).
+pub trait OutboxStore: Send + Sync {
+    /// Appends deliveries and makes them durable; returns their sequence numbers.
+    fn outbox_append(&self, deliveries: &[Delivery]) -> Result<Vec<u64>, StoreError>;
+    /// Every waiting delivery, oldest first (read at start).
+    fn outbox_all(&self) -> Result<Vec<(u64, Delivery)>, StoreError>;
+    /// Removes delivered (or abandoned) deliveries.
+    fn outbox_remove(&self, seqs: &[u64]) -> Result<(), StoreError>;
 }
 
 /// One object of the catalog.

@@ -1,19 +1,24 @@
 //! The embedded single-node store, on sled 0.34.
 //!
-//! Three trees, fixed: `profiles` (key: the visitor id as 16 big-endian bytes), `idlinks`
+//! Five trees, fixed: `profiles` (key: the visitor id as 16 big-endian bytes), `idlinks`
 //! (key: the data source id as 4 big-endian bytes, then the id's UTF-8 bytes; value: the
-//! visitor id, then the mapping's Unix seconds as 8 big-endian bytes) and `catalog` (key: one
-//! kind byte, then the object id as 8 big-endian bytes; the catalog version sits under its own
-//! kind byte in the same tree so that a catalog replacement is one atomic batch).
+//! visitor id, then the mapping's Unix seconds as 8 big-endian bytes), `optouts` (key: the
+//! visitor id; value: Unix seconds), `outbox` (key: a sequence number from sled's
+//! `generate_id`, 8 big-endian bytes; value: a versioned postcard delivery) and `catalog`
+//! (key: one kind byte, then the object id as 8 big-endian bytes; the catalog version sits
+//! under its own kind byte in the same tree so that a catalog replacement is one atomic
+//! batch).
 
 use std::path::Path;
 
-use super::codec::{decode_json, encode_json};
+use super::codec::{self, decode_json, encode_json};
 use super::{
-    CatalogChange, CatalogKind, CatalogObject, CatalogStore, IdLink, ProfileStore, StoreError,
+    CatalogChange, CatalogKind, CatalogObject, CatalogStore, IdLink, OutboxStore, ProfileStore,
+    StoreError,
 };
 use crate::catalog::{Catalog, Destination, Provider, Segment, Trait};
 use crate::ids::VisitorId;
+use crate::s2s::Delivery;
 
 const KIND_VERSION: u8 = b'v';
 const KIND_PROVIDER: u8 = b'p';
@@ -29,6 +34,8 @@ pub struct SledStore {
     /// Visitors that opted out (key: visitor id, value: Unix seconds, big-endian).
     optouts: sled::Tree,
     catalog: sled::Tree,
+    /// S2S deliveries waiting (key: sequence number, big-endian).
+    outbox: sled::Tree,
 }
 
 fn link_key(dpid: u32, id: &str) -> Vec<u8> {
@@ -89,12 +96,14 @@ impl SledStore {
         let idlinks = db.open_tree("idlinks")?;
         let optouts = db.open_tree("optouts")?;
         let catalog = db.open_tree("catalog")?;
+        let outbox = db.open_tree("outbox")?;
         Ok(SledStore {
             db,
             profiles,
             idlinks,
             optouts,
             catalog,
+            outbox,
         })
     }
 
@@ -114,6 +123,49 @@ impl SledStore {
     /// Number of stored profiles (walks the tree: for tests and tools, not for the hot path).
     pub fn profile_count(&self) -> usize {
         self.profiles.len()
+    }
+}
+
+impl OutboxStore for SledStore {
+    fn outbox_append(&self, deliveries: &[Delivery]) -> Result<Vec<u64>, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut seqs = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            // sled's ids only grow, across restarts too: the outbox keeps its order.
+            let seq = self.db.generate_id()?;
+            batch.insert(&seq.to_be_bytes(), codec::encode_delivery(d)?);
+            seqs.push(seq);
+        }
+        self.outbox.apply_batch(batch)?;
+        // A queued delivery is a promise to a destination: it must survive a crash.
+        self.outbox.flush()?;
+        Ok(seqs)
+    }
+
+    fn outbox_all(&self) -> Result<Vec<(u64, Delivery)>, StoreError> {
+        let mut all = Vec::new();
+        for entry in self.outbox.iter() {
+            let (key, value) = entry?;
+            let bytes: [u8; 8] = key.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                what: "outbox key",
+                detail: format!("{} bytes instead of 8", key.len()),
+            })?;
+            match codec::decode_delivery(&value) {
+                Ok(d) => all.push((u64::from_be_bytes(bytes), d)),
+                // One unreadable entry must not hold up every other delivery.
+                Err(e) => log::error!("outbox entry {} skipped: {e}", u64::from_be_bytes(bytes)),
+            }
+        }
+        Ok(all)
+    }
+
+    fn outbox_remove(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for seq in seqs {
+            batch.remove(&seq.to_be_bytes());
+        }
+        self.outbox.apply_batch(batch)?;
+        Ok(())
     }
 }
 

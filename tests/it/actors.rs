@@ -190,6 +190,7 @@ fn harness_reading_in(
             circuit: Default::default(),
         },
         directory: Arc::new(SessionDirectory::default()),
+        outbox: tributary::outbox::Outbox::disabled(),
     };
     Harness {
         deps,

@@ -54,3 +54,223 @@ async fn cookie_and_url_destinations_in_the_answer() {
     assert!(body.get("dests").is_none());
     server.stop().await;
 }
+
+/// What the endpoint accepted: the parsed body, the raw body, the signature header.
+type Accepted = std::sync::Arc<std::sync::Mutex<Vec<(serde_json::Value, Vec<u8>, String)>>>;
+
+/// An S2S endpoint on loopback: answers 500 while `failing` is set, else 200, and keeps what
+/// it accepted (body and signature header) and how many requests it got.
+struct S2sReceiver {
+    url: String,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accepted: Accepted,
+    attempts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl S2sReceiver {
+    async fn start() -> S2sReceiver {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let failing = Arc::new(AtomicBool::new(true));
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let (f, a, n) = (failing.clone(), accepted.clone(), attempts.clone());
+        let server = actix_web::HttpServer::new(move || {
+            let (f, a, n) = (f.clone(), a.clone(), n.clone());
+            actix_web::App::new().default_service(actix_web::web::to(
+                move |req: actix_web::HttpRequest, body: actix_web::web::Bytes| {
+                    let (f, a, n) = (f.clone(), a.clone(), n.clone());
+                    async move {
+                        n.fetch_add(1, Ordering::SeqCst);
+                        if f.load(Ordering::SeqCst) {
+                            return actix_web::HttpResponse::InternalServerError().finish();
+                        }
+                        let signature = req
+                            .headers()
+                            .get("x-tributary-signature")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string();
+                        let json = serde_json::from_slice(&body).expect("JSON body");
+                        a.lock().unwrap().push((json, body.to_vec(), signature));
+                        actix_web::HttpResponse::Ok().finish()
+                    }
+                },
+            ))
+        })
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let url = format!("http://{}/aam", server.addrs()[0]);
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        S2sReceiver {
+            url,
+            failing,
+            accepted,
+            attempts,
+            handle,
+        }
+    }
+
+    /// Every accepted user entry: (uuid, [(segment, status)]), in the order received.
+    fn users(&self) -> Vec<(String, Vec<(String, String)>)> {
+        let mut out = Vec::new();
+        for (body, _, _) in self.accepted.lock().unwrap().iter() {
+            let users = body["Users"].as_array().unwrap();
+            assert_eq!(body["User_count"], users.len().to_string());
+            assert_eq!(body["AAM_Destination_Id"], "5");
+            for u in users {
+                let segments = u["Segments"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| {
+                        (
+                            s["Segment_ID"].as_str().unwrap().to_string(),
+                            s["Status"].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect();
+                out.push((u["AAM_UUID"].as_str().unwrap().to_string(), segments));
+            }
+        }
+        out
+    }
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if done() {
+            return;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// S2S delivery: membership changes (and an opt-out) are queued while the endpoint fails,
+/// retried, kept in the store across a restart of Tributary, and all delivered — in order,
+/// batched, signed — once the endpoint is back.
+#[actix_web::test]
+async fn s2s_destination_receives_every_change_after_failures_and_a_restart() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use tributary::store::OutboxStore;
+
+    let receiver = S2sReceiver::start().await;
+    let mut cat = catalog(
+        vec![],
+        json!([
+            {"sid": 11, "name": "cars", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == cars", "dataSourceId": 1},
+            {"sid": 12, "name": "bikes", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == bikes", "dataSourceId": 1},
+            {"sid": 13, "name": "news", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == news", "dataSourceId": 1}
+        ]),
+        json!([
+            {"sid": 101, "name": "cars", "segmentRule": "11T", "dataSourceId": 1},
+            {"sid": 102, "name": "bikes", "segmentRule": "12T", "dataSourceId": 1},
+            {"sid": 103, "name": "news", "segmentRule": "13T", "dataSourceId": 1}
+        ]),
+    );
+    cat.destinations = serde_json::from_value(json!([
+        {"destinationId": 5, "name": "partner", "destinationType": "S2S", "url": receiver.url,
+         "secret": "s2s-secret", "batchSize": 2,
+         "mappings": [{"sid": 101, "traitAlias": "autos"}, {"sid": 102}]}
+    ]))
+    .unwrap();
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut config = test_config(dir.path(), &cat);
+    config.s2s.retry_initial_ms = 20;
+    config.s2s.retry_max_ms = 100;
+    let server = TestServer::start_config(config.clone(), dir.clone()).await;
+    const A: &str = "11111111111111111111111111111111111111";
+    const B: &str = "22222222222222222222222222222222222222";
+    const C: &str = "33333333333333333333333333333333333333";
+    for (visitor, page) in [
+        (A, "cars"),  // A enters 101
+        (B, "bikes"), // B enters 102
+        (A, "cars"),  // no change
+        (A, "news"),  // 103 is not mapped: no change
+        (A, "bikes"), // A: 101 and 102
+        (C, "cars"),  // C enters 101
+    ] {
+        let reply = get(&server.url(&format!(
+            "/event?d_rtbd=json&c_page={page}&d_uuid={visitor}"
+        )))
+        .await;
+        assert_eq!(reply.status, 200);
+    }
+    get(&server.url(&format!("/demoptout.jpg?d_uuid={C}"))).await; // C leaves 101
+    wait_for("retries", || receiver.attempts.load(Ordering::SeqCst) >= 3).await;
+    assert!(receiver.users().is_empty());
+    server.stop().await;
+
+    let waiting = {
+        // The stopped server's sled thread may hold the lock for a moment.
+        let mut attempts = 0;
+        let store = loop {
+            match tributary::store::SledStore::open(&dir.path().join("store"), 8 << 20, 100) {
+                Ok(store) => break store,
+                Err(e) if attempts > 100 => panic!("{e}"),
+                Err(_) => attempts += 1,
+            }
+            actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        store.outbox_all().unwrap().len()
+    };
+    assert_eq!(waiting, 5, "every change is in the store's outbox");
+
+    receiver.failing.store(false, Ordering::SeqCst);
+    let server = TestServer::start_config(config.clone(), dir.clone()).await;
+    wait_for("deliveries after the restart", || {
+        receiver.users().len() >= 5
+    })
+    .await;
+    let s = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        receiver.users(),
+        vec![
+            (A.to_string(), s(&[("101", "1")])),
+            (B.to_string(), s(&[("102", "1")])),
+            (A.to_string(), s(&[("101", "1"), ("102", "1")])),
+            (C.to_string(), s(&[("101", "1")])),
+            (C.to_string(), s(&[("101", "0")])),
+        ]
+    );
+    {
+        let accepted = receiver.accepted.lock().unwrap();
+        assert_eq!(accepted.len(), 3, "batches of at most 2 users");
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"s2s-secret");
+        for (body, raw, signature) in accepted.iter() {
+            assert_eq!(
+                signature,
+                &tributary::actors::provider_client::signature(&key, raw),
+                "{body}"
+            );
+            assert_eq!(body["Users"][0]["AAM_Regions"], json!(["7"]));
+        }
+        assert_eq!(accepted[0].0["Users"][0]["Segments"][0]["Alias"], "autos");
+    }
+
+    // Once delivered, nothing is left; a change now goes out at once.
+    get(&server.url(&format!("/event?d_rtbd=json&c_page=cars&d_uuid={B}"))).await;
+    wait_for("a live delivery", || receiver.users().len() >= 6).await;
+    assert_eq!(
+        receiver.users()[5],
+        (B.to_string(), s(&[("101", "1"), ("102", "1")]))
+    );
+    wait_for("an empty outbox", || {
+        use tributary::store::OutboxStore;
+        server.running.store().outbox_all().unwrap().is_empty()
+    })
+    .await;
+    server.stop().await;
+    receiver.handle.stop(true).await;
+}

@@ -320,3 +320,186 @@ async fn late_answers_do_not_survive_an_erasure() {
     );
     server.stop().await;
 }
+
+/// TCF v2 over HTTP, with TC strings encoded by the test: with consent the call runs and each
+/// provider is asked per its vendor's consent; without it (missing, refused, malformed,
+/// oversized) nothing is read, written, set or asked, and the answer is 315.
+#[actix_web::test]
+async fn tcf_consent_gates_everything_and_each_vendor() {
+    use tributary::consent::TcStringBuilder;
+
+    let plain = TestProvider::start(Behavior::Segments(vec!["p"], None)).await;
+    let vendor = TestProvider::start(Behavior::Segments(vec!["v"], None)).await;
+    let refused = TestProvider::start(Behavior::Segments(vec!["r"], None)).await;
+    let mut with_vendor = provider(2, "vend", &vendor.url, 1002, 150);
+    with_vendor["tcfVendorId"] = json!(900);
+    let mut without = provider(3, "nope", &refused.url, 1003, 150);
+    without["tcfVendorId"] = json!(901);
+    let cat = catalog(
+        vec![
+            provider(1, "plain", &plain.url, 1001, 150),
+            with_vendor,
+            without,
+        ],
+        json!([{"sid": 11, "name": "cars", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == cars", "dataSourceId": 1}]),
+        json!([{"sid": 101, "name": "cars", "segmentRule": "11T", "dataSourceId": 1}]),
+    );
+    let server = TestServer::start_with(&cat, |c| {
+        c.privacy.tcf_vendor_id = Some(565);
+        c.privacy.tcf_purposes = vec![1, 10];
+    })
+    .await;
+    let tc = |purposes: &[u8], vendors: &[u16]| {
+        TcStringBuilder::default()
+            .purposes(purposes)
+            .vendors(vendors)
+            .encode()
+    };
+    let granted = tc(&[1, 2, 10], &[565, 900]);
+    let cookie = format!("demdex={VISITOR}");
+    let with_cookie = [("cookie", cookie.as_str())];
+
+    let refusals = [
+        ("gdpr=1".to_string(), "gdpr=1 without gdpr_consent"),
+        (
+            format!("gdpr=1&gdpr_consent={}", tc(&[1], &[565, 900])),
+            "no consent for purpose 10",
+        ),
+        (
+            format!("gdpr=1&gdpr_consent={}", tc(&[1, 10], &[564, 900])),
+            "no consent for vendor 565",
+        ),
+        (
+            format!("gdpr=1&gdpr_consent={}", &granted[..30]),
+            "not a TCF v2 string: ends early",
+        ),
+        (
+            "gdpr=1&gdpr_consent=CO%21%21%21".to_string(),
+            "invalid character at byte 2",
+        ),
+        (
+            format!("gdpr=1&gdpr_consent={}", "C".repeat(5000)),
+            "longer than 4096 bytes",
+        ),
+        // An unknown `gdpr` value does not switch the checks off.
+        ("gdpr=maybe".to_string(), "gdpr=1 without gdpr_consent"),
+    ];
+    for (params, why) in &refusals {
+        for (path, headers) in [
+            (
+                format!("/event?d_rtbd=json&d_cts=2&c_page=cars&{params}"),
+                &[][..],
+            ),
+            (
+                format!("/event?d_rtbd=json&d_cts=2&c_page=cars&d_cid=1%01crm-1&{params}"),
+                &with_cookie[..],
+            ),
+        ] {
+            let reply = get_with(&server.url(&path), headers).await;
+            let body = reply.json();
+            let errors = body["errors"].as_array().unwrap();
+            let refusal = errors.iter().find(|e| e["code"] == 315).unwrap_or_else(|| {
+                panic!("{params}: no 315 in {body}");
+            });
+            assert!(
+                refusal["msg"].as_str().unwrap().contains(why),
+                "{params}: {refusal}"
+            );
+            assert!(body.get("uuid").is_none(), "{body}");
+            assert!(body.get("segments").is_none(), "{body}");
+            assert_eq!(reply.visitor_cookie(), None, "no cookie set or renewed");
+            assert!(reply.header("x-error").unwrap().contains("315"));
+        }
+    }
+    let ibs = get_with(&server.url("/ibs:dpid=1&dpuuid=crm-2&gdpr=1"), &with_cookie).await;
+    assert_eq!(ibs.header("x-error").as_deref(), Some("315"));
+    assert_eq!(ibs.visitor_cookie(), None);
+    server.running.sync_store().await.unwrap();
+    let store = server.running.store();
+    assert_eq!(store.profile_count(), 0, "nothing stored");
+    assert!(store.get_link(1, "crm-1").unwrap().is_none());
+    assert!(store.get_link(1, "crm-2").unwrap().is_none());
+    assert_eq!(plain.hits() + vendor.hits() + refused.hits(), 0);
+
+    // With consent: the call runs; only the vendor without consent is not asked.
+    let reply = get_with(
+        &server.url(&format!(
+            "/event?d_rtbd=json&d_cts=2&c_page=cars&gdpr=1&gdpr_consent={granted}\
+             &us_privacy=1YNN&gpp=DBABTA~1YNN&gpp_sid=6"
+        )),
+        &with_cookie,
+    )
+    .await;
+    let body = reply.json();
+    assert_eq!(body["segments"], json!([101]), "{body}");
+    assert_eq!(
+        body["providers"],
+        json!({"plain": "ok", "vend": "ok", "nope": "no_consent"})
+    );
+    assert_eq!(body["uuid"], VISITOR);
+    assert_eq!(reply.visitor_cookie().as_deref(), Some(VISITOR));
+    assert_eq!(refused.hits(), 0);
+    let regs = &vendor.bodies()[0]["regs"];
+    assert_eq!(
+        regs,
+        &json!({"gdpr": 1, "gdpr_consent": granted, "coppa": 0, "us_privacy": "1YNN", "gpp": "DBABTA~1YNN", "gpp_sid": "6"})
+    );
+    let ibs = get_with(
+        &server.url(&format!(
+            "/ibs:dpid=1&dpuuid=crm-2&gdpr=1&gdpr_consent={granted}"
+        )),
+        &with_cookie,
+    )
+    .await;
+    assert_eq!(ibs.header("x-error"), None);
+    server.running.sync_store().await.unwrap();
+    assert_eq!(
+        server
+            .stored_profile(VisitorId::parse(VISITOR).unwrap())
+            .traits
+            .len(),
+        1
+    );
+    assert!(server
+        .running
+        .store()
+        .get_link(1, "crm-2")
+        .unwrap()
+        .is_some());
+
+    // gdpr=0: no checks; a broken consent string or US Privacy string is reported and not
+    // passed on.
+    let body = get(&server
+        .url("/event?d_rtbd=json&d_cts=2&c_page=cars&gdpr=0&gdpr_consent=%25%25&us_privacy=YES"))
+    .await
+    .json();
+    assert_eq!(
+        body["providers"],
+        json!({"plain": "ok", "vend": "ok", "nope": "ok"}),
+        "{body}"
+    );
+    let messages: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["msg"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages.len(), 2, "{body}");
+    assert!(messages
+        .iter()
+        .any(|m| m.starts_with("Invalid gdpr_consent")));
+    assert!(messages.iter().any(|m| m.starts_with("Invalid us_privacy")));
+    assert_eq!(
+        refused.bodies()[0]["regs"],
+        json!({"gdpr": 0, "coppa": 0}),
+        "malformed strings are not passed on"
+    );
+
+    // An opted-out visitor without consent is told 171: the opt-out outranks consent.
+    get_with(&server.url("/demoptout.jpg"), &with_cookie).await;
+    let body = get_with(&server.url("/event?d_rtbd=json&gdpr=1"), &with_cookie)
+        .await
+        .json();
+    assert_eq!(body["errors"][0]["code"], 171, "{body}");
+    server.stop().await;
+}
