@@ -252,6 +252,8 @@ pub struct S2sConfig {
     pub retry_max_ms: u64,
     /// Deliveries a destination has not accepted for this long are dropped (and counted).
     pub max_age_hours: u64,
+    /// Most deliveries waiting per destination (memory); beyond, the oldest are dropped.
+    pub max_waiting: usize,
 }
 
 impl Default for S2sConfig {
@@ -261,6 +263,7 @@ impl Default for S2sConfig {
             retry_initial_ms: 1000,
             retry_max_ms: 300_000,
             max_age_hours: 168,
+            max_waiting: 1_000_000,
         }
     }
 }
@@ -576,6 +579,7 @@ impl Config {
             86_400_000,
         )?;
         range("s2s.max_age_hours", o.max_age_hours, 1, 24 * 365)?;
+        range("s2s.max_waiting", o.max_waiting as u64, 1, 100_000_000)?;
 
         let p = &self.privacy;
         if let Some(vendor) = p.tcf_vendor_id {

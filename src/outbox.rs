@@ -12,7 +12,10 @@
 //!   timeout (`[s2s] timeout_ms`) or a connection error is retried after a backoff that doubles
 //!   from `retry_initial_ms` up to `retry_max_ms`, for as long as `max_age_hours`;
 //! - drops (and counts) the deliveries of a destination that was deleted or is no longer S2S;
-//!   an inactive destination's deliveries wait.
+//!   an inactive destination's deliveries wait;
+//! - keeps at most `[s2s] max_waiting` deliveries per destination in memory (and in the
+//!   store), dropping the oldest beyond: each one carries the visitor's whole list, so the
+//!   newest matter most.
 //!
 //! Delivery is at least once: a POST that the destination accepted just before a crash, or
 //! whose answer was lost, is sent again. Receivers can tell repeats by `AAM_UUID` and
@@ -39,6 +42,8 @@ pub struct OutboxSettings {
     pub retry_initial: Duration,
     pub retry_max: Duration,
     pub max_age_secs: i64,
+    /// Most deliveries kept waiting per destination; beyond, the oldest are dropped.
+    pub max_waiting: usize,
     pub region: u32,
 }
 
@@ -246,6 +251,17 @@ async fn run(
                     }
                 }
                 write(&store, &mut queues, deliveries).await;
+                // A destination down for long must not take all the memory: each delivery
+                // carries the visitor's whole list, so the newest are the ones worth keeping.
+                for (&id, queue) in queues.iter_mut() {
+                    let excess = queue.items.len().saturating_sub(settings.max_waiting);
+                    // Not while a POST is out: its deliveries are the first ones, removed by
+                    // position when it succeeds. The next command trims instead.
+                    if excess > 0 && !queue.in_flight {
+                        let dropped: Vec<_> = queue.items.drain(..excess).collect();
+                        forget(&store, id, dropped, "overflow").await;
+                    }
+                }
                 if let Some(done) = stop {
                     let _ = done.send(());
                     break;

@@ -121,6 +121,7 @@ async fn retention_sweep(
     profiles: ProfileService,
     catalog: CatalogHandle,
     directory: Arc<SessionDirectory>,
+    outbox: Outbox,
     retention_days: u32,
     now: i64,
 ) -> Result<SweepReport, StoreError> {
@@ -131,6 +132,8 @@ async fn retention_sweep(
             unseen_before,
             &|p| compiled.expire_realizations(p, now),
             &|v| directory.is_live(v),
+            // An erased visitor has left its segments: S2S destinations are told (status 0).
+            &|v, p| outbox.membership(&compiled, v, &p.segments, &[], now),
         )
     })
     .await?;
@@ -174,6 +177,7 @@ impl Running {
             self.profiles.clone(),
             self.catalog.clone(),
             self.directory.clone(),
+            self.outbox.clone(),
             self.retention_days,
             now,
         )
@@ -275,6 +279,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
             retry_initial: Duration::from_millis(config.s2s.retry_initial_ms),
             retry_max: Duration::from_millis(config.s2s.retry_max_ms),
             max_age_secs: i64::try_from(config.s2s.max_age_hours * 3600).unwrap_or(i64::MAX),
+            max_waiting: config.s2s.max_waiting,
             region: config.server.dcs_region,
         },
     );
@@ -367,8 +372,12 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     log::info!("admin API on http://{admin_addr}/v1");
     let retention = (config.store.retention_sweep_secs > 0).then(|| {
         let every = Duration::from_secs(config.store.retention_sweep_secs);
-        let (profiles, catalog, directory) =
-            (profiles.clone(), catalog_handle.clone(), directory.clone());
+        let (profiles, catalog, directory, outbox) = (
+            profiles.clone(),
+            catalog_handle.clone(),
+            directory.clone(),
+            outbox.clone(),
+        );
         let days = config.store.profile_ttl_days;
         actix_rt::spawn(async move {
             loop {
@@ -377,6 +386,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
                     profiles.clone(),
                     catalog.clone(),
                     directory.clone(),
+                    outbox.clone(),
                     days,
                     unix_now(),
                 )

@@ -311,6 +311,7 @@ impl ProfileService {
         unseen_before: i64,
         trim: &dyn Fn(&mut Profile) -> bool,
         live: &dyn Fn(VisitorId) -> bool,
+        purged: &dyn Fn(VisitorId, &Profile),
     ) -> Result<SweepReport, StoreError> {
         let mut report = SweepReport::default();
         let mut after = None;
@@ -348,6 +349,7 @@ impl ProfileService {
                 }
                 if purge {
                     self.unlink_now(visitor, synced)?;
+                    purged(visitor, &profile);
                 }
             }
             // Leave the disk and a core to events between batches.

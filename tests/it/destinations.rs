@@ -208,16 +208,7 @@ async fn s2s_destination_receives_every_change_after_failures_and_a_restart() {
     server.stop().await;
 
     let waiting = {
-        // The stopped server's sled thread may hold the lock for a moment.
-        let mut attempts = 0;
-        let store = loop {
-            match tributary::store::SledStore::open(&dir.path().join("store"), 8 << 20, 100) {
-                Ok(store) => break store,
-                Err(e) if attempts > 100 => panic!("{e}"),
-                Err(_) => attempts += 1,
-            }
-            actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
-        };
+        let store = open_stopped_store(dir.path()).await;
         store.outbox_all().unwrap().len()
     };
     assert_eq!(waiting, 5, "every change is in the store's outbox");
@@ -266,11 +257,81 @@ async fn s2s_destination_receives_every_change_after_failures_and_a_restart() {
         receiver.users()[5],
         (B.to_string(), s(&[("101", "1"), ("102", "1")]))
     );
+    // A visitor erased by the retention sweep leaves its segments too.
+    let d = tributary::ids::VisitorId::parse("44444444444444444444444444444444444444").unwrap();
+    let old = tributary::profile::Profile {
+        segments: vec![102, 103],
+        first_seen: 1_000_000_000,
+        last_seen: 1_000_000_000,
+        ..Default::default()
+    };
+    {
+        use tributary::store::ProfileStore;
+        server.running.store().save_profile(d, &old).unwrap();
+    }
+    let report = server
+        .running
+        .sweep_retention(tributary::server::unix_now())
+        .await
+        .unwrap();
+    assert_eq!(report.purged, 1, "{report:?}");
+    wait_for("the sweep's delivery", || receiver.users().len() >= 7).await;
+    assert_eq!(receiver.users()[6], (d.to_string(), s(&[("102", "0")])));
     wait_for("an empty outbox", || {
         use tributary::store::OutboxStore;
         server.running.store().outbox_all().unwrap().is_empty()
     })
     .await;
     server.stop().await;
+    receiver.handle.stop(true).await;
+}
+
+/// A destination that stays down keeps at most `max_waiting` deliveries, the newest.
+#[actix_web::test]
+async fn s2s_outbox_keeps_the_newest_deliveries_within_its_cap() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use tributary::store::OutboxStore;
+
+    let receiver = S2sReceiver::start().await;
+    let mut cat = catalog(
+        vec![],
+        json!([{"sid": 11, "name": "cars", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == cars", "dataSourceId": 1}]),
+        json!([{"sid": 101, "name": "cars", "segmentRule": "11T", "dataSourceId": 1}]),
+    );
+    cat.destinations = serde_json::from_value(json!([
+        {"destinationId": 5, "name": "partner", "destinationType": "S2S", "url": receiver.url,
+         "mappings": [{"sid": 101}]}
+    ]))
+    .unwrap();
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut config = test_config(dir.path(), &cat);
+    // After the first failure, no attempt for a minute: the queue only grows.
+    config.s2s.retry_initial_ms = 60_000;
+    config.s2s.retry_max_ms = 60_000;
+    config.s2s.max_waiting = 2;
+    let server = TestServer::start_config(config, dir.clone()).await;
+    let visitor = |n: u8| format!("{}", n).repeat(38);
+    get(&server.url(&format!("/event?c_page=cars&d_uuid={}", visitor(1)))).await;
+    wait_for("a failed attempt", || {
+        receiver.attempts.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    for n in 2..=5 {
+        get(&server.url(&format!("/event?c_page=cars&d_uuid={}", visitor(n)))).await;
+    }
+    server.stop().await;
+    let waiting: Vec<String> = {
+        let store = open_stopped_store(dir.path()).await;
+        store
+            .outbox_all()
+            .unwrap()
+            .into_iter()
+            .map(|(_, d)| d.visitor.to_string())
+            .collect()
+    };
+    assert_eq!(waiting, [visitor(4), visitor(5)]);
+    assert_eq!(receiver.attempts.load(Ordering::SeqCst), 1);
     receiver.handle.stop(true).await;
 }

@@ -277,6 +277,20 @@ impl TestServer {
     }
 }
 
+/// The store of a stopped test server in `dir`, opened directly. The stopped server's sled
+/// thread may hold the lock for a moment, so opening is retried.
+pub async fn open_stopped_store(dir: &std::path::Path) -> tributary::store::SledStore {
+    let mut attempts = 0;
+    loop {
+        match tributary::store::SledStore::open(&dir.join("store"), 8 << 20, 100) {
+            Ok(store) => return store,
+            Err(e) if attempts > 100 => panic!("{e}"),
+            Err(_) => attempts += 1,
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// An HTTP answer, read whole.
 pub struct Reply {
     pub status: u16,
