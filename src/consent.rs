@@ -115,6 +115,21 @@ impl IdRanges {
     }
 }
 
+/// `3-5,9`.
+impl std::fmt::Display for IdRanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (start, end)) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            if start == end {
+                write!(f, "{sep}{start}")?;
+            } else {
+                write!(f, "{sep}{start}-{end}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A publisher restriction's type (TCF v2 "RestrictionType").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RestrictionType {

@@ -64,6 +64,19 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         workers: usize,
     },
+    /// Print a TCF v2 consent string (core segment) granting these purposes and vendors, to
+    /// try `gdpr=1` calls; `--decode` shows what a string grants instead.
+    TcString {
+        /// Purposes with consent, e.g. `1,10`.
+        #[arg(long, value_delimiter = ',', default_value = "1,10")]
+        purposes: Vec<u8>,
+        /// Vendors with consent, e.g. `565,900`.
+        #[arg(long, value_delimiter = ',')]
+        vendors: Vec<u16>,
+        /// A string to decode rather than encode.
+        #[arg(long)]
+        decode: Option<String>,
+    },
     /// Measure Tributary against bare HTTP and bare fan-out ceilings (see BENCHMARKS.md).
     Bench {
         /// A run of a few seconds that only checks that the tool works (CI).
@@ -160,6 +173,41 @@ fn bench_engine(events: usize, out: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
+fn tc_string(purposes: &[u8], vendors: &[u16], decode: Option<&str>) -> Result<(), String> {
+    use tributary::consent::{TcString, TcStringBuilder};
+    match decode {
+        Some(text) => {
+            let tc = TcString::decode(text).map_err(|e| format!("not a TCF v2 string: {e}"))?;
+            let granted: Vec<String> = (1..=24)
+                .filter(|&p| tc.purpose_consent(p))
+                .map(|p| p.to_string())
+                .collect();
+            println!(
+                "cmp {} (version {}), vendor list {}, policy {}",
+                tc.cmp_id, tc.cmp_version, tc.vendor_list_version, tc.policy_version
+            );
+            println!("purposes with consent: {}", granted.join(","));
+            println!("vendors with consent: {}", tc.vendor_consents);
+        }
+        None => {
+            if let Some(p) = purposes.iter().find(|p| !(1..=24).contains(*p)) {
+                return Err(format!("purpose {p}: purposes are 1 to 24"));
+            }
+            if vendors.contains(&0) {
+                return Err("vendor ids start at 1".into());
+            }
+            println!(
+                "{}",
+                TcStringBuilder::default()
+                    .purposes(purposes)
+                    .vendors(vendors)
+                    .encode()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `serve` logs in the configured format; everything else in text.
@@ -184,6 +232,11 @@ fn main() -> ExitCode {
             Err(e) => Err(e.to_string()),
         },
         Command::Demo { config } => system.block_on(tributary::demo::run(&config)),
+        Command::TcString {
+            purposes,
+            vendors,
+            decode,
+        } => tc_string(&purposes, &vendors, decode.as_deref()),
         Command::MockProvider {
             bind,
             name,
