@@ -12,6 +12,8 @@
 //! - [`catalog`]: providers, traits, segments (AAM field names) and their validation.
 //! - [`engine`]: the compiled catalog and qualification (traits → segments).
 //! - [`destinations`]: cookie (`stuff`) and URL (`dests`) destination output.
+//! - [`s2s`]: server-to-server destinations: which membership changes to deliver, and the body.
+//! - [`consent`]: TCF v2, US Privacy and GPP strings (bounded decoders) and the consent check.
 //! - [`profile`]: what is remembered about a visitor.
 //! - [`provider`]: the provider protocol (request body, answer parsing, outcomes, budget).
 //! - [`circuit`]: a provider's circuit breaker (when to stop calling it, when to try again).
@@ -24,6 +26,7 @@
 //! - [`server`]: the HTTP listener and [`server::start`], which wires everything together.
 //! - [`admin`]: the admin REST API (its own listener) and the catalog writer behind it.
 //! - [`metrics`]: the Prometheus exporter; [`logging`]: text or JSON log lines.
+//! - [`outbox`]: the S2S outbox task (store, batches, retries, signing), off the event path.
 //! - [`overload`]: load shedding (`429`) from worker lag, events in flight and store backlog.
 //! - [`mock_provider`] and [`demo`]: sample providers and the `tributary demo` command.
 //! - [`bench`]: `tributary bench`, the benchmark tool (load generator, ceilings, scenarios).
