@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
+use super::{IdLink, StoreError};
 use crate::ids::VisitorId;
 use crate::profile::{day_of, CachedAnswer, Profile, Realization};
 use crate::s2s::Delivery;
@@ -128,6 +128,33 @@ pub fn decode_profile(bytes: &[u8]) -> Result<Profile, StoreError> {
             detail: e.to_string(),
         }),
     }
+}
+
+/// An ID-sync mapping: the visitor id, then Unix seconds, both big-endian.
+pub fn encode_link(link: &IdLink) -> [u8; 24] {
+    let mut value = [0u8; 24];
+    value[..16].copy_from_slice(&link.visitor.to_be_bytes());
+    value[16..].copy_from_slice(&link.at.to_be_bytes());
+    value
+}
+
+pub fn decode_link(value: &[u8]) -> Result<IdLink, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        what: "id link",
+        detail,
+    };
+    let bytes: [u8; 24] = value
+        .try_into()
+        .map_err(|_| corrupt(format!("{} bytes instead of 24", value.len())))?;
+    let mut visitor = [0u8; 16];
+    visitor.copy_from_slice(&bytes[..16]);
+    let mut at = [0u8; 8];
+    at.copy_from_slice(&bytes[16..]);
+    Ok(IdLink {
+        visitor: VisitorId::from_u128(u128::from_be_bytes(visitor))
+            .ok_or_else(|| corrupt("not a visitor id".into()))?,
+        at: i64::from_be_bytes(at),
+    })
 }
 
 /// An S2S outbox entry as stored; the enum index is the version, as for profiles.

@@ -7,11 +7,13 @@
 
 mod codec;
 mod profile_service;
+mod redis_store;
 mod sled_store;
 
 /// The stored profile format, for tools and tests that prepare a store.
 pub use codec::{decode_profile, encode_profile};
 pub use profile_service::{ProfileService, SweepReport};
+pub use redis_store::{RedisSettings, RedisStore};
 pub use sled_store::SledStore;
 
 use crate::catalog::{Catalog, Destination, Provider, Segment, Trait};
@@ -48,6 +50,20 @@ impl From<sled::Error> for StoreError {
 
 /// An ID-sync mapping (data source, id) → visitor, and when it was last asserted (Unix
 /// seconds): among several mappings of one request, the most recent identifies the visitor.
+/// Stored profiles (visitor, encoded bytes), and where the walk goes on (`None`: the end).
+pub type ScanBatch = (Vec<(VisitorId, Vec<u8>)>, Option<ScanCursor>);
+
+/// Where a walk over the stored profiles is (see [`ProfileStore::scan_profiles`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ScanCursor {
+    #[default]
+    Start,
+    /// After this visitor, in visitor order (sled).
+    After(VisitorId),
+    /// At this cursor of one node's `SCAN`, nodes in a fixed order (Redis Cluster).
+    Node { node: usize, cursor: u64 },
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IdLink {
     pub visitor: VisitorId,
@@ -62,13 +78,11 @@ pub trait ProfileStore: Send + Sync {
     /// Writes encoded profiles, as one atomic batch where the backend can.
     fn put_profile_bytes(&self, batch: &[(VisitorId, &[u8])]) -> Result<(), StoreError>;
     fn delete_profile(&self, visitor: VisitorId) -> Result<(), StoreError>;
-    /// Up to `limit` stored profiles in visitor order, after `after` (from the start with
-    /// `None`): how the retention sweep walks the store a batch at a time.
-    fn scan_profiles(
-        &self,
-        after: Option<VisitorId>,
-        limit: usize,
-    ) -> Result<Vec<(VisitorId, Vec<u8>)>, StoreError>;
+    /// About `limit` stored profiles from `cursor` on, and where to go on (`None` at the end):
+    /// how the retention sweep walks the store a batch at a time. Each profile stored for the
+    /// whole walk is returned once (a backend may return one twice); an empty batch does not
+    /// mean the end.
+    fn scan_profiles(&self, cursor: ScanCursor, limit: usize) -> Result<ScanBatch, StoreError>;
     /// Makes every acknowledged write durable.
     fn flush(&self) -> Result<(), StoreError>;
 

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use super::{codec, on_blocking_thread, IdLink, ProfileStore, StoreError};
+use super::{codec, on_blocking_thread, IdLink, ProfileStore, ScanCursor, StoreError};
 use crate::ids::VisitorId;
 use crate::profile::Profile;
 
@@ -314,13 +314,10 @@ impl ProfileService {
         purged: &dyn Fn(VisitorId, &Profile),
     ) -> Result<SweepReport, StoreError> {
         let mut report = SweepReport::default();
-        let mut after = None;
-        loop {
-            let batch = self.inner.store.scan_profiles(after, SWEEP_BATCH)?;
-            let Some((last, _)) = batch.last() else {
-                break;
-            };
-            after = Some(*last);
+        let mut cursor = Some(ScanCursor::Start);
+        while let Some(at) = cursor.take() {
+            let (batch, next) = self.inner.store.scan_profiles(at, SWEEP_BATCH)?;
+            cursor = next;
             for (visitor, bytes) in batch {
                 report.scanned += 1;
                 if live(visitor) {

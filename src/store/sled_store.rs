@@ -11,10 +11,10 @@
 
 use std::path::Path;
 
-use super::codec::{self, decode_json, encode_json};
+use super::codec::{self, decode_json, decode_link, encode_json, encode_link};
 use super::{
     CatalogChange, CatalogKind, CatalogObject, CatalogStore, IdLink, OutboxStore, ProfileStore,
-    StoreError,
+    ScanBatch, ScanCursor, StoreError,
 };
 use crate::catalog::{Catalog, Destination, Provider, Segment, Trait};
 use crate::ids::VisitorId;
@@ -43,32 +43,6 @@ fn link_key(dpid: u32, id: &str) -> Vec<u8> {
     key.extend_from_slice(&dpid.to_be_bytes());
     key.extend_from_slice(id.as_bytes());
     key
-}
-
-fn encode_link(link: &IdLink) -> [u8; 24] {
-    let mut value = [0u8; 24];
-    value[..16].copy_from_slice(&link.visitor.to_be_bytes());
-    value[16..].copy_from_slice(&link.at.to_be_bytes());
-    value
-}
-
-fn decode_link(value: &[u8]) -> Result<IdLink, StoreError> {
-    let corrupt = |detail: String| StoreError::Corrupt {
-        what: "id link",
-        detail,
-    };
-    let bytes: [u8; 24] = value
-        .try_into()
-        .map_err(|_| corrupt(format!("{} bytes instead of 24", value.len())))?;
-    let mut visitor = [0u8; 16];
-    visitor.copy_from_slice(&bytes[..16]);
-    let mut at = [0u8; 8];
-    at.copy_from_slice(&bytes[16..]);
-    Ok(IdLink {
-        visitor: VisitorId::from_u128(u128::from_be_bytes(visitor))
-            .ok_or_else(|| corrupt("not a visitor id".into()))?,
-        at: i64::from_be_bytes(at),
-    })
 }
 
 fn catalog_key(kind: u8, id: u64) -> [u8; 9] {
@@ -195,15 +169,11 @@ impl ProfileStore for SledStore {
         Ok(())
     }
 
-    fn scan_profiles(
-        &self,
-        after: Option<VisitorId>,
-        limit: usize,
-    ) -> Result<Vec<(VisitorId, Vec<u8>)>, StoreError> {
+    fn scan_profiles(&self, cursor: ScanCursor, limit: usize) -> Result<ScanBatch, StoreError> {
         use std::ops::Bound;
-        let start = match after {
-            Some(v) => Bound::Excluded(v.to_be_bytes().to_vec()),
-            None => Bound::Unbounded,
+        let start = match cursor {
+            ScanCursor::After(v) => Bound::Excluded(v.to_be_bytes().to_vec()),
+            _ => Bound::Unbounded,
         };
         let mut out = Vec::new();
         for item in self
@@ -220,7 +190,11 @@ impl ProfileStore for SledStore {
                 out.push((v, value.to_vec()));
             }
         }
-        Ok(out)
+        let next = match out.last() {
+            Some((last, _)) if out.len() >= limit => Some(ScanCursor::After(*last)),
+            _ => None,
+        };
+        Ok((out, next))
     }
 
     fn flush(&self) -> Result<(), StoreError> {

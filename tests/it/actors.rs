@@ -137,10 +137,16 @@ impl ProfileStore for SlowReads {
     }
     fn scan_profiles(
         &self,
-        after: Option<VisitorId>,
+        cursor: tributary::store::ScanCursor,
         limit: usize,
-    ) -> Result<Vec<(VisitorId, Vec<u8>)>, StoreError> {
-        self.inner.scan_profiles(after, limit)
+    ) -> Result<
+        (
+            Vec<(VisitorId, Vec<u8>)>,
+            Option<tributary::store::ScanCursor>,
+        ),
+        StoreError,
+    > {
+        self.inner.scan_profiles(cursor, limit)
     }
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()

@@ -11,4 +11,5 @@ mod privacy;
 mod providers;
 mod restart;
 mod rules;
+mod store_conformance;
 mod visitors;

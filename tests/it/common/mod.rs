@@ -1,6 +1,9 @@
 //! Shared test harness: real Tributary servers and real provider servers on 127.0.0.1:0,
 //! real sled stores in temporary directories.
 
+mod redis_cluster;
+pub use redis_cluster::{unique_prefix, RedisCluster};
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
