@@ -109,6 +109,28 @@ pub struct StoreConfig {
     pub write_delay_ms: u64,
     /// Shed events while this many changed profiles wait to be written (the disk is behind).
     pub max_pending_writes: usize,
+    /// `sled` (embedded, one node) or `redis` (Redis Cluster or Valkey, shared by many nodes).
+    pub backend: Backend,
+    /// `redis`: seed nodes of the cluster, `redis://host:port` (or `rediss://`).
+    pub redis_urls: Vec<String>,
+    /// `redis`: prefix of every key, so that deployments can share a cluster.
+    pub redis_prefix: String,
+    /// `redis`: how long a store call may take before it fails (connect or answer).
+    pub redis_timeout_ms: u64,
+    /// `redis`: connections each node keeps open.
+    pub redis_connections: usize,
+    /// This node's name, for its S2S outbox in a shared store; keep it stable across restarts.
+    /// Empty = the host name and the public port.
+    pub node_id: String,
+}
+
+/// Where profiles, mappings, the catalog and the outbox are kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Sled,
+    Redis,
 }
 
 impl Default for StoreConfig {
@@ -122,6 +144,12 @@ impl Default for StoreConfig {
             threads: 2,
             write_delay_ms: 1000,
             max_pending_writes: 500_000,
+            backend: Backend::Sled,
+            redis_urls: Vec::new(),
+            redis_prefix: "tributary".into(),
+            redis_timeout_ms: 100,
+            redis_connections: 16,
+            node_id: String::new(),
         }
     }
 }
@@ -288,6 +316,22 @@ impl Default for PrivacyConfig {
     }
 }
 
+impl StoreConfig {
+    /// `node_id`, or the host name and `port` when it is empty.
+    pub fn node_name(&self, port: u16) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().replace(['{', '}', ':', '*', ' '], "-"))
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "node".into());
+        format!("{host}-{port}")
+    }
+}
+
 impl PrivacyConfig {
     /// The checks a TC string must pass; call after [`Config::validate`].
     pub fn tcf_policy(&self) -> crate::consent::TcfPolicy {
@@ -373,7 +417,8 @@ impl Config {
             .list_separator(",")
             .with_list_parse_key("server.cors_origins")
             .with_list_parse_key("server.idsync_redirect_hosts")
-            .with_list_parse_key("privacy.tcf_purposes");
+            .with_list_parse_key("privacy.tcf_purposes")
+            .with_list_parse_key("store.redis_urls");
         if let Some(vars) = env {
             environment = environment.source(Some(vars.into_iter().collect()));
         }
@@ -483,6 +528,48 @@ impl Config {
             return Err(bad("store.flush_every_ms", "must be between 1 and 60000"));
         }
         range("store.threads", st.threads as u64, 1, 64)?;
+        if st.backend == Backend::Redis {
+            if st.redis_urls.is_empty() {
+                return Err(bad(
+                    "store.redis_urls",
+                    "backend \"redis\" needs at least one node, like redis://10.0.0.1:6379",
+                ));
+            }
+            for url in &st.redis_urls {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://"))
+                    || url::Url::parse(url).map_or(true, |u| u.host_str().is_none())
+                {
+                    return Err(bad(
+                        "store.redis_urls",
+                        format!("{url:?} is not a URL like redis://10.0.0.1:6379"),
+                    ));
+                }
+            }
+        }
+        let key_safe = |v: &str| {
+            v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_graphic() && !matches!(b, b'{' | b'}' | b':' | b'*'))
+        };
+        if st.redis_prefix.is_empty() || !key_safe(&st.redis_prefix) {
+            return Err(bad(
+                "store.redis_prefix",
+                "must be 1 to 64 printable characters without { } : *",
+            ));
+        }
+        if !key_safe(&st.node_id) {
+            return Err(bad(
+                "store.node_id",
+                "must be at most 64 printable characters without { } : *",
+            ));
+        }
+        range("store.redis_timeout_ms", st.redis_timeout_ms, 1, 60_000)?;
+        range(
+            "store.redis_connections",
+            st.redis_connections as u64,
+            1,
+            1024,
+        )?;
         range("store.write_delay_ms", st.write_delay_ms, 0, 60_000)?;
         range(
             "store.max_pending_writes",
@@ -774,6 +861,38 @@ mod tests {
         );
         assert!(error("[server.integration_codes]\ncrm = 0\n", &[])
             .starts_with("config key server.integration_codes"));
+    }
+
+    #[test]
+    fn store_backend_keys() {
+        let c = Config::from_toml(
+            "[store]\nbackend = \"redis\"\nredis_urls = [\"redis://10.0.0.1:6379\"]\n",
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.store.backend, Backend::Redis);
+        assert_eq!(c.store.node_name(8080).rsplit('-').next(), Some("8080"));
+        let c = Config::from_toml(
+            "",
+            env(&[
+                ("TRIBUTARY__STORE__BACKEND", "redis"),
+                ("TRIBUTARY__STORE__REDIS_URLS", "redis://a:1,redis://b:2"),
+                ("TRIBUTARY__STORE__NODE_ID", "dcs-3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.store.redis_urls, ["redis://a:1", "redis://b:2"]);
+        assert_eq!(c.store.node_name(1), "dcs-3");
+        assert!(error("[store]\nbackend = \"redis\"\n", &[])
+            .starts_with("config key store.redis_urls: backend \"redis\" needs"));
+        assert!(error(
+            "[store]\nbackend = \"redis\"\nredis_urls = [\"http://x\"]\n",
+            &[]
+        )
+        .starts_with("config key store.redis_urls:"));
+        assert!(error("[store]\nredis_prefix = \"a{b}\"\n", &[])
+            .starts_with("config key store.redis_prefix:"));
+        assert!(error("[store]\nbackend = \"mongo\"\n", &[]).contains("mongo"));
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::actors::visitor_session::{
 };
 use crate::admin::{self, AdminState, CatalogWriter};
 use crate::catalog::{Catalog, CatalogError};
-use crate::config::{Config, ConfigError};
+use crate::config::{Backend, Config, ConfigError};
 use crate::consent::{Judgement, Refusal, TcfPolicy};
 use crate::engine::{CatalogHandle, CompiledCatalog};
 use crate::error::{truncate, DcsError, HttpError};
@@ -47,8 +47,8 @@ use crate::request::{
 use crate::response::{x_error, EventBody, PIXEL_GIF};
 use crate::signals::Signals;
 use crate::store::{
-    on_blocking_thread, CatalogStore, OutboxStore, ProfileService, ProfileStore, SledStore,
-    StoreError, SweepReport,
+    on_blocking_thread, CatalogStore, OutboxStore, ProfileService, ProfileStore, RedisSettings,
+    RedisStore, SledStore, Store, StoreError, SweepReport,
 };
 
 /// Name of the visitor cookie (AAM's).
@@ -104,7 +104,7 @@ pub struct Running {
     task: actix_rt::task::JoinHandle<io::Result<()>>,
     admin_handle: ServerHandle,
     admin_task: actix_rt::task::JoinHandle<io::Result<()>>,
-    store: Arc<SledStore>,
+    store: Arc<dyn Store>,
     profiles: ProfileService,
     directory: Arc<SessionDirectory>,
     sweeper: actix_rt::task::JoinHandle<()>,
@@ -157,7 +157,7 @@ impl Running {
         self.admin_addr
     }
 
-    pub fn store(&self) -> &Arc<SledStore> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
@@ -241,12 +241,8 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let config = Arc::new(config);
     let metrics = crate::metrics::install();
 
-    let store = Arc::new(SledStore::open(
-        &config.store.path,
-        config.store.cache_capacity,
-        config.store.flush_every_ms,
-    )?);
-    let (catalog, version) = load_or_seed_catalog(&config, &store)?;
+    let store = open_store(&config)?;
+    let (catalog, version) = load_or_seed_catalog(&config, store.as_ref())?;
     let compiled = CompiledCatalog::compile(&catalog, version)?;
     log::info!(
         "catalog v{version}: {} providers, {} traits, {} segments",
@@ -438,7 +434,38 @@ async fn sweep_sessions(directory: Arc<SessionDirectory>, idle: Duration, max_se
 }
 
 /// The stored catalog; on a store that never held one, the seed (file plus `[[providers]]`).
-fn load_or_seed_catalog(config: &Config, store: &SledStore) -> Result<(Catalog, u64), StartError> {
+/// The configured store: the embedded sled database, or the shared Redis Cluster.
+fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let st = &config.store;
+    Ok(match st.backend {
+        Backend::Sled => Arc::new(SledStore::open(
+            &st.path,
+            st.cache_capacity,
+            st.flush_every_ms,
+        )?),
+        Backend::Redis => {
+            let node_id = st.node_name(config.public_addr().port());
+            log::info!(
+                "store: Redis Cluster at {} (prefix {:?}, node {node_id:?})",
+                st.redis_urls.join(", "),
+                st.redis_prefix
+            );
+            Arc::new(RedisStore::open(RedisSettings {
+                urls: st.redis_urls.clone(),
+                prefix: st.redis_prefix.clone(),
+                node_id,
+                profile_ttl: Duration::from_secs(u64::from(st.profile_ttl_days) * 86_400),
+                timeout: Duration::from_millis(st.redis_timeout_ms),
+                connections: st.redis_connections,
+            })?)
+        }
+    })
+}
+
+fn load_or_seed_catalog(
+    config: &Config,
+    store: &dyn CatalogStore,
+) -> Result<(Catalog, u64), StartError> {
     if let Some((catalog, version)) = store.load_catalog()? {
         if config.catalog.seed.is_some() || !config.providers.is_empty() {
             log::warn!(

@@ -120,6 +120,23 @@ pub trait OutboxStore: Send + Sync {
     fn outbox_remove(&self, seqs: &[u64]) -> Result<(), StoreError>;
 }
 
+/// Everything a running server keeps: what [`SledStore`] and [`RedisStore`] both are.
+pub trait Store: ProfileStore + CatalogStore + OutboxStore {
+    /// Stored profiles, counted by walking them (tests and tools, not the hot path).
+    fn count_profiles(&self) -> Result<usize, StoreError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor = Some(ScanCursor::Start);
+        while let Some(at) = cursor.take() {
+            let (batch, next) = self.scan_profiles(at, 1000)?;
+            seen.extend(batch.into_iter().map(|(v, _)| v));
+            cursor = next;
+        }
+        Ok(seen.len())
+    }
+}
+
+impl<T: ProfileStore + CatalogStore + OutboxStore> Store for T {}
+
 /// One object of the catalog.
 #[derive(Clone, Debug)]
 pub enum CatalogObject {

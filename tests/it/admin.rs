@@ -20,51 +20,6 @@ fn seed() -> tributary::catalog::Catalog {
     )
 }
 
-struct Admin {
-    base: String,
-}
-
-impl Admin {
-    fn of(server: &TestServer) -> Admin {
-        Admin {
-            base: format!("http://{}", server.running.admin_addr()),
-        }
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
-        self.raw(
-            method,
-            path,
-            body.map(|b| b.to_string().into_bytes()),
-            Some(ADMIN_TOKEN),
-        )
-        .await
-    }
-
-    async fn raw(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Vec<u8>>,
-        token: Option<&str>,
-    ) -> Reply {
-        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = client().request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.insert_header(("authorization", format!("Bearer {t}")));
-        }
-        let res = match body {
-            Some(b) => {
-                req.insert_header(("content-type", "application/json"))
-                    .send_body(b)
-                    .await
-            }
-            None => req.send().await,
-        };
-        read(res.expect("admin request")).await
-    }
-}
-
 fn error_of(reply: &Reply) -> Value {
     reply.json()["error"].clone()
 }
@@ -554,7 +509,6 @@ async fn profiles_are_shown_and_erased_with_every_trace() {
         404
     );
     server.running.sync_store().await.unwrap();
-    use tributary::store::ProfileStore;
     let visitor = tributary::ids::VisitorId::parse(VISITOR).unwrap();
     assert!(server
         .running

@@ -266,7 +266,6 @@ async fn s2s_destination_receives_every_change_after_failures_and_a_restart() {
         ..Default::default()
     };
     {
-        use tributary::store::ProfileStore;
         server.running.store().save_profile(d, &old).unwrap();
     }
     let report = server
@@ -278,7 +277,6 @@ async fn s2s_destination_receives_every_change_after_failures_and_a_restart() {
     wait_for("the sweep's delivery", || receiver.users().len() >= 7).await;
     assert_eq!(receiver.users()[6], (d.to_string(), s(&[("102", "0")])));
     wait_for("an empty outbox", || {
-        use tributary::store::OutboxStore;
         server.running.store().outbox_all().unwrap().is_empty()
     })
     .await;

@@ -178,7 +178,7 @@ async fn opted_out_visitors_get_171_and_nothing_else() {
     assert!(body.get("uuid").is_none());
     assert!(body.get("segments").is_none());
     assert!(reply.visitor_cookie().is_none());
-    assert_eq!(server.running.store().profile_count(), 0);
+    assert_eq!(server.running.store().count_profiles().unwrap(), 0);
     server.stop().await;
 }
 

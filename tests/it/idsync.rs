@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tributary::ids::VisitorId;
-use tributary::store::{IdLink, ProfileStore};
+use tributary::store::IdLink;
 
 use crate::common::*;
 

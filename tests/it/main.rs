@@ -9,6 +9,7 @@ mod event_api;
 mod idsync;
 mod privacy;
 mod providers;
+mod redis_backend;
 mod restart;
 mod rules;
 mod store_conformance;

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tributary::ids::VisitorId;
-use tributary::store::ProfileStore;
 
 use crate::common::*;
 
@@ -159,7 +158,11 @@ async fn child_directed_calls_are_stateless_and_ips_are_truncated() {
     assert_eq!(p.hits(), 0);
     server.running.sync_store().await.unwrap();
     assert!(server.running.store().get_link(1, "k2").unwrap().is_none());
-    assert_eq!(server.running.store().profile_count(), 0, "nothing stored");
+    assert_eq!(
+        server.running.store().count_profiles().unwrap(),
+        0,
+        "nothing stored"
+    );
     assert!(server.running.store().get_link(1, "k").unwrap().is_none());
 
     let body = get_with(
@@ -416,7 +419,7 @@ async fn tcf_consent_gates_everything_and_each_vendor() {
     assert_eq!(ibs.visitor_cookie(), None);
     server.running.sync_store().await.unwrap();
     let store = server.running.store();
-    assert_eq!(store.profile_count(), 0, "nothing stored");
+    assert_eq!(store.count_profiles().unwrap(), 0, "nothing stored");
     assert!(store.get_link(1, "crm-1").unwrap().is_none());
     assert!(store.get_link(1, "crm-2").unwrap().is_none());
     assert_eq!(plain.hits() + vendor.hits() + refused.hits(), 0);

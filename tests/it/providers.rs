@@ -571,7 +571,7 @@ async fn synced_only_providers_are_asked_about_synced_visitors_only() {
     server
         .running
         .store()
-        .put_raw_profile(known, &bytes)
+        .put_profile_bytes(&[(known, &bytes[..])])
         .unwrap();
 
     let anonymous = get(&server.url("/event?d_rtbd=json&d_cts=2&c_page=x"))

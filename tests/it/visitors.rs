@@ -142,7 +142,7 @@ async fn an_active_visitors_profile_stays_in_memory() {
     server
         .running
         .store()
-        .put_raw_profile(visitor, &[0xde, 0xad])
+        .put_profile_bytes(&[(visitor, &[0xde, 0xad][..])])
         .unwrap();
     for _ in 0..3 {
         let body = get(&url).await.json();

@@ -267,7 +267,6 @@ impl TestServer {
         &self,
         visitor: tributary::ids::VisitorId,
     ) -> tributary::profile::Profile {
-        use tributary::store::ProfileStore;
         self.running
             .store()
             .load_profile(visitor)
@@ -291,6 +290,52 @@ pub async fn open_stopped_store(dir: &std::path::Path) -> tributary::store::Sled
             Err(_) => attempts += 1,
         }
         actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The admin API of a test server, called with the test token.
+pub struct Admin {
+    pub base: String,
+}
+
+impl Admin {
+    pub fn of(server: &TestServer) -> Admin {
+        Admin {
+            base: format!("http://{}", server.running.admin_addr()),
+        }
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Reply {
+        self.raw(
+            method,
+            path,
+            body.map(|b| b.to_string().into_bytes()),
+            Some(ADMIN_TOKEN),
+        )
+        .await
+    }
+
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        token: Option<&str>,
+    ) -> Reply {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = client().request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.insert_header(("authorization", format!("Bearer {t}")));
+        }
+        let res = match body {
+            Some(b) => {
+                req.insert_header(("content-type", "application/json"))
+                    .send_body(b)
+                    .await
+            }
+            None => req.send().await,
+        };
+        read(res.expect("admin request")).await
     }
 }
 
