@@ -260,11 +260,14 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     ));
 
     let profile_store: Arc<dyn ProfileStore> = store.clone();
-    let profiles = ProfileService::start(
-        profile_store,
-        config.store.threads,
-        Duration::from_millis(config.store.write_delay_ms),
-    )?;
+    let write_delay = Duration::from_millis(config.store.write_delay_ms);
+    let profiles = match config.store.backend {
+        Backend::Sled => ProfileService::start(profile_store, config.store.threads, write_delay)?,
+        // Other nodes write the same profiles: writes replay events (no lost realization).
+        Backend::Redis => {
+            ProfileService::start_shared(profile_store, config.store.threads, write_delay)?
+        }
+    };
     let directory = Arc::new(SessionDirectory::default());
     let outbox_store: Arc<dyn OutboxStore> = store.clone();
     let (outbox, outbox_task) = Outbox::start(

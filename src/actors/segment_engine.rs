@@ -20,8 +20,8 @@ use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
 use super::visitor_session::EventData;
 use crate::engine::{CompiledCatalog, Evaluation, EventInput, ProviderSegments};
 use crate::ids::{Tid, VisitorId};
-use crate::profile::Profile;
-use crate::store::{ProfileService, StoreError};
+use crate::profile::{CachedAnswer, Profile};
+use crate::store::{ProfileService, Replay, StoreError};
 
 /// Reads a visitor's stored profile (`None` for a visitor never stored).
 #[derive(Message)]
@@ -49,6 +49,109 @@ pub struct EvaluateProfile {
     pub now: i64,
     /// Late provider answers only (see [`crate::engine::EventInput::answers_only`]).
     pub answers_only: bool,
+    /// What the session changed before evaluation (synced ids, cached answers), for the
+    /// event's replay in a shared store.
+    pub changes: ProfileChanges,
+}
+
+/// Changes a session makes to a profile outside evaluation, to make again on another copy.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProfileChanges {
+    pub synced: Vec<(u32, String)>,
+    pub cached: Vec<(u32, CachedAnswer)>,
+}
+
+impl ProfileChanges {
+    /// The synced ids and cached answers `after` has that `before` did not.
+    pub fn between(before: &Profile, after: &Profile) -> Self {
+        ProfileChanges {
+            synced: after
+                .synced_ids
+                .iter()
+                .filter(|(k, v)| before.synced_ids.get(k) != Some(v))
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+            cached: after
+                .provider_cache
+                .iter()
+                .filter(|(k, v)| before.provider_cache.get(k) != Some(v))
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+        }
+    }
+
+    fn apply(&self, profile: &mut Profile) {
+        for (dpid, id) in &self.synced {
+            profile.synced_ids.insert(*dpid, id.clone());
+        }
+        for (pid, answer) in &self.cached {
+            profile.provider_cache.insert(*pid, answer.clone());
+        }
+    }
+}
+
+/// One event, to apply again to a profile another node changed meanwhile (shared stores):
+/// the session's changes, then the same evaluation against the same catalog snapshot.
+pub struct EventReplay {
+    pub changes: ProfileChanges,
+    pub now: i64,
+    /// `None` for an ID sync, which evaluates nothing.
+    pub evaluation: Option<ReplayedEvaluation>,
+}
+
+pub struct ReplayedEvaluation {
+    pub catalog: Arc<CompiledCatalog>,
+    pub event: Arc<EventData>,
+    pub provider_segments: Vec<(u32, Vec<String>)>,
+    pub answers_only: bool,
+}
+
+/// Qualifies one event against a profile: the engine's one call into the rules.
+fn evaluate(
+    catalog: &CompiledCatalog,
+    profile: &mut Profile,
+    event: &EventData,
+    provider_segments: &[(u32, Vec<String>)],
+    now: i64,
+    answers_only: bool,
+) -> Evaluation {
+    let providers: Vec<ProviderSegments<'_>> = provider_segments
+        .iter()
+        .map(|(ds, segments)| ProviderSegments {
+            data_source_id: *ds,
+            segments,
+        })
+        .collect();
+    catalog.evaluate(
+        profile,
+        &EventInput {
+            signals: &event.signals,
+            providers: &providers,
+            sids: &event.sids,
+            tdpid: event.tdpid,
+            now,
+            answers_only,
+        },
+    )
+}
+
+impl Replay for EventReplay {
+    fn apply(&self, profile: &mut Profile) {
+        self.changes.apply(profile);
+        if profile.first_seen == 0 {
+            profile.first_seen = self.now;
+        }
+        if let Some(e) = &self.evaluation {
+            evaluate(
+                &e.catalog,
+                profile,
+                &e.event,
+                &e.provider_segments,
+                self.now,
+                e.answers_only,
+            );
+        }
+    }
 }
 
 /// The evaluated profile, handed back to the session that keeps it warm.
@@ -96,27 +199,28 @@ impl Handler<EvaluateProfile> for SegmentEngine {
     fn handle(&mut self, msg: EvaluateProfile, _: &mut Self::Context) -> Self::Result {
         let started = Instant::now();
         let mut profile = msg.profile;
-        let providers: Vec<ProviderSegments<'_>> = msg
-            .provider_segments
-            .iter()
-            .map(|(ds, segments)| ProviderSegments {
-                data_source_id: *ds,
-                segments,
-            })
-            .collect();
-        let evaluation = msg.catalog.evaluate(
+        let evaluation = evaluate(
+            &msg.catalog,
             &mut profile,
-            &EventInput {
-                signals: &msg.event.signals,
-                providers: &providers,
-                sids: &msg.event.sids,
-                tdpid: msg.event.tdpid,
-                now: msg.now,
-                answers_only: msg.answers_only,
-            },
+            &msg.event,
+            &msg.provider_segments,
+            msg.now,
+            msg.answers_only,
         );
         let saved = if msg.persist {
-            self.profiles.save(msg.visitor, &profile)
+            let replay = self.profiles.is_shared().then(|| {
+                Arc::new(EventReplay {
+                    changes: msg.changes,
+                    now: msg.now,
+                    evaluation: Some(ReplayedEvaluation {
+                        catalog: msg.catalog.clone(),
+                        event: msg.event.clone(),
+                        provider_segments: msg.provider_segments.clone(),
+                        answers_only: msg.answers_only,
+                    }),
+                }) as Arc<dyn Replay>
+            });
+            self.profiles.save_event(msg.visitor, &profile, replay)
         } else {
             Ok(())
         };

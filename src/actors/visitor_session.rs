@@ -37,7 +37,9 @@ use super::directory::{PendingGuard, SessionDirectory};
 use super::provider_client::{
     client_for, CallError, ClientSettings, LookupSegments, ProviderReply,
 };
-use super::segment_engine::{engine_for, EvaluateProfile, LoadProfile};
+use super::segment_engine::{
+    engine_for, EvaluateProfile, EventReplay, LoadProfile, ProfileChanges,
+};
 use crate::catalog::{AskFor, Provider};
 use crate::config::RealtimeConfig;
 use crate::consent::VendorConsent;
@@ -50,7 +52,7 @@ use crate::profile::{CachedAnswer, Profile};
 use crate::provider::{budget, request_body, Answer, Outcome, RequestContext};
 use crate::request::PrivacyParams;
 use crate::signals::Signals;
-use crate::store::{IdLink, ProfileService, StoreError};
+use crate::store::{IdLink, ProfileService, Replay, StoreError};
 
 /// The parts of an event the session, the providers and the engine need.
 #[derive(Debug, Default)]
@@ -260,6 +262,10 @@ async fn run_event(
     profile
         .provider_cache
         .retain(|_, answer| answer.expires_at > now);
+    // A shared store gets this event's replay, not the profile: what the session changes
+    // besides evaluation is part of it.
+    let shared = deps.profiles.is_shared();
+    let unchanged = shared.then(|| profile.clone());
     sync_ids(&deps.profiles, visitor, &mut profile, &event.declared, now);
 
     fanout.plan(&deps, &catalog, &event, &profile, now, &mut result);
@@ -267,9 +273,13 @@ async fn run_event(
         .collect(&deps.realtime, &mut profile, now, &mut result)
         .await;
 
+    let changes = unchanged
+        .map(|u| ProfileChanges::between(&u, &profile))
+        .unwrap_or_default();
     let before = profile.segments.clone();
     let evaluated = engine_for(&deps.profiles)
         .send(EvaluateProfile {
+            changes,
             tid,
             visitor,
             profile,
@@ -299,8 +309,9 @@ async fn run_event(
             result.segments = done.evaluation.segments;
             result.synced_ids = done.profile.synced_ids.clone();
             // After a failed write the profile stays in memory, so the next event's write
-            // carries this event's realizations too.
-            if persist {
+            // carries this event's realizations too. With a shared store it is read again
+            // for every event: another node may have changed it.
+            if persist && !shared {
                 ProfileState::Loaded(done.profile)
             } else {
                 ProfileState::Unloaded
@@ -450,16 +461,26 @@ impl Handler<SyncIds> for VisitorSession {
             let mut errors = Vec::new();
             let (mut profile, persist) =
                 load_profile(&deps, visitor, state, new_visitor, tid, &mut errors).await;
+            let shared = deps.profiles.is_shared();
+            let unchanged = shared.then(|| profile.clone());
             sync_ids(&deps.profiles, visitor, &mut profile, &ids, now);
             if profile.first_seen == 0 {
                 profile.first_seen = now;
             }
+            let replay = unchanged.map(|u| {
+                Arc::new(EventReplay {
+                    changes: ProfileChanges::between(&u, &profile),
+                    now,
+                    evaluation: None,
+                }) as Arc<dyn Replay>
+            });
             let state = if !persist {
                 // The stored profile is unreadable: the reverse mappings are queued, the
                 // forward ones would overwrite it and wait for a readable profile.
                 ProfileState::Unloaded
             } else {
-                match deps.profiles.save(visitor, &profile) {
+                match deps.profiles.save_event(visitor, &profile, replay) {
+                    Ok(()) if shared => ProfileState::Unloaded,
                     Ok(()) => ProfileState::Loaded(profile),
                     Err(e) => {
                         log::error!(tid = tid.as_str(); "profile of {visitor} not saved: {e}");
@@ -836,19 +857,31 @@ impl Handler<LateAnswers> for VisitorSession {
         let visitor = self.visitor;
         let work = async move {
             // Not in memory: the last read or write failed, and writing now could overwrite
-            // what is stored. The answers are dropped; the next event asks again.
-            let ProfileState::Loaded(mut profile) = state else {
-                return state;
+            // what is stored. The answers are dropped; the next event asks again. (A shared
+            // store's sessions keep nothing in memory: the profile is read.)
+            let shared = deps.profiles.is_shared();
+            let mut profile = match state {
+                ProfileState::Loaded(profile) => profile,
+                ProfileState::Unloaded if shared => match deps.profiles.load(visitor).await {
+                    Ok(stored) => stored.unwrap_or_default(),
+                    Err(_) => return ProfileState::Unloaded,
+                },
+                ProfileState::Unloaded => return state,
             };
+            let unchanged = shared.then(|| profile.clone());
             let mut segments = Vec::with_capacity(msg.answers.len());
             for (provider, answer) in msg.answers {
                 cache_answer(&mut profile, &provider, &answer, msg.now);
                 segments.push((provider.data_source_id, answer.segments));
             }
+            let changes = unchanged
+                .map(|u| ProfileChanges::between(&u, &profile))
+                .unwrap_or_default();
             let before = profile.segments.clone();
             let catalog = deps.catalog.current();
             let evaluated = engine_for(&deps.profiles)
                 .send(EvaluateProfile {
+                    changes,
                     tid: msg.tid,
                     visitor,
                     profile,
@@ -869,7 +902,11 @@ impl Handler<LateAnswers> for VisitorSession {
                         &done.profile.segments,
                         msg.now,
                     );
-                    ProfileState::Loaded(done.profile)
+                    if shared {
+                        ProfileState::Unloaded
+                    } else {
+                        ProfileState::Loaded(done.profile)
+                    }
                 }
                 Err(e) => {
                     log::error!(tid = msg.tid.as_str(); "segment engine unavailable: {e}");

@@ -12,7 +12,7 @@ mod sled_store;
 
 /// The stored profile format, for tools and tests that prepare a store.
 pub use codec::{decode_profile, encode_profile};
-pub use profile_service::{ProfileService, SweepReport};
+pub use profile_service::{ProfileService, Replay, SweepReport, MAX_SWAP_ATTEMPTS};
 pub use redis_store::{RedisSettings, RedisStore};
 pub use sled_store::SledStore;
 
@@ -78,6 +78,15 @@ pub trait ProfileStore: Send + Sync {
     /// Writes encoded profiles, as one atomic batch where the backend can.
     fn put_profile_bytes(&self, batch: &[(VisitorId, &[u8])]) -> Result<(), StoreError>;
     fn delete_profile(&self, visitor: VisitorId) -> Result<(), StoreError>;
+    /// Writes `new` only if the stored bytes are still `expected` (`None`: no profile stored),
+    /// atomically; `false` when another write came first. How nodes sharing a store update a
+    /// profile without losing each other's changes.
+    fn swap_profile_bytes(
+        &self,
+        visitor: VisitorId,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError>;
     /// About `limit` stored profiles from `cursor` on, and where to go on (`None` at the end):
     /// how the retention sweep walks the store a batch at a time. Each profile stored for the
     /// whole walk is returned once (a backend may return one twice); an empty batch does not

@@ -19,6 +19,15 @@
 //! same visitor, asserted less than [`LINK_REFRESH_SECS`] ago, which is the common case of a
 //! logged-in visitor declaring the same id on every event: then nothing is written.
 //!
+//! Shared stores (several nodes on one Redis Cluster, [`ProfileService::start_shared`]): two
+//! nodes may change one visitor at once, so a node never writes the profile it holds. Each
+//! save carries a [`Replay`] of what its event did (the realizations, synced ids and cached
+//! answers, re-evaluated against the catalog the event used); the writer reads the stored
+//! profile, replays the pending events on it in order and writes the result only if the
+//! stored bytes are still those it read (`swap_profile_bytes`). Another node's write in
+//! between makes it read and replay again, up to [`MAX_SWAP_ATTEMPTS`] times; so every event
+//! is applied once to whatever the other nodes wrote, and no realization is lost.
+//!
 //! Durability: a crash loses what is pending (at most `write_delay` of changes) plus what sled
 //! has not flushed (`store.flush_every_ms`); [`ProfileService::flush`] (shutdown) writes
 //! everything pending and flushes.
@@ -54,8 +63,21 @@ const TICK: Duration = Duration::from_millis(5);
 /// event.
 pub const LINK_REFRESH_SECS: i64 = 3600;
 
+/// What one event did to a profile, to do again on a newer stored copy (shared stores).
+pub trait Replay: Send + Sync {
+    fn apply(&self, profile: &mut Profile);
+}
+
+/// A visitor's unwritten events, oldest first.
+type Replays = Vec<Arc<dyn Replay>>;
+
+/// Read-replay-swap rounds before a write gives up (and is retried at the next tick).
+pub const MAX_SWAP_ATTEMPTS: usize = 10;
+
 struct Pending {
     bytes: Arc<Vec<u8>>,
+    /// Shared stores: the events not yet written, oldest first.
+    replays: Replays,
     /// Bumped on every save, so a writer only removes the version it wrote.
     version: u64,
     /// When the oldest unwritten change of this entry was made.
@@ -81,6 +103,8 @@ struct Inner {
     pending: AtomicUsize,
     versions: AtomicU64,
     stopping: AtomicBool,
+    /// Other nodes write the same store: writes replay events on the stored profile.
+    shared: bool,
     /// Visitors that opted out, all of them in memory (16 bytes each plus the set's overhead),
     /// so that no request of theirs reaches a session, a provider or the store.
     opted_out: RwLock<HashSet<VisitorId>>,
@@ -108,6 +132,24 @@ impl ProfileService {
         shards: usize,
         write_delay: Duration,
     ) -> Result<ProfileService, StoreError> {
+        Self::start_with(store, shards, write_delay, false)
+    }
+
+    /// As [`ProfileService::start`], for a store other nodes write too (see the module doc).
+    pub fn start_shared(
+        store: Arc<dyn ProfileStore>,
+        shards: usize,
+        write_delay: Duration,
+    ) -> Result<ProfileService, StoreError> {
+        Self::start_with(store, shards, write_delay, true)
+    }
+
+    fn start_with(
+        store: Arc<dyn ProfileStore>,
+        shards: usize,
+        write_delay: Duration,
+        shared: bool,
+    ) -> Result<ProfileService, StoreError> {
         let opted_out = store.opted_out()?.into_iter().collect();
         let inner = Arc::new(Inner {
             opted_out: RwLock::new(opted_out),
@@ -117,6 +159,7 @@ impl ProfileService {
             pending: AtomicUsize::new(0),
             versions: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
+            shared,
         });
         for index in 0..inner.shards.len() {
             let weak = Arc::downgrade(&inner);
@@ -172,21 +215,41 @@ impl ProfileService {
         .await
     }
 
+    /// Whether other nodes write the same store (so sessions must not keep profiles warm).
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared
+    }
+
     /// Queues a save of the profile (write-behind): encodes it and returns.
     pub fn save(&self, visitor: VisitorId, profile: &Profile) -> Result<(), StoreError> {
+        self.save_event(visitor, profile, None)
+    }
+
+    /// Queues a save of the profile an event produced, with the event's [`Replay`] (used by
+    /// shared stores; ignored otherwise). In a shared store, a save without one is not
+    /// written: only replays reach the store.
+    pub fn save_event(
+        &self,
+        visitor: VisitorId,
+        profile: &Profile,
+        replay: Option<Arc<dyn Replay>>,
+    ) -> Result<(), StoreError> {
         let bytes = Arc::new(codec::encode_profile(profile)?);
         let version = self.inner.versions.fetch_add(1, Ordering::Relaxed);
+        let replay = replay.filter(|_| self.inner.shared);
         let mut pending = lock(&self.shard(visitor).pending);
         match pending.get_mut(&visitor) {
             Some(entry) => {
                 entry.bytes = bytes;
                 entry.version = version;
+                entry.replays.extend(replay);
             }
             None => {
                 pending.insert(
                     visitor,
                     Pending {
                         bytes,
+                        replays: replay.into_iter().collect(),
                         version,
                         since: Instant::now(),
                     },
@@ -339,9 +402,16 @@ impl ProfileService {
                         self.inner.store.delete_profile(visitor)?;
                         report.purged += 1;
                     } else if trim(&mut profile) {
+                        // Only over what was read: another node (shared store) may have
+                        // written since; then the next sweep trims it.
                         let encoded = codec::encode_profile(&profile)?;
-                        self.inner.store.put_profile_bytes(&[(visitor, &encoded)])?;
-                        report.trimmed += 1;
+                        if self
+                            .inner
+                            .store
+                            .swap_profile_bytes(visitor, Some(&bytes), &encoded)?
+                        {
+                            report.trimmed += 1;
+                        }
                     }
                 }
                 if purge {
@@ -413,6 +483,9 @@ fn writer(inner: std::sync::Weak<Inner>, index: usize) {
 fn write_due(inner: &Inner, shard: &Shard, due_before: Option<Instant>) -> Result<(), StoreError> {
     let _io = lock(&shard.io);
     write_links(inner, shard)?;
+    if inner.shared {
+        return write_due_shared(inner, shard, due_before);
+    }
     let batch: Vec<(VisitorId, Arc<Vec<u8>>, u64)> = lock(&shard.pending)
         .iter()
         .filter(|(_, p)| due_before.is_none_or(|t| p.since <= t))
@@ -437,6 +510,84 @@ fn write_due(inner: &Inner, shard: &Shard, due_before: Option<Instant>) -> Resul
         }
     }
     Ok(())
+}
+
+/// [`write_due`] for a shared store: per visitor, read the stored profile, replay the pending
+/// events on it, swap it in if nobody wrote meanwhile, else try again. Called with the
+/// shard's I/O lock held.
+fn write_due_shared(
+    inner: &Inner,
+    shard: &Shard,
+    due_before: Option<Instant>,
+) -> Result<(), StoreError> {
+    let batch: Vec<(VisitorId, Replays, u64)> = lock(&shard.pending)
+        .iter()
+        .filter(|(_, p)| due_before.is_none_or(|t| p.since <= t))
+        .map(|(v, p)| (*v, p.replays.clone(), p.version))
+        .collect();
+    let mut first_error = None;
+    for (visitor, replays, version) in batch {
+        let started = Instant::now();
+        let written = if replays.is_empty() {
+            Ok(())
+        } else {
+            replay_and_swap(inner, visitor, &replays)
+        };
+        metrics::histogram!("tributary_store_write_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if let Err(e) = written {
+            first_error.get_or_insert(e);
+            continue;
+        }
+        let mut pending = lock(&shard.pending);
+        let Some(entry) = pending.get_mut(&visitor) else {
+            continue;
+        };
+        if entry.version == version {
+            pending.remove(&visitor);
+            inner.pending.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            // Saved again meanwhile: those events are still to write, from now on.
+            let done = replays.len().min(entry.replays.len());
+            entry.replays.drain(..done);
+            entry.since = started;
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn replay_and_swap(
+    inner: &Inner,
+    visitor: VisitorId,
+    replays: &[Arc<dyn Replay>],
+) -> Result<(), StoreError> {
+    for attempt in 0..MAX_SWAP_ATTEMPTS {
+        let stored = inner.store.get_profile_bytes(visitor)?;
+        let mut profile = match stored.as_deref().map(codec::decode_profile) {
+            None => Profile::default(),
+            Some(Ok(p)) => p,
+            // As with one node: an unreadable record is not overwritten.
+            Some(Err(e)) => return Err(e),
+        };
+        for replay in replays {
+            replay.apply(&mut profile);
+        }
+        let encoded = codec::encode_profile(&profile)?;
+        if inner
+            .store
+            .swap_profile_bytes(visitor, stored.as_deref(), &encoded)?
+        {
+            if attempt > 0 {
+                metrics::counter!("tributary_store_write_conflicts_total")
+                    .increment(attempt as u64);
+            }
+            return Ok(());
+        }
+    }
+    metrics::counter!("tributary_store_write_conflicts_total").increment(MAX_SWAP_ATTEMPTS as u64);
+    Err(StoreError::Io(format!(
+        "profile of {visitor} changed by other nodes {MAX_SWAP_ATTEMPTS} times in a row while being written; tried again later"
+    )))
 }
 
 /// Writes the shard's pending mappings, skipping those the store already holds (recently

@@ -81,6 +81,17 @@ end
 return redis.call('INCR', KEYS[2])
 ";
 
+/// Compare-and-set of one profile: ARGV[1] says whether a value is expected, ARGV[2] is it,
+/// ARGV[3] the new value, ARGV[4] its expiry in seconds.
+const SWAP_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if (ARGV[1] == '0' and current == false) or (ARGV[1] == '1' and current == ARGV[2]) then
+  redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
+  return 1
+end
+return 0
+";
+
 impl RedisStore {
     /// Connects to the cluster (failing at once if no seed node answers).
     pub fn open(settings: RedisSettings) -> Result<RedisStore, StoreError> {
@@ -245,6 +256,24 @@ impl ProfileStore for RedisStore {
     fn delete_profile(&self, visitor: VisitorId) -> Result<(), StoreError> {
         let key = self.profile_key(visitor);
         self.with(|c| Cmd::del(&key).exec(c))
+    }
+
+    fn swap_profile_bytes(
+        &self,
+        visitor: VisitorId,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        let key = self.profile_key(visitor);
+        let script = redis::Script::new(SWAP_SCRIPT);
+        let mut invocation = script.key(&key);
+        match expected {
+            Some(bytes) => invocation.arg("1").arg(bytes),
+            None => invocation.arg("0").arg(""),
+        };
+        invocation.arg(new).arg(self.ttl_secs());
+        let swapped: i64 = self.with(|c| invocation.invoke(c))?;
+        Ok(swapped == 1)
     }
 
     fn scan_profiles(&self, cursor: ScanCursor, limit: usize) -> Result<ScanBatch, StoreError> {

@@ -169,6 +169,18 @@ impl ProfileStore for SledStore {
         Ok(())
     }
 
+    fn swap_profile_bytes(
+        &self,
+        visitor: VisitorId,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .profiles
+            .compare_and_swap(visitor.to_be_bytes(), expected, Some(new))?
+            .is_ok())
+    }
+
     fn scan_profiles(&self, cursor: ScanCursor, limit: usize) -> Result<ScanBatch, StoreError> {
         use std::ops::Bound;
         let start = match cursor {

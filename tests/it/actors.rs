@@ -63,6 +63,7 @@ async fn segment_engine_evaluates_persists_and_loads() {
         .is_none());
     let done = engine
         .send(EvaluateProfile {
+            changes: Default::default(),
             tid: Tid::next(),
             visitor,
             profile: Profile::default(),
@@ -91,6 +92,7 @@ async fn segment_engine_evaluates_persists_and_loads() {
     let other = VisitorId::generate();
     let done = engine
         .send(EvaluateProfile {
+            changes: Default::default(),
             tid: Tid::next(),
             visitor: other,
             profile: Profile::default(),
@@ -134,6 +136,14 @@ impl ProfileStore for SlowReads {
     }
     fn delete_profile(&self, visitor: VisitorId) -> Result<(), StoreError> {
         self.inner.delete_profile(visitor)
+    }
+    fn swap_profile_bytes(
+        &self,
+        visitor: VisitorId,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.inner.swap_profile_bytes(visitor, expected, new)
     }
     fn scan_profiles(
         &self,

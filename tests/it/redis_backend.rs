@@ -17,15 +17,20 @@ fn on_redis(config: &mut tributary::config::Config, cluster: &RedisCluster, pref
     config.validate().unwrap();
 }
 
+/// Trait 11 (a car page) and segment 101 (two of them).
+fn keen_catalog() -> tributary::catalog::Catalog {
+    catalog(
+        vec![],
+        json!([{"sid": 11, "name": "cars", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == cars", "dataSourceId": 1}]),
+        json!([{"sid": 101, "name": "keen", "segmentRule": "FREQUENCY([11T]) >= 2", "dataSourceId": 1}]),
+    )
+}
+
 #[actix_web::test]
 async fn a_server_keeps_profiles_mappings_and_catalog_in_redis_across_a_restart() {
     let cluster = RedisCluster::shared();
     let prefix = unique_prefix();
-    let cat = catalog(
-        vec![],
-        json!([{"sid": 11, "name": "cars", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == cars", "dataSourceId": 1}]),
-        json!([{"sid": 101, "name": "keen", "segmentRule": "FREQUENCY([11T]) >= 2", "dataSourceId": 1}]),
-    );
+    let cat = keen_catalog();
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let mut config = test_config(dir.path(), &cat);
     on_redis(&mut config, &cluster, &prefix);
@@ -83,4 +88,47 @@ async fn a_server_keeps_profiles_mappings_and_catalog_in_redis_across_a_restart(
         .json();
     assert_eq!(traits.as_array().unwrap().len(), 2, "{traits}");
     server.stop().await;
+}
+
+/// Two nodes on one cluster, the same visitors' events alternating between them and sent all
+/// at once: every realization counts, none is lost to the other node's writes.
+#[actix_web::test]
+async fn two_nodes_sharing_a_cluster_lose_no_realization() {
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix();
+    let cat = keen_catalog();
+    let mut nodes = Vec::new();
+    for name in ["node-a", "node-b"] {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let mut config = test_config(dir.path(), &cat);
+        on_redis(&mut config, &cluster, &prefix);
+        config.store.node_id = name.into();
+        // Writes wait a little, so both nodes hold unwritten events of the same visitors.
+        config.store.write_delay_ms = 50;
+        nodes.push(TestServer::start_config(config, dir).await);
+    }
+    const VISITORS: u64 = 6;
+    const EVENTS: u64 = 20;
+    let visitors: Vec<String> = (1..=VISITORS).map(|n| format!("{n}").repeat(38)).collect();
+    let calls = (0..EVENTS).flat_map(|round| {
+        let nodes = &nodes;
+        visitors.iter().enumerate().map(move |(i, v)| {
+            let node = &nodes[(round as usize + i) % 2];
+            let url = node.url(&format!("/event?d_rtbd=json&c_page=cars&d_uuid={v}"));
+            async move { get(&url).await.status }
+        })
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    for node in &nodes {
+        node.running.sync_store().await.unwrap();
+    }
+    for v in &visitors {
+        let profile = nodes[0].stored_profile(VisitorId::parse(v).unwrap());
+        assert_eq!(profile.traits[&11].count(), EVENTS, "visitor {v}");
+        assert_eq!(profile.segments, [101]);
+    }
+    for node in nodes {
+        node.stop().await;
+    }
 }

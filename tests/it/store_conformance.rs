@@ -73,6 +73,27 @@ fn conformance(store: &dyn Store) {
     store.delete_profile(visitor(3)).unwrap();
     store.delete_profile(visitor(3)).unwrap();
     assert_eq!(store.get_profile_bytes(visitor(3)).unwrap(), None);
+    // Compare-and-set: only over the bytes expected.
+    assert!(!store
+        .swap_profile_bytes(visitor(3), Some(b"old"), b"new")
+        .unwrap());
+    assert!(store
+        .swap_profile_bytes(visitor(3), None, b"first")
+        .unwrap());
+    assert!(!store
+        .swap_profile_bytes(visitor(3), None, b"again")
+        .unwrap());
+    assert!(!store
+        .swap_profile_bytes(visitor(3), Some(b"firs"), b"x")
+        .unwrap());
+    assert!(store
+        .swap_profile_bytes(visitor(3), Some(b"first"), b"second")
+        .unwrap());
+    assert_eq!(
+        store.get_profile_bytes(visitor(3)).unwrap().as_deref(),
+        Some(&b"second"[..])
+    );
+    store.delete_profile(visitor(3)).unwrap();
     let expected: BTreeSet<VisitorId> = (0..1200).filter(|&n| n != 3).map(visitor).collect();
     assert_eq!(scan_all(store, 100), expected);
     assert_eq!(scan_all(store, 5000), expected);
