@@ -114,7 +114,12 @@ pub struct Running {
     retention: Option<actix_rt::task::JoinHandle<()>>,
     outbox: Outbox,
     outbox_task: actix_rt::task::JoinHandle<()>,
+    catalog_watch: Option<actix_rt::task::JoinHandle<()>>,
 }
+
+/// How often a node on a shared store checks whether another changed the catalog: a change
+/// reaches every node within this (plus the reload), well inside a second.
+const CATALOG_POLL: Duration = Duration::from_millis(250);
 
 /// One retention sweep on a blocking thread.
 async fn retention_sweep(
@@ -220,6 +225,9 @@ impl Running {
             actix_rt::time::sleep(Duration::from_millis(10)).await;
         }
         self.sweeper.abort();
+        if let Some(watch) = &self.catalog_watch {
+            watch.abort();
+        }
         if let Some(retention) = &self.retention {
             retention.abort();
         }
@@ -252,13 +260,9 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     );
     let catalog_handle = CatalogHandle::new(compiled);
     let catalog_store: Arc<dyn CatalogStore> = store.clone();
-    let writer = Arc::new(CatalogWriter::new(
-        catalog,
-        version,
-        catalog_store,
-        catalog_handle.clone(),
-    ));
-
+    let writer = CatalogWriter::new(catalog, version, catalog_store, catalog_handle.clone());
+    let shared = config.store.backend == Backend::Redis;
+    let writer = Arc::new(if shared { writer.shared() } else { writer });
     let profile_store: Arc<dyn ProfileStore> = store.clone();
     let write_delay = Duration::from_millis(config.store.write_delay_ms);
     let profiles = match config.store.backend {
@@ -268,6 +272,28 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
             ProfileService::start_shared(profile_store, config.store.threads, write_delay)?
         }
     };
+    // Other nodes change the shared catalog and opt visitors out: notice within CATALOG_POLL.
+    let catalog_watch = shared.then(|| {
+        let (writer, profiles) = (writer.clone(), profiles.clone());
+        actix_rt::spawn(async move {
+            loop {
+                actix_rt::time::sleep(CATALOG_POLL).await;
+                if let Err(e) = writer.refresh().await {
+                    log::warn!("stored catalog not checked (tried again shortly): {e}");
+                }
+                let profiles = profiles.clone();
+                let refreshed =
+                    on_blocking_thread("opt-out refresh", move || profiles.refresh_opt_outs())
+                        .await;
+                match refreshed {
+                    Ok(0) => {}
+                    Ok(n) => log::info!("{n} opt-out(s) made on other nodes loaded"),
+                    Err(e) => log::warn!("opt-outs not checked (tried again shortly): {e}"),
+                }
+            }
+        })
+    });
+
     let directory = Arc::new(SessionDirectory::default());
     let outbox_store: Arc<dyn OutboxStore> = store.clone();
     let (outbox, outbox_task) = Outbox::start(
@@ -397,6 +423,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         })
     });
     Ok(Running {
+        catalog_watch,
         outbox,
         outbox_task,
         retention_days: config.store.profile_ttl_days,

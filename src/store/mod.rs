@@ -103,8 +103,10 @@ pub trait ProfileStore: Send + Sync {
 
     /// Records that the visitor opted out (Unix seconds): nothing may be stored for it again.
     fn set_opted_out(&self, visitor: VisitorId, at: i64) -> Result<(), StoreError>;
-    /// Every visitor that opted out (read once, at start).
+    /// Every visitor that opted out (read at start, and again when the count changes).
     fn opted_out(&self) -> Result<Vec<VisitorId>, StoreError>;
+    /// How many visitors opted out: cheap, so nodes sharing a store can poll it.
+    fn opted_out_count(&self) -> Result<usize, StoreError>;
 
     fn load_profile(&self, visitor: VisitorId) -> Result<Option<Profile>, StoreError> {
         match self.get_profile_bytes(visitor)? {
@@ -178,6 +180,9 @@ pub trait CatalogStore: Send + Sync {
     fn load_catalog(&self) -> Result<Option<(Catalog, u64)>, StoreError>;
     /// Replaces the whole catalog, bumps its version and flushes before returning.
     fn replace_catalog(&self, catalog: &Catalog) -> Result<u64, StoreError>;
+    /// The stored catalog's version, without reading the catalog (how a node notices that
+    /// another changed it).
+    fn catalog_version(&self) -> Result<Option<u64>, StoreError>;
     /// Applies one change and bumps the version, atomically, and flushes before returning
     /// (an acknowledged admin change survives a crash). Returns the new version.
     fn apply_change(&self, change: &CatalogChange) -> Result<u64, StoreError>;

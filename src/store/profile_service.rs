@@ -303,6 +303,30 @@ impl ProfileService {
     }
 
     /// Whether the visitor opted out (an in-memory lookup: every request asks).
+    /// Reads the opt-outs again when their number in the store is not the one in memory:
+    /// how a node learns of opt-outs made on other nodes of a shared store. Returns how many
+    /// were new.
+    pub fn refresh_opt_outs(&self) -> Result<usize, StoreError> {
+        let known = self
+            .inner
+            .opted_out
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        if self.inner.store.opted_out_count()? == known {
+            return Ok(0);
+        }
+        let all = self.inner.store.opted_out()?;
+        let mut set = self
+            .inner
+            .opted_out
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let before = set.len();
+        set.extend(all);
+        Ok(set.len() - before)
+    }
+
     pub fn is_opted_out(&self, visitor: VisitorId) -> bool {
         self.inner
             .opted_out
@@ -528,7 +552,13 @@ fn write_due_shared(
     let mut first_error = None;
     for (visitor, replays, version) in batch {
         let started = Instant::now();
-        let written = if replays.is_empty() {
+        let opted_out = inner
+            .opted_out
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&visitor);
+        // Opted out on another node meanwhile: these events are not written.
+        let written = if replays.is_empty() || opted_out {
             Ok(())
         } else {
             replay_and_swap(inner, visitor, &replays)

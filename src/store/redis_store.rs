@@ -369,6 +369,11 @@ impl ProfileStore for RedisStore {
         self.with(|c| Cmd::sadd(&key, visitor.to_string()).exec(c))
     }
 
+    fn opted_out_count(&self) -> Result<usize, StoreError> {
+        let key = self.optouts_key();
+        self.with(|c| Cmd::scard(&key).query(c))
+    }
+
     fn opted_out(&self) -> Result<Vec<VisitorId>, StoreError> {
         let key = self.optouts_key();
         let members: Vec<String> = self.with(|c| Cmd::smembers(&key).query(c))?;
@@ -444,6 +449,11 @@ impl CatalogStore for RedisStore {
         }
         self.with(|c| Cmd::set(&version_key, version).exec(c))?;
         Ok(version)
+    }
+
+    fn catalog_version(&self) -> Result<Option<u64>, StoreError> {
+        let (_, version_key) = self.catalog_keys();
+        self.with(|c| Cmd::get(&version_key).query(c))
     }
 
     fn apply_change(&self, change: &CatalogChange) -> Result<u64, StoreError> {

@@ -243,6 +243,10 @@ impl ProfileStore for SledStore {
         Ok(())
     }
 
+    fn opted_out_count(&self) -> Result<usize, StoreError> {
+        Ok(self.optouts.len())
+    }
+
     fn opted_out(&self) -> Result<Vec<VisitorId>, StoreError> {
         let mut all = Vec::new();
         for key in self.optouts.iter().keys() {
@@ -340,18 +344,21 @@ impl CatalogStore for SledStore {
         Ok(version)
     }
 
-    fn apply_change(&self, change: &CatalogChange) -> Result<u64, StoreError> {
-        let previous = match self.catalog.get([KIND_VERSION])? {
+    fn catalog_version(&self) -> Result<Option<u64>, StoreError> {
+        match self.catalog.get([KIND_VERSION])? {
             Some(v) => {
                 let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
                     what: "catalog version",
                     detail: format!("{} bytes instead of 8", v.len()),
                 })?;
-                u64::from_be_bytes(bytes)
+                Ok(Some(u64::from_be_bytes(bytes)))
             }
-            None => 0,
-        };
-        let version = previous + 1;
+            None => Ok(None),
+        }
+    }
+
+    fn apply_change(&self, change: &CatalogChange) -> Result<u64, StoreError> {
+        let version = self.catalog_version()?.unwrap_or(0) + 1;
         // Object and version in one batch: a crash leaves either both or neither.
         let mut batch = sled::Batch::default();
         match change {

@@ -145,6 +145,9 @@ impl ProfileStore for SlowReads {
     ) -> Result<bool, StoreError> {
         self.inner.swap_profile_bytes(visitor, expected, new)
     }
+    fn opted_out_count(&self) -> Result<usize, StoreError> {
+        self.inner.opted_out_count()
+    }
     fn scan_profiles(
         &self,
         cursor: tributary::store::ScanCursor,

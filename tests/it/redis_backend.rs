@@ -26,6 +26,24 @@ fn keen_catalog() -> tributary::catalog::Catalog {
     )
 }
 
+/// Two servers, `node-a` and `node-b`, on one cluster and prefix, with the keen catalog.
+async fn two_nodes(
+    cluster: &RedisCluster,
+    tweak: impl Fn(&mut tributary::config::Config),
+) -> Vec<TestServer> {
+    let prefix = unique_prefix();
+    let mut nodes = Vec::new();
+    for name in ["node-a", "node-b"] {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let mut config = test_config(dir.path(), &keen_catalog());
+        on_redis(&mut config, cluster, &prefix);
+        config.store.node_id = name.into();
+        tweak(&mut config);
+        nodes.push(TestServer::start_config(config, dir).await);
+    }
+    nodes
+}
+
 #[actix_web::test]
 async fn a_server_keeps_profiles_mappings_and_catalog_in_redis_across_a_restart() {
     let cluster = RedisCluster::shared();
@@ -95,18 +113,8 @@ async fn a_server_keeps_profiles_mappings_and_catalog_in_redis_across_a_restart(
 #[actix_web::test]
 async fn two_nodes_sharing_a_cluster_lose_no_realization() {
     let cluster = RedisCluster::shared();
-    let prefix = unique_prefix();
-    let cat = keen_catalog();
-    let mut nodes = Vec::new();
-    for name in ["node-a", "node-b"] {
-        let dir = Arc::new(tempfile::tempdir().unwrap());
-        let mut config = test_config(dir.path(), &cat);
-        on_redis(&mut config, &cluster, &prefix);
-        config.store.node_id = name.into();
-        // Writes wait a little, so both nodes hold unwritten events of the same visitors.
-        config.store.write_delay_ms = 50;
-        nodes.push(TestServer::start_config(config, dir).await);
-    }
+    // Writes wait a little, so both nodes hold unwritten events of the same visitors.
+    let nodes = two_nodes(&cluster, |c| c.store.write_delay_ms = 50).await;
     const VISITORS: u64 = 6;
     const EVENTS: u64 = 20;
     let visitors: Vec<String> = (1..=VISITORS).map(|n| format!("{n}").repeat(38)).collect();
@@ -128,6 +136,82 @@ async fn two_nodes_sharing_a_cluster_lose_no_realization() {
         assert_eq!(profile.traits[&11].count(), EVENTS, "visitor {v}");
         assert_eq!(profile.segments, [101]);
     }
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// A catalog change made through node A's admin API reaches node B's events within a second,
+/// and B's own next change starts from it; so does an opt-out made on A.
+#[actix_web::test]
+async fn catalog_changes_and_opt_outs_reach_the_other_node_within_a_second() {
+    let cluster = RedisCluster::shared();
+    let nodes = two_nodes(&cluster, |_| {}).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let added = Admin::of(a)
+        .call(
+            "POST",
+            "/v1/traits",
+            Some(json!({"name": "bikes", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == bikes", "dataSourceId": 1})),
+        )
+        .await;
+    assert_eq!(added.status, 201);
+    let sid = added.json()["sid"].as_u64().unwrap();
+    let changed = std::time::Instant::now();
+    loop {
+        let body = get(&b.url("/event?d_rtbd=json&d_cts=2&c_page=bikes"))
+            .await
+            .json();
+        if body["traits"] == json!([sid]) {
+            break;
+        }
+        assert!(
+            changed.elapsed() < std::time::Duration::from_secs(1),
+            "node B still without trait {sid} after a second: {body}"
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // B's change builds on A's: both traits are there, on both nodes.
+    let added = Admin::of(b)
+        .call(
+            "POST",
+            "/v1/traits",
+            Some(json!({"name": "vans", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == vans", "dataSourceId": 1})),
+        )
+        .await;
+    assert_eq!(added.status, 201);
+    actix_rt::time::sleep(std::time::Duration::from_millis(600)).await;
+    for node in &nodes {
+        let traits = Admin::of(node).call("GET", "/v1/traits", None).await.json();
+        assert_eq!(traits.as_array().unwrap().len(), 3, "{traits}");
+    }
+
+    let event = format!("/event?d_rtbd=json&c_page=cars&d_uuid={VISITOR}");
+    assert!(get(&b.url(&event)).await.json().get("errors").is_none());
+    get(&a.url(&format!("/demoptout.jpg?d_uuid={VISITOR}"))).await;
+    let opted = std::time::Instant::now();
+    loop {
+        let body = get(&b.url(&event)).await.json();
+        if body["errors"][0]["code"] == 171 {
+            break;
+        }
+        assert!(
+            opted.elapsed() < std::time::Duration::from_secs(1),
+            "node B still serves the opted-out visitor after a second: {body}"
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for node in &nodes {
+        node.running.sync_store().await.unwrap();
+    }
+    assert!(
+        a.running
+            .store()
+            .load_profile(VisitorId::parse(VISITOR).unwrap())
+            .unwrap()
+            .is_none(),
+        "B's unwritten events do not bring the profile back"
+    );
     for node in nodes {
         node.stop().await;
     }

@@ -123,9 +123,11 @@ fn conformance(store: &dyn Store) {
     store.set_opted_out(visitor(5), 3).unwrap();
     let opted: BTreeSet<VisitorId> = store.opted_out().unwrap().into_iter().collect();
     assert_eq!(opted, [visitor(5), visitor(6)].into());
+    assert_eq!(store.opted_out_count().unwrap(), 2);
 
     // The catalog and its versions.
     assert!(store.load_catalog().unwrap().is_none());
+    assert_eq!(store.catalog_version().unwrap(), None);
     let catalog = Catalog {
         traits: vec![trait_(11, "a == 1"), trait_(12, "b == 2")],
         ..Default::default()
@@ -144,6 +146,7 @@ fn conformance(store: &dyn Store) {
     assert_eq!(v, 3);
     let (loaded, version) = store.load_catalog().unwrap().unwrap();
     assert_eq!(version, 3);
+    assert_eq!(store.catalog_version().unwrap(), Some(3));
     assert_eq!(
         loaded.traits.iter().map(|t| t.sid).collect::<Vec<_>>(),
         [12, 13]
