@@ -246,8 +246,9 @@ async fn run_event(
     let mut result = EventResult::default();
 
     let mut fanout = FanOut::new(tid, visitor, deadline);
+    let mut read_errors = Vec::new();
     let (mut profile, persist) = {
-        let read = load_profile(&deps, visitor, state, new_visitor, tid, &mut result.errors);
+        let read = load_profile(&deps, visitor, state, new_visitor, tid, &mut read_errors);
         let mut read = std::pin::pin!(read);
         match tokio::time::timeout(deps.realtime.profile_read_wait(), read.as_mut()).await {
             Ok(loaded) => loaded,
@@ -255,10 +256,24 @@ async fn run_event(
                 // A slow read (a busy disk, a busy blocking pool) must not eat the providers'
                 // budget: the calls that do not depend on the profile start now.
                 fanout.start_independent(&deps, &catalog, &event);
-                read.await
+                // And a store that does not answer (down, or a node of the cluster gone) must
+                // not take the answer: by the time it is due, the event goes on without the
+                // profile, as when it is unreadable, and writes nothing.
+                let read_by = deadline
+                    .checked_sub(deps.realtime.reply_reserve())
+                    .unwrap_or(deadline);
+                match tokio::time::timeout_at(read_by.into(), read).await {
+                    Ok(loaded) => loaded,
+                    Err(_) => {
+                        store_unavailable(tid, visitor, "profile read timed out");
+                        result.errors.push(DcsError::profile_unreadable());
+                        (Profile::default(), false)
+                    }
+                }
             }
         }
     };
+    result.errors.append(&mut read_errors);
     profile
         .provider_cache
         .retain(|_, answer| answer.expires_at > now);
@@ -347,7 +362,7 @@ async fn load_profile(
         {
             Ok(Ok(stored)) => (stored.unwrap_or_default(), true),
             Ok(Err(e)) => {
-                log::warn!(tid = tid.as_str(); "profile of {visitor} unreadable: {e}");
+                store_unavailable(tid, visitor, &e.to_string());
                 errors.push(DcsError::profile_unreadable());
                 (Profile::default(), false)
             }
@@ -357,6 +372,25 @@ async fn load_profile(
                 (Profile::default(), false)
             }
         },
+    }
+}
+
+/// A profile that could not be read (error 200): counted, and logged at warn at most every
+/// ten seconds per process — a store that is down fails every event at once.
+fn store_unavailable(tid: Tid, visitor: VisitorId, why: &str) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST_WARNING: AtomicI64 = AtomicI64::new(i64::MIN);
+    metrics::counter!("tributary_store_read_failures_total").increment(1);
+    let now = crate::server::unix_now();
+    let last = LAST_WARNING.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 10
+        && LAST_WARNING
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        log::warn!(tid = tid.as_str(); "profile of {visitor} not read ({why}); events go on without stored profiles while this lasts");
+    } else {
+        log::debug!(tid = tid.as_str(); "profile of {visitor} not read: {why}");
     }
 }
 

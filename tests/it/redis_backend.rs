@@ -216,3 +216,89 @@ async fn catalog_changes_and_opt_outs_reach_the_other_node_within_a_second() {
         node.stop().await;
     }
 }
+
+/// A primary of the cluster killed while events keep coming: every event is still answered,
+/// with this event's segments and error 200 while its visitor's profile cannot be read; once
+/// the primary is back, the node recovers without a restart.
+#[actix_web::test]
+async fn events_are_answered_while_a_cluster_node_is_down_and_recover_after() {
+    let mut cluster = RedisCluster::start(3);
+    let prefix = unique_prefix();
+    let cat = catalog(
+        vec![],
+        json!([{"sid": 11, "name": "cars", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == cars", "dataSourceId": 1}]),
+        json!([{"sid": 101, "name": "cars", "segmentRule": "11T", "dataSourceId": 1}]),
+    );
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut config = test_config(dir.path(), &cat);
+    on_redis(&mut config, &cluster, &prefix);
+    config.store.write_delay_ms = 20;
+    let server = TestServer::start_config(config, dir).await;
+    // Enough visitors that some live on every primary.
+    let visitors: Vec<String> = (1..=9).map(|n| format!("{n}").repeat(38)).collect();
+    let round = |label: &'static str| {
+        let server = &server;
+        let visitors = &visitors;
+        async move {
+            let mut unreadable = 0;
+            let mut slowest = std::time::Duration::ZERO;
+            for v in visitors {
+                let started = std::time::Instant::now();
+                let reply = get(&server.url(&format!(
+                    "/event?d_rtbd=json&d_cts=2&c_page=cars&d_uuid={v}"
+                )))
+                .await;
+                slowest = slowest.max(started.elapsed());
+                assert_eq!(reply.status, 200, "{label}");
+                let body = reply.json();
+                assert_eq!(body["segments"], json!([101]), "{label}: {body}");
+                if body["errors"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|e| e["code"] == 200))
+                {
+                    unreadable += 1;
+                }
+            }
+            // Never hung: the deadline is 200 ms; a loaded machine may add to it.
+            assert!(
+                slowest < std::time::Duration::from_secs(2),
+                "{label}: {slowest:?}"
+            );
+            unreadable
+        }
+    };
+    assert_eq!(round("before").await, 0);
+    server.running.sync_store().await.unwrap();
+
+    cluster.kill(1);
+    // Until the cluster notices (node timeout 1 s), then while it is down.
+    let mut degraded = 0;
+    for _ in 0..8 {
+        degraded += round("down").await;
+        actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(degraded > 0, "some events went on without their profile");
+    let metrics = get(&server.url("/metrics")).await;
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    assert!(
+        text.contains("tributary_store_read_failures_total"),
+        "failed reads are counted"
+    );
+
+    cluster.restart(1);
+    let recovered = std::time::Instant::now();
+    loop {
+        if round("after").await == 0 {
+            break;
+        }
+        assert!(
+            recovered.elapsed() < std::time::Duration::from_secs(20),
+            "the node did not recover"
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    server.running.sync_store().await.unwrap();
+    let profile = server.stored_profile(VisitorId::parse(&visitors[0]).unwrap());
+    assert!(profile.traits[&11].count() >= 2, "writes resumed");
+    server.stop().await;
+}

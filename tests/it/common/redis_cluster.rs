@@ -13,6 +13,7 @@ use tempfile::TempDir;
 
 pub struct RedisCluster {
     pub urls: Vec<String>,
+    ports: Vec<u16>,
     children: Vec<Option<Child>>,
     _dir: Option<TempDir>,
 }
@@ -47,6 +48,7 @@ impl RedisCluster {
         match std::env::var("TRIBUTARY_TEST_REDIS_URLS") {
             Ok(urls) if !urls.trim().is_empty() => RedisCluster {
                 urls: urls.split(',').map(str::to_string).collect(),
+                ports: Vec::new(),
                 children: Vec::new(),
                 _dir: None,
             },
@@ -61,31 +63,7 @@ impl RedisCluster {
         let mut children = Vec::new();
         for _ in 0..masters {
             let port = free_port_pair();
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    &format!("nodes-{port}.conf"),
-                    "--cluster-node-timeout",
-                    "1000",
-                    "--dir",
-                    dir.path().to_str().unwrap(),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--logfile",
-                    &format!("redis-{port}.log"),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server on the PATH (apt-get install redis-server)");
+            let child = spawn_node(dir.path(), port);
             ports.push(port);
             children.push(Some(child));
         }
@@ -121,6 +99,7 @@ impl RedisCluster {
                 .iter()
                 .map(|p| format!("redis://127.0.0.1:{p}"))
                 .collect(),
+            ports,
             children,
             _dir: Some(dir),
         }
@@ -133,6 +112,52 @@ impl RedisCluster {
             let _ = child.wait();
         }
     }
+
+    /// Starts primary `i` again (same port, same cluster config): it takes its slots back.
+    pub fn restart(&mut self, i: usize) {
+        let (Some(dir), Some(&port)) = (self._dir.as_ref(), self.ports.get(i)) else {
+            panic!("only a cluster this test started can be restarted");
+        };
+        self.children[i] = Some(spawn_node(dir.path(), port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for &p in &self.ports {
+            while !query(p, &["CLUSTER", "INFO"]).is_some_and(|i| i.contains("cluster_state:ok")) {
+                assert!(
+                    Instant::now() < deadline,
+                    "cluster on {p} not ok after restart"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn spawn_node(dir: &std::path::Path, port: u16) -> Child {
+    Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &format!("nodes-{port}.conf"),
+            "--cluster-node-timeout",
+            "1000",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--logfile",
+            &format!("redis-{port}.log"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server on the PATH (apt-get install redis-server)")
 }
 
 impl Drop for RedisCluster {
