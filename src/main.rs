@@ -103,6 +103,10 @@ enum Command {
         /// Where to write the JSON report.
         #[arg(long, default_value = "bench-results.json")]
         out: PathBuf,
+        /// Seed nodes of a Redis Cluster (`redis://127.0.0.1:7101,...`) for the
+        /// `no-providers-redis` scenario; every primary should be listed (memory per key).
+        #[arg(long, value_delimiter = ',')]
+        redis_urls: Vec<String>,
     },
     /// Segment-engine micro-benchmark: evaluation time per event for catalogs of 10, 1,000
     /// and 100,000 traits (see BENCHMARKS.md).
@@ -274,6 +278,7 @@ fn main() -> ExitCode {
             scenarios,
             soak_secs,
             out,
+            redis_urls,
         } => {
             let mut options = if smoke {
                 BenchOptions::smoke(out)
@@ -285,10 +290,12 @@ fn main() -> ExitCode {
                     visitors: visitors.max(1),
                     scenarios: Vec::new(),
                     soak: Duration::from_secs(soak_secs),
+                    redis_urls: Vec::new(),
                     out,
                 }
             };
             options.scenarios = scenarios;
+            options.redis_urls = redis_urls;
             tributary::bench::run(options).map(|_| ())
         }
         Command::BenchEngine { events, out } => bench_engine(events, &out),

@@ -50,6 +50,8 @@ pub struct BenchOptions {
     pub scenarios: Vec<Scenario>,
     /// Length of the soak at 70% load (only when the soak scenario is selected).
     pub soak: Duration,
+    /// Seed nodes of a Redis Cluster for `no-providers-redis` (skipped without them).
+    pub redis_urls: Vec<String>,
     /// Where the JSON report goes.
     pub out: PathBuf,
 }
@@ -64,6 +66,7 @@ impl BenchOptions {
             visitors: 2_000,
             scenarios: Vec::new(),
             soak: Duration::from_secs(2),
+            redis_urls: Vec::new(),
             out,
         }
     }
@@ -78,6 +81,8 @@ impl BenchOptions {
 pub enum Scenario {
     HttpCeiling,
     NoProviders,
+    /// `no-providers` on the Redis Cluster store (`--redis-urls`).
+    NoProvidersRedis,
     FanoutCeiling,
     ProvidersCold,
     ProvidersWarm,
@@ -98,6 +103,7 @@ impl Scenario {
         vec![
             HttpCeiling,
             NoProviders,
+            NoProvidersRedis,
             FanoutCeiling,
             ProvidersCold,
             ProvidersWarm,
@@ -113,6 +119,7 @@ impl Scenario {
         match self {
             HttpCeiling => "http-ceiling",
             NoProviders => "no-providers",
+            NoProvidersRedis => "no-providers-redis",
             FanoutCeiling => "fanout-ceiling",
             ProvidersCold => "providers-cold",
             ProvidersWarm => "providers-warm",
@@ -123,6 +130,32 @@ impl Scenario {
             Soak => "soak",
         }
     }
+}
+
+/// Memory used and keys held by a cluster's primaries (`INFO memory`, `DBSIZE`): what a run
+/// added, per key, is the store's cost per profile.
+fn redis_usage(urls: &[String]) -> Result<(u64, u64), String> {
+    let mut memory = 0;
+    let mut keys = 0;
+    for url in urls {
+        let client = redis::Client::open(url.as_str()).map_err(|e| format!("{url}: {e}"))?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .map_err(|e| format!("{url}: {e}"))?;
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query(&mut conn)
+            .map_err(|e| format!("{url}: {e}"))?;
+        memory += info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        keys += redis::cmd("DBSIZE")
+            .query::<u64>(&mut conn)
+            .map_err(|e| format!("{url}: {e}"))?;
+    }
+    Ok((memory, keys))
 }
 
 /// One measured phase.
@@ -663,6 +696,38 @@ impl Bench {
                 s.stop();
                 self.measurements.push(m);
             }
+            Scenario::NoProvidersRedis => {
+                if o.redis_urls.is_empty() {
+                    eprintln!("{name}: skipped (give --redis-urls to measure the Redis store)");
+                    return Ok(());
+                }
+                let before = redis_usage(&o.redis_urls)?;
+                let urls = o.redis_urls.join(",");
+                let prefix = format!("bench{:08x}", rand::random::<u32>());
+                let (s, _) = self.tributary_with_env(
+                    name,
+                    catalogs::small(&[], 0, 80),
+                    "",
+                    &[
+                        ("TRIBUTARY__STORE__BACKEND", "redis"),
+                        ("TRIBUTARY__STORE__REDIS_URLS", urls.as_str()),
+                        ("TRIBUTARY__STORE__REDIS_PREFIX", prefix.as_str()),
+                    ],
+                )?;
+                let spec = self.spec(s.addr, zipf, None, o.connections, o.duration);
+                let mut m = self.measure(name, &s, None, spec)?;
+                s.stop();
+                let after = redis_usage(&o.redis_urls)?;
+                let keys = after.1.saturating_sub(before.1);
+                if keys > 0 {
+                    m.extra.insert("redis_keys".into(), keys as f64);
+                    m.extra.insert(
+                        "redis_bytes_per_key".into(),
+                        after.0.saturating_sub(before.0) as f64 / keys as f64,
+                    );
+                }
+                self.measurements.push(m);
+            }
             Scenario::ProvidersCold | Scenario::ProvidersWarm => {
                 let warm = scenario == Scenario::ProvidersWarm;
                 let catalog = catalogs::small(&self.providers, if warm { 3600 } else { 0 }, 80);
@@ -1032,6 +1097,12 @@ fn checks(ms: &[Measurement]) -> Vec<Check> {
         "providers-warm",
         "providers-cold",
         3.0,
+    );
+    ratio(
+        "no-providers-redis ≥ 0.50 × no-providers (sled)",
+        "no-providers-redis",
+        "no-providers",
+        0.50,
     );
     ratio(
         "catalog-100k ≥ 0.90 × no-providers (10 traits)",
