@@ -21,6 +21,15 @@ fn spawn_server_logging(
     config: &std::path::Path,
     store: &std::path::Path,
 ) -> (Child, String, Arc<Mutex<Vec<String>>>) {
+    spawn_server_with(config, store, &[])
+}
+
+/// As [`spawn_server_logging`], with more environment overrides.
+fn spawn_server_with(
+    config: &std::path::Path,
+    store: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (Child, String, Arc<Mutex<Vec<String>>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
         .args(["serve", "--config"])
         .arg(config)
@@ -28,6 +37,7 @@ fn spawn_server_logging(
         .env("TRIBUTARY__ADMIN__BIND", "127.0.0.1:0")
         .env("TRIBUTARY__STORE__PATH", store)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -161,4 +171,67 @@ async fn bad_configuration_stops_start_up_naming_the_key() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+/// Two `tributary serve` processes on one Redis Cluster, the same visitors' events alternating
+/// between them and sent all at once: after both stop, every visitor's count is exact.
+#[actix_web::test]
+async fn two_processes_sharing_a_redis_cluster_count_every_event() {
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(
+        vec![],
+        json!([{"sid": 11, "name": "cars", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == cars", "dataSourceId": 1}]),
+        json!([]),
+    );
+    let seed = dir.path().join("catalog.json");
+    std::fs::write(&seed, serde_json::to_vec(&cat).unwrap()).unwrap();
+    let urls: Vec<String> = cluster.urls.iter().map(|u| format!("{u:?}")).collect();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[catalog]\nseed = {seed:?}\n[store]\nbackend = \"redis\"\nredis_urls = [{}]\n\
+             redis_prefix = {prefix:?}\nwrite_delay_ms = 50\n[realtime]\ndeadline_ms = 200\n",
+            urls.join(", ")
+        ),
+    )
+    .unwrap();
+    let mut nodes = Vec::new();
+    for name in ["dcs-1", "dcs-2"] {
+        let (child, base, _) = spawn_server_with(
+            &config,
+            &dir.path().join(name),
+            &[("TRIBUTARY__STORE__NODE_ID", name)],
+        );
+        nodes.push((child, base));
+    }
+    const EVENTS: usize = 20;
+    let visitors: Vec<String> = (1..=6).map(|n| format!("{n}").repeat(38)).collect();
+    let calls = (0..EVENTS).flat_map(|round| {
+        let nodes = &nodes;
+        visitors.iter().enumerate().map(move |(i, v)| {
+            let url = format!(
+                "{}/event?d_rtbd=json&c_page=cars&d_uuid={v}",
+                nodes[(round + i) % 2].1
+            );
+            async move { get(&url).await.status }
+        })
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    for (child, _) in nodes {
+        terminate(child);
+    }
+    let store = crate::store_conformance::redis_store(&cluster, &prefix);
+    for v in &visitors {
+        let profile = tributary::store::ProfileStore::load_profile(
+            &store,
+            tributary::ids::VisitorId::parse(v).unwrap(),
+        )
+        .unwrap()
+        .expect("stored");
+        assert_eq!(profile.traits[&11].count(), EVENTS as u64, "visitor {v}");
+    }
 }
