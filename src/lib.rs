@@ -22,7 +22,7 @@
 //!
 //! Runtime:
 //! - [`actors`]: `VisitorSession`, `ProviderClient`, `SegmentEngine` and the session directory.
-//! - [`store`]: persistence; the only module that touches sled.
+//! - [`store`]: persistence on sled or a Redis Cluster; the only module that touches either.
 //! - [`server`]: the HTTP listener and [`server::start`], which wires everything together.
 //! - [`admin`]: the admin REST API (its own listener) and the catalog writer behind it.
 //! - [`metrics`]: the Prometheus exporter; [`logging`]: text or JSON log lines.
@@ -32,8 +32,8 @@
 //! - [`bench`]: `tributary bench`, the benchmark tool (load generator, ceilings, scenarios).
 //!
 //! # Invariants
-//! - Only `store` touches sled, and sled calls run on blocking or store-writer threads, never
-//!   on an actix-web worker.
+//! - Only `store` touches sled or Redis, and store calls run on blocking or store-writer
+//!   threads, never on an actix-web worker.
 //! - One visitor's events are applied one at a time by its `VisitorSession`.
 //! - No provider failure fails an event; no answer waits past the event's deadline.
 //! - `p_` signals are never stored, logged or sent to providers.

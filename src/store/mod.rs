@@ -1,7 +1,8 @@
-//! Persistence. This module is the only one that touches sled (DESIGN.md §1).
+//! Persistence. This module is the only one that touches sled (DESIGN.md §1) or Redis.
 //!
-//! Everything else talks to the [`ProfileStore`] and [`CatalogStore`] traits, so a distributed
-//! backend can be added beside [`SledStore`] without changing callers. The traits are
+//! Everything else talks to the [`ProfileStore`], [`CatalogStore`] and [`OutboxStore`] traits
+//! ([`Store`] is all three), implemented by [`SledStore`] (one node) and [`RedisStore`] (many
+//! nodes on a Redis Cluster). The traits are
 //! synchronous on purpose: they are called only from the store's own threads and blocking
 //! tasks ([`ProfileService`]) or at start-up, never from an actix-web worker.
 
