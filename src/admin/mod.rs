@@ -222,7 +222,10 @@ async fn list<T: Resource>(
 ) -> Result<HttpResponse, AdminError> {
     let paging = paging(&req)?;
     let snapshot = state.writer.snapshot();
-    let all = sorted::<T>(&snapshot.0);
+    let all: Vec<T> = sorted::<T>(&snapshot.0)
+        .into_iter()
+        .map(T::redacted)
+        .collect();
     if paging.page.is_none() && paging.page_size.is_none() {
         return Ok(HttpResponse::Ok().json(all));
     }
@@ -234,7 +237,7 @@ async fn list<T: Resource>(
             format!("must be between 1 and {MAX_PAGE_SIZE}"),
         ));
     }
-    let list: Vec<&&T> = all
+    let list: Vec<&T> = all
         .iter()
         .skip(page.saturating_mul(size))
         .take(size)
@@ -283,7 +286,7 @@ async fn get_one<T: Resource>(
             })?
         }
     };
-    Ok(HttpResponse::Ok().json(found))
+    Ok(HttpResponse::Ok().json(found.redacted()))
 }
 
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`].
@@ -315,7 +318,7 @@ async fn create<T: Resource>(
     let location = format!("/v1/{}/{}", T::NAME, created.id());
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, location))
-        .json(created))
+        .json(created.redacted()))
 }
 
 async fn replace<T: Resource>(
@@ -329,7 +332,7 @@ async fn replace<T: Resource>(
         .writer
         .change(move |c| resource::replace::<T>(c, id, body))
         .await?;
-    Ok(HttpResponse::Ok().json(replaced))
+    Ok(HttpResponse::Ok().json(replaced.redacted()))
 }
 
 async fn delete_one<T: Resource>(

@@ -35,7 +35,25 @@ pub trait Resource: Serialize + DeserializeOwned + Clone + Send + Sync + 'static
     fn in_use(_catalog: &Catalog, _id: u64) -> Option<String> {
         None
     }
+    /// The object's signing secret, if it has one (providers, S2S destinations).
+    fn secret_mut(&mut self) -> Option<&mut Option<String>> {
+        None
+    }
+    /// The object as the API shows it: a secret is never sent back, only
+    /// [`REDACTED_SECRET`] in its place.
+    fn redacted(&self) -> Self {
+        let mut shown = self.clone();
+        if let Some(secret) = shown.secret_mut() {
+            if secret.is_some() {
+                *secret = Some(REDACTED_SECRET.into());
+            }
+        }
+        shown
+    }
 }
+
+/// What `GET` shows for a secret, and what a `PUT` sends back to keep the stored one.
+pub const REDACTED_SECRET: &str = "********";
 
 impl Resource for Provider {
     const NAME: &'static str = "providers";
@@ -56,6 +74,9 @@ impl Resource for Provider {
     }
     fn all_mut(catalog: &mut Catalog) -> &mut Vec<Self> {
         &mut catalog.providers
+    }
+    fn secret_mut(&mut self) -> Option<&mut Option<String>> {
+        Some(&mut self.secret)
     }
     fn into_object(self) -> CatalogObject {
         CatalogObject::Provider(self)
@@ -149,6 +170,9 @@ impl Resource for Destination {
     fn all_mut(catalog: &mut Catalog) -> &mut Vec<Self> {
         &mut catalog.destinations
     }
+    fn secret_mut(&mut self) -> Option<&mut Option<String>> {
+        Some(&mut self.secret)
+    }
     fn into_object(self) -> CatalogObject {
         CatalogObject::Destination(Box::new(self))
     }
@@ -211,7 +235,15 @@ pub fn create<T: Resource>(
     if id > T::MAX_ID {
         return Err(AdminError::invalid(T::ID_FIELD, "no id left"));
     }
-    let object: T = object_with_id(body, id)?;
+    let mut object: T = object_with_id(body, id)?;
+    if let Some(secret) = object.secret_mut() {
+        if secret.as_deref() == Some(REDACTED_SECRET) {
+            return Err(AdminError::invalid(
+                "secret",
+                format!("{REDACTED_SECRET:?} stands for a stored secret; give the secret itself"),
+            ));
+        }
+    }
     T::all_mut(catalog).push(object.clone());
     Ok((CatalogChange::Put(object.clone().into_object()), object))
 }
@@ -222,11 +254,18 @@ pub fn replace<T: Resource>(
     id: u64,
     body: Value,
 ) -> Result<(CatalogChange, T), AdminError> {
-    let object: T = object_with_id(body, id)?;
+    let mut object: T = object_with_id(body, id)?;
     let slot = T::all_mut(catalog)
         .iter_mut()
         .find(|o| o.id() == id)
         .ok_or_else(|| not_found::<T>(id))?;
+    // A client that read the object back sends the placeholder: the stored secret stays.
+    let stored = slot.secret_mut().and_then(|s| s.clone());
+    if let Some(secret) = object.secret_mut() {
+        if secret.as_deref() == Some(REDACTED_SECRET) {
+            *secret = stored;
+        }
+    }
     *slot = object.clone();
     Ok((CatalogChange::Put(object.clone().into_object()), object))
 }

@@ -847,3 +847,85 @@ async fn providers_and_destinations_get_put_delete_live() {
     );
     server.stop().await;
 }
+
+/// Secrets (provider signing keys, S2S keys) are never shown: the API answers `********`, a PUT
+/// that sends `********` back keeps the stored secret, and calls stay signed with it.
+#[actix_web::test]
+async fn secrets_are_never_shown_and_kept_by_a_put_of_what_was_read() {
+    let p = TestProvider::start(Behavior::Segments(vec!["s"], None)).await;
+    let server = TestServer::start(&seed()).await;
+    let admin = Admin::of(&server);
+    let signed_with = |key: &[u8]| {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+        let last = p.raw_bodies().len() - 1;
+        let header = p.headers()[last]
+            .get("x-tributary-signature")
+            .map(|v| v.to_str().unwrap().to_string());
+        header
+            == Some(tributary::actors::provider_client::signature(
+                &key,
+                &p.raw_bodies()[last],
+            ))
+    };
+    let url = server.url("/event?d_rtbd=json");
+    let body = json!({"name": "signed", "url": p.url, "dataSourceId": 1001, "timeoutMs": 150, "secret": "top-secret-key"});
+    let created = admin.call("POST", "/v1/providers", Some(body)).await;
+    assert_eq!(created.status, 201);
+    let created = created.json();
+    assert_eq!(created["secret"], "********");
+    let pid = created["pid"].as_u64().unwrap();
+    let one = admin
+        .call("GET", &format!("/v1/providers/{pid}"), None)
+        .await
+        .json();
+    assert_eq!(one["secret"], "********");
+    let all = admin.call("GET", "/v1/providers", None).await;
+    assert!(!String::from_utf8_lossy(&all.body).contains("top-secret-key"));
+    get(&url).await;
+    assert!(signed_with(b"top-secret-key"));
+
+    // What was read, sent back with a change: the secret stays.
+    let mut edited = one.clone();
+    edited["timeoutMs"] = json!(140);
+    let put = admin
+        .call("PUT", &format!("/v1/providers/{pid}"), Some(edited.clone()))
+        .await;
+    assert_eq!(
+        (put.status, put.json()["secret"].clone()),
+        (200, json!("********"))
+    );
+    get(&url).await;
+    assert!(signed_with(b"top-secret-key"), "kept");
+    // A new secret replaces it; none removes it.
+    edited["secret"] = json!("rotated-key");
+    admin
+        .call("PUT", &format!("/v1/providers/{pid}"), Some(edited.clone()))
+        .await;
+    get(&url).await;
+    assert!(signed_with(b"rotated-key"));
+    edited.as_object_mut().unwrap().remove("secret");
+    let put = admin
+        .call("PUT", &format!("/v1/providers/{pid}"), Some(edited))
+        .await;
+    assert!(put.json().get("secret").is_none());
+    get(&url).await;
+    assert!(p
+        .headers()
+        .last()
+        .unwrap()
+        .get("x-tributary-signature")
+        .is_none());
+    // The placeholder is not a secret to create with.
+    let refused = admin
+        .call(
+            "POST",
+            "/v1/destinations",
+            Some(json!({"name": "s2s", "destinationType": "S2S", "url": "https://hook.example/in", "secret": "********"})),
+        )
+        .await;
+    assert_eq!(
+        (refused.status, error_of(&refused)["field"].clone()),
+        (400, json!("secret"))
+    );
+    server.stop().await;
+}
