@@ -100,6 +100,24 @@ impl AdminError {
 
     /// A body that is JSON but not the object expected: serde's message, with the field it
     /// names (`unknown field `x``, `missing field `x``) when it names one.
+    /// A body that does not fit the object's shape, naming the field at fault by its path
+    /// (`timeoutMs`, `mappings[0].sid`).
+    pub fn shape_at(e: serde_path_to_error::Error<serde_json::Error>) -> Self {
+        let path = e.path().to_string();
+        let mut error = AdminError::shape(e.into_inner());
+        if let AdminError::Invalid { field, .. } = &mut error {
+            if path != "." {
+                *field = Some(match field.take() {
+                    // An unknown field's path already ends with it; a missing one is named
+                    // inside the object at `path`.
+                    Some(inner) if !path.ends_with(inner.as_str()) => format!("{path}.{inner}"),
+                    _ => path,
+                });
+            }
+        }
+        error
+    }
+
     pub fn shape(e: serde_json::Error) -> Self {
         let text = e.to_string();
         let field = text

@@ -216,7 +216,7 @@ fn object_with_id<T: Resource>(body: Value, id: u64) -> Result<T, AdminError> {
         }
     }
     map.insert(T::ID_FIELD.to_string(), Value::from(id));
-    serde_json::from_value(Value::Object(map)).map_err(AdminError::shape)
+    serde_path_to_error::deserialize(Value::Object(map)).map_err(AdminError::shape_at)
 }
 
 /// `POST`: adds the object under the next free id (the server assigns ids; a body carrying

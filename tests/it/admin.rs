@@ -239,6 +239,43 @@ async fn bad_input_gets_a_precise_4xx() {
         .unwrap()
         .contains("77T"));
 
+    // A value of the wrong type is named by its path, nested ones too.
+    let wrong_type = admin
+        .call(
+            "POST",
+            "/v1/providers",
+            Some(json!({"name": "p", "url": "http://127.0.0.1:9/x", "dataSourceId": 1, "timeoutMs": "fast"})),
+        )
+        .await;
+    assert_eq!(
+        (wrong_type.status, error_of(&wrong_type)["field"].clone()),
+        (400, json!("timeoutMs"))
+    );
+    let nested = admin
+        .call(
+            "POST",
+            "/v1/destinations",
+            Some(json!({"name": "d", "destinationType": "ADS", "cookieName": "c", "mappings": [{"sid": 101}, {"sid": "x"}]})),
+        )
+        .await;
+    assert_eq!(error_of(&nested)["field"], "mappings[1].sid");
+    let nested_unknown = admin
+        .call(
+            "POST",
+            "/v1/destinations",
+            Some(json!({"name": "d", "destinationType": "ADS", "cookieName": "c", "mappings": [{"sid": 101, "bogus": 1}]})),
+        )
+        .await;
+    assert_eq!(error_of(&nested_unknown)["field"], "mappings[0].bogus");
+    let nested_missing = admin
+        .call(
+            "POST",
+            "/v1/destinations",
+            Some(json!({"name": "d", "destinationType": "ADS", "cookieName": "c", "mappings": [{"traitAlias": "a"}]})),
+        )
+        .await;
+    assert_eq!(error_of(&nested_missing)["field"], "mappings[0].sid");
+
     let malformed = admin
         .raw(
             "POST",
