@@ -110,7 +110,7 @@ pub struct Running {
     sweeper: actix_rt::task::JoinHandle<()>,
     catalog: CatalogHandle,
     ready: Arc<AtomicBool>,
-    retention_days: u32,
+    sweep: RetentionSweep,
     retention: Option<actix_rt::task::JoinHandle<()>>,
     outbox: Outbox,
     outbox_task: actix_rt::task::JoinHandle<()>,
@@ -121,34 +121,47 @@ pub struct Running {
 /// reaches every node within this (plus the reload), well inside a second.
 const CATALOG_POLL: Duration = Duration::from_millis(250);
 
-/// One retention sweep on a blocking thread.
-async fn retention_sweep(
+/// What the retention sweep works with: the periodic task and [`Running::sweep_retention`]
+/// share one.
+#[derive(Clone)]
+struct RetentionSweep {
     profiles: ProfileService,
     catalog: CatalogHandle,
     directory: Arc<SessionDirectory>,
     outbox: Outbox,
     retention_days: u32,
-    now: i64,
-) -> Result<SweepReport, StoreError> {
-    let unseen_before = now.saturating_sub(i64::from(retention_days) * SECS_PER_DAY);
-    let report = on_blocking_thread("retention sweep", move || {
-        let compiled = catalog.current();
-        profiles.sweep_now(
-            unseen_before,
-            &|p| compiled.expire_realizations(p, now),
-            &|v| directory.is_live(v),
-            // An erased visitor has left its segments: S2S destinations are told (status 0).
-            &|v, p| outbox.membership(&compiled, v, &p.segments, &[], now),
-        )
-    })
-    .await?;
-    metrics::counter!("tributary_retention_purged_total").increment(report.purged as u64);
-    metrics::counter!("tributary_retention_trimmed_total").increment(report.trimmed as u64);
-    log::info!(
-        "retention sweep: {} profiles read, {} unseen for {retention_days} days erased, {} trimmed of expired realizations, {} unreadable",
-        report.scanned, report.purged, report.trimmed, report.unreadable
-    );
-    Ok(report)
+}
+
+impl RetentionSweep {
+    /// One retention sweep, as if the time were `now`, on a blocking thread.
+    async fn run(&self, now: i64) -> Result<SweepReport, StoreError> {
+        let RetentionSweep {
+            profiles,
+            catalog,
+            directory,
+            outbox,
+            retention_days,
+        } = self.clone();
+        let unseen_before = now.saturating_sub(i64::from(retention_days) * SECS_PER_DAY);
+        let report = on_blocking_thread("retention sweep", move || {
+            let compiled = catalog.current();
+            profiles.sweep_now(
+                unseen_before,
+                &|p| compiled.expire_realizations(p, now),
+                &|v| directory.is_live(v),
+                // An erased visitor has left its segments: S2S destinations are told (status 0).
+                &|v, p| outbox.membership(&compiled, v, &p.segments, &[], now),
+            )
+        })
+        .await?;
+        metrics::counter!("tributary_retention_purged_total").increment(report.purged as u64);
+        metrics::counter!("tributary_retention_trimmed_total").increment(report.trimmed as u64);
+        log::info!(
+            "retention sweep: {} profiles read, {} unseen for {retention_days} days erased, {} trimmed of expired realizations, {} unreadable",
+            report.scanned, report.purged, report.trimmed, report.unreadable
+        );
+        Ok(report)
+    }
 }
 
 impl Running {
@@ -178,15 +191,7 @@ impl Running {
     /// for `store.profile_ttl_days` are erased, expired realizations dropped. The server runs
     /// it every `store.retention_sweep_secs`; tests call it with a clock of their choosing.
     pub async fn sweep_retention(&self, now: i64) -> Result<SweepReport, StoreError> {
-        retention_sweep(
-            self.profiles.clone(),
-            self.catalog.clone(),
-            self.directory.clone(),
-            self.outbox.clone(),
-            self.retention_days,
-            now,
-        )
-        .await
+        self.sweep.run(now).await
     }
 
     /// Waits until every profile write queued so far is in the store, and flushes it.
@@ -265,12 +270,11 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let writer = Arc::new(if shared { writer.shared() } else { writer });
     let profile_store: Arc<dyn ProfileStore> = store.clone();
     let write_delay = Duration::from_millis(config.store.write_delay_ms);
-    let profiles = match config.store.backend {
-        Backend::Sled => ProfileService::start(profile_store, config.store.threads, write_delay)?,
+    let profiles = if shared {
         // Other nodes write the same profiles: writes replay events (no lost realization).
-        Backend::Redis => {
-            ProfileService::start_shared(profile_store, config.store.threads, write_delay)?
-        }
+        ProfileService::start_shared(profile_store, config.store.threads, write_delay)?
+    } else {
+        ProfileService::start(profile_store, config.store.threads, write_delay)?
     };
     // Other nodes change the shared catalog and opt visitors out: notice within CATALOG_POLL.
     let catalog_watch = shared.then(|| {
@@ -395,28 +399,20 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let task = actix_rt::spawn(server);
     log::info!("listening on http://{addr}");
     log::info!("admin API on http://{admin_addr}/v1");
+    let sweep = RetentionSweep {
+        profiles: profiles.clone(),
+        catalog: catalog_handle.clone(),
+        directory: directory.clone(),
+        outbox: outbox.clone(),
+        retention_days: config.store.profile_ttl_days,
+    };
     let retention = (config.store.retention_sweep_secs > 0).then(|| {
         let every = Duration::from_secs(config.store.retention_sweep_secs);
-        let (profiles, catalog, directory, outbox) = (
-            profiles.clone(),
-            catalog_handle.clone(),
-            directory.clone(),
-            outbox.clone(),
-        );
-        let days = config.store.profile_ttl_days;
+        let sweep = sweep.clone();
         actix_rt::spawn(async move {
             loop {
                 actix_rt::time::sleep(every).await;
-                let swept = retention_sweep(
-                    profiles.clone(),
-                    catalog.clone(),
-                    directory.clone(),
-                    outbox.clone(),
-                    days,
-                    unix_now(),
-                )
-                .await;
-                if let Err(e) = swept {
+                if let Err(e) = sweep.run(unix_now()).await {
                     log::error!("retention sweep failed (tried again next time): {e}");
                 }
             }
@@ -426,7 +422,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         catalog_watch,
         outbox,
         outbox_task,
-        retention_days: config.store.profile_ttl_days,
+        sweep,
         retention,
         addr,
         admin_addr,
@@ -463,7 +459,6 @@ async fn sweep_sessions(directory: Arc<SessionDirectory>, idle: Duration, max_se
     }
 }
 
-/// The stored catalog; on a store that never held one, the seed (file plus `[[providers]]`).
 /// The configured store: the embedded sled database, or the shared Redis Cluster.
 fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     let st = &config.store;
@@ -492,6 +487,7 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     })
 }
 
+/// The stored catalog; on a store that never held one, the seed (file plus `[[providers]]`).
 fn load_or_seed_catalog(
     config: &Config,
     store: &dyn CatalogStore,
@@ -615,12 +611,7 @@ async fn event(
     let vendors = match crate::consent::judge(&mut request.privacy, &state.tcf, &mut out.errors) {
         Judgement::Proceed(vendors) => vendors,
         Judgement::Refuse(why) => {
-            let refusal = refusal(&state, cookie_value, request.d_uuid, &why);
-            let label = if refusal.code == 171 {
-                "opted_out"
-            } else {
-                "no_consent"
-            };
+            let (refusal, label) = refusal(&state, cookie_value, request.d_uuid, &why);
             out.errors.push(refusal);
             metrics::counter!("tributary_events_total", "result" => label).increment(1);
             log::debug!(target: "tributary::event", tid = tid.as_str(), result = label; "event refused: {why}");
@@ -755,24 +746,24 @@ async fn event(
     ))
 }
 
-/// The error for a call refused for want of consent (DESIGN.md §6), read from memory only: no
-/// profile or id mapping may be read. A visitor who opted out is told so instead (171), as
-/// AAM's global opt-out outranks its consent checks.
+/// The error for a call refused for want of consent (DESIGN.md §6), and the result label of
+/// its metric, read from memory only: no profile or id mapping may be read. A visitor who
+/// opted out is told so instead (171), as AAM's global opt-out outranks its consent checks.
 fn refusal(
     state: &AppState,
     cookie: Option<&str>,
     d_uuid: Option<VisitorId>,
     why: &Refusal,
-) -> DcsError {
+) -> (DcsError, &'static str) {
     let opted_out = match identify(cookie, d_uuid) {
         Identity::OptedOut => true,
         Identity::Known(v) => state.deps.profiles.is_opted_out(v),
         Identity::New(_) => false,
     };
     if opted_out {
-        DcsError::opted_out()
+        (DcsError::opted_out(), "opted_out")
     } else {
-        DcsError::no_consent(why)
+        (DcsError::no_consent(why), "no_consent")
     }
 }
 
@@ -1004,17 +995,12 @@ async fn ibs(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     {
         // AAM ignores partner syncs without consent: nothing is read, linked or set.
         let cookie = req.cookie(COOKIE_NAME);
-        let refusal = refusal(
+        let (refusal, label) = refusal(
             &state,
             cookie.as_ref().map(|c| c.value()),
             parsed.d_uuid,
             &why,
         );
-        let label = if refusal.code == 171 {
-            "opted_out"
-        } else {
-            "no_consent"
-        };
         errors.push(refusal);
         return ibs_answer(label, tid, &errors, None, None);
     }
