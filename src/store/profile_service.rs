@@ -110,6 +110,15 @@ struct Inner {
     opted_out: RwLock<HashSet<VisitorId>>,
 }
 
+impl Inner {
+    fn is_opted_out(&self, visitor: VisitorId) -> bool {
+        self.opted_out
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&visitor)
+    }
+}
+
 /// Cheap to clone; every clone shares the same cache and writer threads.
 #[derive(Clone)]
 pub struct ProfileService {
@@ -302,7 +311,6 @@ impl ProfileService {
         .await
     }
 
-    /// Whether the visitor opted out (an in-memory lookup: every request asks).
     /// Reads the opt-outs again when their number in the store is not the one in memory:
     /// how a node learns of opt-outs made on other nodes of a shared store. Returns how many
     /// were new.
@@ -327,12 +335,9 @@ impl ProfileService {
         Ok(set.len() - before)
     }
 
+    /// Whether the visitor opted out (an in-memory lookup: every request asks).
     pub fn is_opted_out(&self, visitor: VisitorId) -> bool {
-        self.inner
-            .opted_out
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&visitor)
+        self.inner.is_opted_out(visitor)
     }
 
     /// Deletes the visitor's profile, pending or stored.
@@ -552,13 +557,8 @@ fn write_due_shared(
     let mut first_error = None;
     for (visitor, replays, version) in batch {
         let started = Instant::now();
-        let opted_out = inner
-            .opted_out
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&visitor);
         // Opted out on another node meanwhile: these events are not written.
-        let written = if replays.is_empty() || opted_out {
+        let written = if replays.is_empty() || inner.is_opted_out(visitor) {
             Ok(())
         } else {
             replay_and_swap(inner, visitor, &replays)
