@@ -11,7 +11,7 @@
 //! messages never overlap.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -61,25 +61,41 @@ pub struct ProfileChanges {
     pub cached: Vec<(u32, CachedAnswer)>,
 }
 
-impl ProfileChanges {
-    /// The synced ids and cached answers `after` has that `before` did not.
-    pub fn between(before: &Profile, after: &Profile) -> Self {
+/// The parts of a profile a session changes outside evaluation, as they were before it did:
+/// what [`ProfileChanges`] are taken against (a copy of two small maps, not of the profile).
+pub struct ChangeBaseline {
+    synced_ids: BTreeMap<u32, String>,
+    provider_cache: BTreeMap<u32, CachedAnswer>,
+}
+
+impl ChangeBaseline {
+    pub fn of(profile: &Profile) -> Self {
+        ChangeBaseline {
+            synced_ids: profile.synced_ids.clone(),
+            provider_cache: profile.provider_cache.clone(),
+        }
+    }
+
+    /// The synced ids and cached answers `after` has that the baseline did not.
+    pub fn changes(&self, after: &Profile) -> ProfileChanges {
         ProfileChanges {
             synced: after
                 .synced_ids
                 .iter()
-                .filter(|(k, v)| before.synced_ids.get(k) != Some(v))
+                .filter(|(k, v)| self.synced_ids.get(k) != Some(v))
                 .map(|(k, v)| (*k, v.clone()))
                 .collect(),
             cached: after
                 .provider_cache
                 .iter()
-                .filter(|(k, v)| before.provider_cache.get(k) != Some(v))
+                .filter(|(k, v)| self.provider_cache.get(k) != Some(v))
                 .map(|(k, v)| (*k, v.clone()))
                 .collect(),
         }
     }
+}
 
+impl ProfileChanges {
     fn apply(&self, profile: &mut Profile) {
         for (dpid, id) in &self.synced {
             profile.synced_ids.insert(*dpid, id.clone());

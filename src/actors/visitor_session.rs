@@ -38,7 +38,7 @@ use super::provider_client::{
     client_for, CallError, ClientSettings, LookupSegments, ProviderReply,
 };
 use super::segment_engine::{
-    engine_for, EvaluateProfile, EventReplay, LoadProfile, ProfileChanges,
+    engine_for, ChangeBaseline, EvaluateProfile, Evaluated, EventReplay, LoadProfile,
 };
 use crate::catalog::{AskFor, Provider};
 use crate::config::RealtimeConfig;
@@ -280,7 +280,7 @@ async fn run_event(
     // A shared store gets this event's replay, not the profile: what the session changes
     // besides evaluation is part of it.
     let shared = deps.profiles.is_shared();
-    let unchanged = shared.then(|| profile.clone());
+    let baseline = shared.then(|| ChangeBaseline::of(&profile));
     sync_ids(&deps.profiles, visitor, &mut profile, &event.declared, now);
 
     fanout.plan(&deps, &catalog, &event, &profile, now, &mut result);
@@ -288,24 +288,22 @@ async fn run_event(
         .collect(&deps.realtime, &mut profile, now, &mut result)
         .await;
 
-    let changes = unchanged
-        .map(|u| ProfileChanges::between(&u, &profile))
-        .unwrap_or_default();
-    let before = profile.segments.clone();
-    let evaluated = engine_for(&deps.profiles)
-        .send(EvaluateProfile {
-            changes,
+    let evaluated = evaluate(
+        &deps,
+        EvaluateProfile {
+            changes: baseline.map(|b| b.changes(&profile)).unwrap_or_default(),
             tid,
             visitor,
             profile,
             persist,
-            catalog: catalog.clone(),
+            catalog,
             event,
             provider_segments,
             now,
             answers_only: false,
-        })
-        .await;
+        },
+    )
+    .await;
     if let Some(late) = late {
         collect_late_answers(late, me, erasures, tid);
     }
@@ -315,10 +313,6 @@ async fn run_event(
                 result
                     .errors
                     .push(DcsError::unspecified("Profile could not be saved"));
-            }
-            if persist {
-                deps.outbox
-                    .membership(&catalog, visitor, &before, &done.profile.segments, now);
             }
             result.realized = done.evaluation.realized;
             result.segments = done.evaluation.segments;
@@ -373,6 +367,23 @@ async fn load_profile(
             }
         },
     }
+}
+
+/// Has the visitor's engine evaluate the profile (and, with `persist`, save it), then tells
+/// the S2S outbox when the saved segments changed: events and late answers alike.
+async fn evaluate(
+    deps: &SessionDeps,
+    msg: EvaluateProfile,
+) -> Result<Evaluated, actix::MailboxError> {
+    let (visitor, now, persist) = (msg.visitor, msg.now, msg.persist);
+    let catalog = msg.catalog.clone();
+    let before = msg.profile.segments.clone();
+    let evaluated = engine_for(&deps.profiles).send(msg).await;
+    if let (Ok(done), true) = (&evaluated, persist) {
+        deps.outbox
+            .membership(&catalog, visitor, &before, &done.profile.segments, now);
+    }
+    evaluated
 }
 
 /// A profile that could not be read (error 200): counted, and logged at warn at most every
@@ -496,14 +507,14 @@ impl Handler<SyncIds> for VisitorSession {
             let (mut profile, persist) =
                 load_profile(&deps, visitor, state, new_visitor, tid, &mut errors).await;
             let shared = deps.profiles.is_shared();
-            let unchanged = shared.then(|| profile.clone());
+            let baseline = shared.then(|| ChangeBaseline::of(&profile));
             sync_ids(&deps.profiles, visitor, &mut profile, &ids, now);
             if profile.first_seen == 0 {
                 profile.first_seen = now;
             }
-            let replay = unchanged.map(|u| {
+            let replay = baseline.map(|b| {
                 Arc::new(EventReplay {
-                    changes: ProfileChanges::between(&u, &profile),
+                    changes: b.changes(&profile),
                     now,
                     evaluation: None,
                 }) as Arc<dyn Replay>
@@ -902,40 +913,30 @@ impl Handler<LateAnswers> for VisitorSession {
                 },
                 ProfileState::Unloaded => return state,
             };
-            let unchanged = shared.then(|| profile.clone());
+            let baseline = shared.then(|| ChangeBaseline::of(&profile));
             let mut segments = Vec::with_capacity(msg.answers.len());
             for (provider, answer) in msg.answers {
                 cache_answer(&mut profile, &provider, &answer, msg.now);
                 segments.push((provider.data_source_id, answer.segments));
             }
-            let changes = unchanged
-                .map(|u| ProfileChanges::between(&u, &profile))
-                .unwrap_or_default();
-            let before = profile.segments.clone();
-            let catalog = deps.catalog.current();
-            let evaluated = engine_for(&deps.profiles)
-                .send(EvaluateProfile {
-                    changes,
+            let evaluated = evaluate(
+                &deps,
+                EvaluateProfile {
+                    changes: baseline.map(|b| b.changes(&profile)).unwrap_or_default(),
                     tid: msg.tid,
                     visitor,
                     profile,
                     persist: true,
-                    catalog: catalog.clone(),
+                    catalog: deps.catalog.current(),
                     event: Arc::new(EventData::default()),
                     provider_segments: segments,
                     now: msg.now,
                     answers_only: true,
-                })
-                .await;
+                },
+            )
+            .await;
             match evaluated {
                 Ok(done) => {
-                    deps.outbox.membership(
-                        &catalog,
-                        visitor,
-                        &before,
-                        &done.profile.segments,
-                        msg.now,
-                    );
                     if shared {
                         ProfileState::Unloaded
                     } else {
