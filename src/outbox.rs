@@ -97,7 +97,8 @@ impl Outbox {
         after: &[u64],
         at: i64,
     ) {
-        if self.tx.is_none() || catalog.destinations().is_empty() {
+        let Some(tx) = &self.tx else { return };
+        if catalog.destinations().is_empty() {
             return;
         }
         let changes = s2s::changes(catalog.destinations(), visitor, before, after, at);
@@ -105,10 +106,8 @@ impl Outbox {
             return;
         }
         metrics::counter!("tributary_s2s_queued_total").increment(changes.len() as u64);
-        if let Some(tx) = &self.tx {
-            if tx.send(Command::Queue(changes)).is_err() {
-                log::warn!("S2S outbox stopped: a membership change of {visitor} is not delivered");
-            }
+        if tx.send(Command::Queue(changes)).is_err() {
+            log::warn!("S2S outbox stopped: a membership change of {visitor} is not delivered");
         }
     }
 }
