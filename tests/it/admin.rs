@@ -545,20 +545,8 @@ async fn profiles_are_shown_and_erased_with_every_trace() {
             .status,
         404
     );
-    server.running.sync_store().await.unwrap();
     let visitor = tributary::ids::VisitorId::parse(VISITOR).unwrap();
-    assert!(server
-        .running
-        .store()
-        .load_profile(visitor)
-        .unwrap()
-        .is_none());
-    assert!(server
-        .running
-        .store()
-        .get_link(1, "crm-7")
-        .unwrap()
-        .is_none());
+    server.assert_forgotten(&[visitor], &[(1, "crm-7")]).await;
     let stranger = get(&server.url("/event?d_rtbd=json&d_cid=1%01crm-7"))
         .await
         .json();

@@ -52,25 +52,9 @@ async fn opting_out_erases_the_visitor_and_refuses_everything_after() {
     let reply = get(&server.url(&format!("/demoptout?d_uuid={OTHER}"))).await;
     assert_eq!(reply.visitor_cookie().as_deref(), Some("NOTARGET"));
 
-    server.running.sync_store().await.unwrap();
-    assert!(server
-        .running
-        .store()
-        .load_profile(visitor)
-        .unwrap()
-        .is_none());
-    assert!(server
-        .running
-        .store()
-        .load_profile(other)
-        .unwrap()
-        .is_none());
-    assert!(server
-        .running
-        .store()
-        .get_link(1, "crm-1")
-        .unwrap()
-        .is_none());
+    server
+        .assert_forgotten(&[visitor, other], &[(1, "crm-1")])
+        .await;
 
     // Whatever identifies them, their calls read and write nothing, call no provider and get
     // no id: error 171.
@@ -90,20 +74,9 @@ async fn opting_out_erases_the_visitor_and_refuses_everything_after() {
     let ibs = get(&server.url(&format!("/ibs:dpid=1&dpuuid=z&d_uuid={OTHER}"))).await;
     assert_eq!(ibs.header("x-error").as_deref(), Some("171"));
     assert_eq!(p.hits(), hits, "no provider was asked");
-    server.running.sync_store().await.unwrap();
-    assert!(server
-        .running
-        .store()
-        .load_profile(visitor)
-        .unwrap()
-        .is_none());
-    assert!(server
-        .running
-        .store()
-        .load_profile(other)
-        .unwrap()
-        .is_none());
-    assert!(server.running.store().get_link(1, "z").unwrap().is_none());
+    server
+        .assert_forgotten(&[visitor, other], &[(1, "z")])
+        .await;
 
     // A browser without an id is marked too, so it never gets one.
     let anonymous = get(&server.url("/demoptout.jpg")).await;

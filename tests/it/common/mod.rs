@@ -274,6 +274,29 @@ impl TestServer {
             .expect("profile stored")
     }
 
+    /// Once every queued write is in the store: none of `visitors` has a profile there, and
+    /// none of the ID-sync mappings `links` (data source, id) is left.
+    pub async fn assert_forgotten(
+        &self,
+        visitors: &[tributary::ids::VisitorId],
+        links: &[(u32, &str)],
+    ) {
+        self.running.sync_store().await.unwrap();
+        let store = self.running.store();
+        for &visitor in visitors {
+            assert!(
+                store.load_profile(visitor).unwrap().is_none(),
+                "profile of {visitor} still stored"
+            );
+        }
+        for &(dpid, id) in links {
+            assert!(
+                store.get_link(dpid, id).unwrap().is_none(),
+                "mapping ({dpid}, {id:?}) still stored"
+            );
+        }
+    }
+
     pub async fn stop(self) {
         self.running.stop().await.expect("clean stop");
     }
