@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tributary::bench::{baseline, BenchOptions};
 use tributary::config::Config;
-use tributary::logging::LogFormat;
-use tributary::mock_provider::{self, MockBehavior};
 use tributary::server::{self, StartOptions};
+use tributary::telemetry::logging::LogFormat;
+use tributary::tools::bench::{baseline, BenchOptions};
+use tributary::tools::mock_provider::{self, MockBehavior};
 
 #[derive(Parser)]
 #[command(
@@ -96,7 +96,7 @@ enum Command {
         visitors: u64,
         /// Scenarios to run (repeatable); default: all but soak.
         #[arg(long = "scenario", value_enum)]
-        scenarios: Vec<tributary::bench::Scenario>,
+        scenarios: Vec<tributary::tools::bench::Scenario>,
         /// Length of the soak scenario in seconds.
         #[arg(long, default_value_t = 600)]
         soak_secs: u64,
@@ -169,46 +169,11 @@ fn parse_range(text: &str) -> Result<(u64, u64), String> {
 }
 
 fn bench_engine(events: usize, out: &std::path::Path) -> Result<(), String> {
-    let report = tributary::bench::engine::run(events.max(1))?;
-    tributary::bench::engine::print(&report);
+    let report = tributary::tools::bench::engine::run(events.max(1))?;
+    tributary::tools::bench::engine::print(&report);
     let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
     std::fs::write(out, json).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     println!("JSON report: {}", out.display());
-    Ok(())
-}
-
-fn tc_string(purposes: &[u8], vendors: &[u16], decode: Option<&str>) -> Result<(), String> {
-    use tributary::consent::{TcString, TcStringBuilder};
-    match decode {
-        Some(text) => {
-            let tc = TcString::decode(text).map_err(|e| format!("not a TCF v2 string: {e}"))?;
-            let granted: Vec<String> = (1..=24)
-                .filter(|&p| tc.purpose_consent(p))
-                .map(|p| p.to_string())
-                .collect();
-            println!(
-                "cmp {} (version {}), vendor list {}, policy {}",
-                tc.cmp_id, tc.cmp_version, tc.vendor_list_version, tc.policy_version
-            );
-            println!("purposes with consent: {}", granted.join(","));
-            println!("vendors with consent: {}", tc.vendor_consents);
-        }
-        None => {
-            if let Some(p) = purposes.iter().find(|p| !(1..=24).contains(*p)) {
-                return Err(format!("purpose {p}: purposes are 1 to 24"));
-            }
-            if vendors.contains(&0) {
-                return Err("vendor ids start at 1".into());
-            }
-            println!(
-                "{}",
-                TcStringBuilder::default()
-                    .purposes(purposes)
-                    .vendors(vendors)
-                    .encode()
-            );
-        }
-    }
     Ok(())
 }
 
@@ -216,13 +181,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `serve` logs in the configured format; everything else in text.
     if !matches!(cli.command, Command::Serve { .. }) {
-        tributary::logging::init(LogFormat::Text);
+        tributary::telemetry::logging::init(LogFormat::Text);
     }
     let system = actix_rt::System::new();
     let outcome: Result<(), String> = match cli.command {
         Command::Serve { config } => match Config::load(&config) {
             Ok(config) => system.block_on(async move {
-                tributary::logging::init(config.log.format);
+                tributary::telemetry::logging::init(config.log.format);
                 let running = server::start(
                     config,
                     StartOptions {
@@ -235,12 +200,12 @@ fn main() -> ExitCode {
             }),
             Err(e) => Err(e.to_string()),
         },
-        Command::Demo { config } => system.block_on(tributary::demo::run(&config)),
+        Command::Demo { config } => system.block_on(tributary::tools::demo::run(&config)),
         Command::TcString {
             purposes,
             vendors,
             decode,
-        } => tc_string(&purposes, &vendors, decode.as_deref()),
+        } => tributary::tools::tc_string::run(&purposes, &vendors, decode.as_deref()),
         Command::MockProvider {
             bind,
             name,
@@ -296,7 +261,7 @@ fn main() -> ExitCode {
             };
             options.scenarios = scenarios;
             options.redis_urls = redis_urls;
-            tributary::bench::run(options).map(|_| ())
+            tributary::tools::bench::run(options).map(|_| ())
         }
         Command::BenchEngine { events, out } => bench_engine(events, &out),
         Command::BenchLoad {
@@ -306,17 +271,17 @@ fn main() -> ExitCode {
             duration,
             visitors,
         } => {
-            let spec = tributary::bench::load::LoadSpec {
+            let spec = tributary::tools::bench::load::LoadSpec {
                 addr,
                 connections,
                 duration: Duration::from_secs_f64(duration),
                 rate,
-                visitors: tributary::bench::load::Visitors::Zipf(visitors),
-                target: std::sync::Arc::new(tributary::bench::catalogs::event_target),
+                visitors: tributary::tools::bench::load::Visitors::Zipf(visitors),
+                target: std::sync::Arc::new(tributary::tools::bench::catalogs::event_target),
                 progress: None,
                 once: false,
             };
-            tributary::bench::load::run(spec)
+            tributary::tools::bench::load::run(spec)
                 .map(|r| {
                     println!(
                         "{:.0}/s p50 {:.2} ms p99 {:.2} ms max {:.2} ms statuses {:?} failures {}",

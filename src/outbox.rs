@@ -1,4 +1,4 @@
-//! The S2S outbox: deliveries to server-to-server destinations (see [`crate::s2s`]), kept in
+//! The S2S outbox: deliveries to server-to-server destinations (see [`crate::core::s2s`]), kept in
 //! the store until each destination accepts them.
 //!
 //! Sessions hand membership changes to an [`Outbox`] handle, which only sends them down a
@@ -29,10 +29,12 @@ use actix_web::http::header;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::catalog::{Destination, DestinationType, Status};
-use crate::engine::{CatalogHandle, CompiledCatalog};
-use crate::ids::VisitorId;
-use crate::s2s::{self, Delivery};
+use crate::core::catalog::{Destination, DestinationType, Status};
+use crate::core::clock::unix_now;
+use crate::core::engine::{CatalogHandle, CompiledCatalog};
+use crate::core::ids::VisitorId;
+use crate::core::s2s::{self, Delivery};
+use crate::core::signing;
 use crate::store::{on_blocking_thread, OutboxStore};
 
 /// `[s2s]` settings, and the region reported in `AAM_Regions`.
@@ -172,7 +174,7 @@ async fn run(
         let now = Instant::now();
         let catalog_now = catalog.current();
         for (&id, queue) in queues.iter_mut().filter(|(_, q)| q.due(now)) {
-            let oldest_kept = crate::server::unix_now() - settings.max_age_secs;
+            let oldest_kept = unix_now() - settings.max_age_secs;
             let expired = queue
                 .items
                 .iter()
@@ -195,7 +197,7 @@ async fn run(
                         .insert_header((header::CONTENT_TYPE, "application/json"))
                         .insert_header((header::USER_AGENT, "Tributary S2S"));
                     let request = match signature {
-                        Some(s) => request.insert_header(("X-Tributary-Signature", s)),
+                        Some(s) => request.insert_header((signing::SIGNATURE_HEADER, s)),
                         None => request,
                     };
                     flights.push(async move {
@@ -375,7 +377,7 @@ fn prepare(
             reason: "no_destination",
         };
     };
-    let now = crate::server::unix_now();
+    let now = unix_now();
     if destination.status != Status::Active || queue.items.is_empty() {
         return Prepared::Wait;
     }
@@ -385,10 +387,10 @@ fn prepare(
         .min(destination.batch_size.max(1) as usize);
     let batch: Vec<&Delivery> = queue.items.iter().take(count).map(|(_, d)| d).collect();
     let body = s2s::body(destination, &batch, settings.region, now);
-    let signature = destination.secret.as_ref().map(|secret| {
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-        crate::actors::provider_client::signature(&key, &body)
-    });
+    let signature = destination
+        .secret
+        .as_ref()
+        .map(|secret| signing::signature(&signing::key(secret), &body));
     Prepared::Send {
         url,
         body,

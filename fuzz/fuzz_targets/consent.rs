@@ -4,14 +4,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tributary::consent::{judge, Judgement, TcString, TcfPolicy};
-use tributary::request::PrivacyParams;
+use tributary::core::consent::{judge, Judgement, TcString, TcfPolicy};
+use tributary::core::request::PrivacyParams;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let _ = tributary::consent::gpp_sections(text);
-    let _ = tributary::consent::parse_gpp_sid(text);
-    let _ = tributary::consent::is_us_privacy(text);
+    let _ = tributary::core::consent::gpp_sections(text);
+    let _ = tributary::core::consent::parse_gpp_sid(text);
+    let _ = tributary::core::consent::is_us_privacy(text);
     let policy = TcfPolicy::new(&[1, 10], Some(565));
     let decoded = TcString::decode(text);
     let mut params = PrivacyParams {

@@ -2,8 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tributary::request::parse_event;
-use tributary::response::EventBody;
+use tributary::core::request::parse_event;
+use tributary::core::response::EventBody;
 
 fuzz_target!(|data: &[u8]| {
     // Bytes before the first 0xFF are the query; the rest (if any) is the POST body.

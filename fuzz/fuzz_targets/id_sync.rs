@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
-use tributary::ids::VisitorId;
-use tributary::idsync::{host_matches, redirect_target, resolve, DataSources};
-use tributary::request::parse_ibs;
+use tributary::core::ids::VisitorId;
+use tributary::core::idsync::{host_matches, redirect_target, resolve, DataSources};
+use tributary::core::request::parse_ibs;
 
 struct Known;
 impl DataSources for Known {
@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(ibs) = parse_ibs(path, query) else { return };
     let codes: HashMap<String, u32> = [("crm".to_string(), 7)].into_iter().collect();
     let (accepted, _errors) = resolve(&ibs.declared, &codes, &Known);
-    assert!(accepted.len() <= tributary::idsync::MAX_IDS_PER_REQUEST);
+    assert!(accepted.len() <= tributary::core::idsync::MAX_IDS_PER_REQUEST);
     if let Some(redir) = &ibs.redir {
         let allowed: Vec<String> = ALLOWED.iter().map(|s| s.to_string()).collect();
         let visitor = VisitorId::parse("12345678901234567890123456789012345678").unwrap();

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tributary::provider::parse_answer;
+use tributary::core::provider::parse_answer;
 
 const STATUSES: [u16; 3] = [200, 204, 500];
 

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tributary::rules::segment_rule::{Recency, SegmentRule, TraitHistory};
+use tributary::core::rules::segment_rule::{Recency, SegmentRule, TraitHistory};
 
 /// Every even trait id held, realized once a day for the last `id % 40` days.
 struct Even;

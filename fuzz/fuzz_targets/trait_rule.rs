@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tributary::rules::trait_rule::TraitRule;
-use tributary::signals::Signals;
+use tributary::core::rules::trait_rule::TraitRule;
+use tributary::core::signals::Signals;
 
 fn signals() -> Signals {
     let mut s = Signals::new();

@@ -20,10 +20,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use actix::Addr;
+use actix::{Actor, Addr};
 
-use super::visitor_session::VisitorSession;
-use crate::ids::VisitorId;
+use crate::core::ids::VisitorId;
 
 const SHARDS: usize = 64;
 
@@ -35,9 +34,9 @@ struct Activity {
     last_active_ms: AtomicU64,
 }
 
-struct Entry {
+struct Entry<A: Actor> {
     generation: u64,
-    addr: Addr<VisitorSession>,
+    addr: Addr<A>,
     activity: Arc<Activity>,
 }
 
@@ -55,8 +54,10 @@ impl Drop for PendingGuard {
     }
 }
 
-pub struct SessionDirectory {
-    shards: Box<[Mutex<HashMap<VisitorId, Entry>>]>,
+/// Generic over the session actor only so that this file does not depend on the session
+/// (which depends on it): the server has one, of `VisitorSession`s.
+pub struct SessionDirectory<A: Actor> {
+    shards: Box<[Mutex<Shard<A>>]>,
     generations: AtomicU64,
     epoch: Instant,
     /// Sessions started minus sessions removed: an estimate, kept without locking every shard,
@@ -64,7 +65,9 @@ pub struct SessionDirectory {
     started_minus_removed: AtomicUsize,
 }
 
-impl Default for SessionDirectory {
+type Shard<A> = HashMap<VisitorId, Entry<A>>;
+
+impl<A: Actor> Default for SessionDirectory<A> {
     fn default() -> Self {
         SessionDirectory {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -75,14 +78,14 @@ impl Default for SessionDirectory {
     }
 }
 
-fn lock(shard: &Mutex<HashMap<VisitorId, Entry>>) -> MutexGuard<'_, HashMap<VisitorId, Entry>> {
+fn lock<A: Actor>(shard: &Mutex<Shard<A>>) -> MutexGuard<'_, Shard<A>> {
     // Every critical section is a single insert, lookup or remove, so a poisoned lock still
     // guards a consistent map.
     shard.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl SessionDirectory {
-    fn shard(&self, visitor: VisitorId) -> &Mutex<HashMap<VisitorId, Entry>> {
+impl<A: Actor> SessionDirectory<A> {
+    fn shard(&self, visitor: VisitorId) -> &Mutex<Shard<A>> {
         let v = visitor.as_u128();
         &self.shards[((v ^ (v >> 64)) as u64 % SHARDS as u64) as usize]
     }
@@ -103,8 +106,8 @@ impl SessionDirectory {
     pub fn route(
         &self,
         visitor: VisitorId,
-        start: impl FnOnce(u64) -> Addr<VisitorSession>,
-    ) -> (Addr<VisitorSession>, PendingGuard) {
+        start: impl FnOnce(u64) -> Addr<A>,
+    ) -> (Addr<A>, PendingGuard) {
         let mut shard = lock(self.shard(visitor));
         if let Some(entry) = shard.get(&visitor) {
             if entry.addr.connected() {
@@ -142,7 +145,7 @@ impl SessionDirectory {
     /// Removes the entries of sessions with nothing pending that have been idle for `idle`,
     /// and — when more than `max_sessions` exist — the least recently active others, and
     /// returns their addresses: each must be told to stop.
-    pub fn sweep(&self, idle: Duration, max_sessions: usize) -> Vec<Addr<VisitorSession>> {
+    pub fn sweep(&self, idle: Duration, max_sessions: usize) -> Vec<Addr<A>> {
         let now = self.now_ms();
         let idle_ms = idle.as_millis() as u64;
         let mut retired = Vec::new();

@@ -24,10 +24,11 @@ use actix_web::http::{header, Uri, Version};
 use actix_web::web::Bytes;
 use awc::error::{ConnectError, SendRequestError};
 
-use crate::catalog::Provider;
-use crate::circuit::{Admission, CircuitBreaker, CircuitSettings, Transition};
-use crate::ids::Tid;
-use crate::provider::{parse_answer, Answer, AnswerError};
+use crate::core::catalog::Provider;
+use crate::core::circuit::{Admission, CircuitBreaker, CircuitSettings, Transition};
+use crate::core::ids::Tid;
+use crate::core::provider::{parse_answer, Answer, AnswerError};
+use crate::core::signing::{self, signature, SIGNATURE_HEADER};
 
 /// Asks the provider about one visitor.
 #[derive(Message)]
@@ -161,10 +162,7 @@ impl ProviderClient {
             .disable_redirects()
             .disable_timeout()
             .finish();
-        let signing_key = provider
-            .secret
-            .as_ref()
-            .map(|s| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, s.as_bytes()));
+        let signing_key = provider.secret.as_ref().map(|s| signing::key(s));
         ProviderClient {
             provider,
             client,
@@ -230,7 +228,7 @@ impl Handler<LookupSegments> for ProviderClient {
             .insert_header((header::CONTENT_TYPE, "application/json"))
             .insert_header(("X-Tributary-Tid", msg.tid.as_str()));
         if let Some(key) = &self.signing_key {
-            request = request.insert_header(("X-Tributary-Signature", signature(key, &msg.body)));
+            request = request.insert_header((SIGNATURE_HEADER, signature(key, &msg.body)));
         }
         let request = request.send_body(msg.body);
         let call = async move {
@@ -335,18 +333,6 @@ fn report_transition(provider: &str, t: Transition) {
     }
 }
 
-/// `sha256=<hex HMAC-SHA256 of the body>` (DESIGN.md §3, Signing).
-pub fn signature(key: &ring::hmac::Key, body: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let tag = ring::hmac::sign(key, body);
-    let mut out = String::with_capacity(7 + 64);
-    out.push_str("sha256=");
-    for b in tag.as_ref() {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
-
 /// Counts a running call until dropped (also when the call is abandoned).
 struct InFlight(Rc<Cell<usize>>);
 
@@ -409,15 +395,5 @@ mod tests {
             "then a summary of everything since"
         );
         assert_eq!(log.failed(t0 + FAILURE_LOG_EVERY), None);
-    }
-
-    /// RFC 4231, test case 2.
-    #[test]
-    fn signature_is_hex_hmac_sha256() {
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"Jefe");
-        assert_eq!(
-            signature(&key, b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
     }
 }

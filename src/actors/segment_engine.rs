@@ -17,10 +17,10 @@ use std::time::Instant;
 
 use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
 
-use super::visitor_session::EventData;
-use crate::engine::{CompiledCatalog, Evaluation, EventInput, ProviderSegments};
-use crate::ids::{Tid, VisitorId};
-use crate::profile::{CachedAnswer, Profile};
+use crate::core::engine::{CompiledCatalog, Evaluation, EventInput, ProviderSegments};
+use crate::core::event::EventData;
+use crate::core::ids::{Tid, VisitorId};
+use crate::core::profile::{CachedAnswer, Profile};
 use crate::store::{ProfileService, Replay, StoreError};
 
 /// Reads a visitor's stored profile (`None` for a visitor never stored).
@@ -47,7 +47,7 @@ pub struct EvaluateProfile {
     pub provider_segments: Vec<(u32, Vec<String>)>,
     /// Unix seconds.
     pub now: i64,
-    /// Late provider answers only (see [`crate::engine::EventInput::answers_only`]).
+    /// Late provider answers only (see [`crate::core::engine::EventInput::answers_only`]).
     pub answers_only: bool,
     /// What the session changed before evaluation (synced ids, cached answers), for the
     /// event's replay in a shared store.

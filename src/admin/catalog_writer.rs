@@ -14,8 +14,8 @@
 use std::sync::{Arc, RwLock};
 
 use super::error::AdminError;
-use crate::catalog::Catalog;
-use crate::engine::{CatalogHandle, CompiledCatalog};
+use crate::core::catalog::Catalog;
+use crate::core::engine::{CatalogHandle, CompiledCatalog};
 use crate::store::{CatalogChange, CatalogStore};
 
 pub struct CatalogWriter {

@@ -6,13 +6,13 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-use crate::catalog::CatalogError;
-use crate::rules::RuleError;
+use crate::core::catalog::CatalogError;
+use crate::core::rules::RuleError;
 use crate::store::StoreError;
 
 /// Client-supplied text echoed in a message, cut to 64 bytes.
 pub fn clip(text: &str) -> &str {
-    crate::error::truncate(text, 64)
+    crate::core::error::truncate(text, 64)
 }
 
 #[derive(Debug, thiserror::Error)]

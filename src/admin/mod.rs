@@ -38,10 +38,10 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use crate::actors::visitor_session::SessionDeps;
-use crate::catalog::{Catalog, Destination, Provider, Segment, Trait};
-use crate::rules::segment_rule::SegmentRule;
-use crate::rules::trait_rule::TraitRule;
-use crate::server::{read_body, BodyError};
+use crate::core::catalog::{Catalog, Destination, Provider, Segment, Trait};
+use crate::core::rules::segment_rule::SegmentRule;
+use crate::core::rules::trait_rule::TraitRule;
+use crate::routes::body::{media_type, read_body, BodyError};
 use error::AdminError;
 use resource::Resource;
 
@@ -291,7 +291,7 @@ async fn get_one<T: Resource>(
 
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`].
 async fn json_body(req: &HttpRequest, payload: web::Payload) -> Result<Value, AdminError> {
-    if crate::server::media_type(req).is_some_and(|m| m != "application/json") {
+    if media_type(req).is_some_and(|m| m != "application/json") {
         return Err(AdminError::UnsupportedMediaType);
     }
     let body = read_body(req, payload, MAX_BODY_BYTES)

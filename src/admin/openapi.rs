@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::ComponentsBuilder;
 
 use super::resource::Resource;
-use crate::catalog::{
+use crate::core::catalog::{
     AskFor, Destination, DestinationType, FormatType, Mapping, Provider, Segment, Status, Trait,
     TraitType,
 };

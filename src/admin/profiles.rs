@@ -13,8 +13,8 @@ use serde::Serialize;
 use super::error::{clip, AdminError};
 use super::AdminState;
 use crate::actors::visitor_session::erase;
-use crate::ids::VisitorId;
-use crate::profile::Profile;
+use crate::core::ids::VisitorId;
+use crate::core::profile::Profile;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::error::AdminError;
-use crate::catalog::{Catalog, Destination, Provider, Segment, Trait};
-use crate::rules::segment_rule::SegmentRule;
+use crate::core::catalog::{Catalog, Destination, Provider, Segment, Trait};
+use crate::core::rules::segment_rule::SegmentRule;
 use crate::store::{CatalogChange, CatalogKind, CatalogObject};
 
 /// A kind of catalog object managed under `/v1/<NAME>`.

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{IdLink, StoreError};
-use crate::ids::VisitorId;
-use crate::profile::{day_of, CachedAnswer, Profile, Realization};
-use crate::s2s::Delivery;
+use crate::core::ids::VisitorId;
+use crate::core::profile::{day_of, CachedAnswer, Profile, Realization};
+use crate::core::s2s::Delivery;
 
 /// A trait realization as issues 2–3 stored it (a total count, no days), frozen.
 #[derive(Serialize, Deserialize)]

@@ -17,10 +17,10 @@ pub use profile_service::{ProfileService, Replay, SweepReport, MAX_SWAP_ATTEMPTS
 pub use redis_store::{RedisSettings, RedisStore};
 pub use sled_store::SledStore;
 
-use crate::catalog::{Catalog, Destination, Provider, Segment, Trait};
-use crate::ids::VisitorId;
-use crate::profile::Profile;
-use crate::s2s::Delivery;
+use crate::core::catalog::{Catalog, Destination, Provider, Segment, Trait};
+use crate::core::ids::VisitorId;
+use crate::core::profile::Profile;
+use crate::core::s2s::Delivery;
 
 /// Runs store work on a blocking thread, never on an actix-web worker; `what` names the work
 /// in the error if the task itself dies.

@@ -38,8 +38,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use super::{codec, on_blocking_thread, IdLink, ProfileStore, ScanCursor, StoreError};
-use crate::ids::VisitorId;
-use crate::profile::Profile;
+use crate::core::ids::VisitorId;
+use crate::core::profile::Profile;
 
 /// Profiles read per step of the retention sweep.
 const SWEEP_BATCH: usize = 500;

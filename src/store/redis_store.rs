@@ -32,9 +32,9 @@ use super::{
     CatalogChange, CatalogKind, CatalogObject, CatalogStore, IdLink, OutboxStore, ProfileStore,
     ScanBatch, ScanCursor, StoreError,
 };
-use crate::catalog::{Catalog, Destination, Provider, Segment, Trait};
-use crate::ids::VisitorId;
-use crate::s2s::Delivery;
+use crate::core::catalog::{Catalog, Destination, Provider, Segment, Trait};
+use crate::core::ids::VisitorId;
+use crate::core::s2s::Delivery;
 
 /// How to reach the cluster.
 #[derive(Clone, Debug)]

@@ -16,9 +16,9 @@ use super::{
     CatalogChange, CatalogKind, CatalogObject, CatalogStore, IdLink, OutboxStore, ProfileStore,
     ScanBatch, ScanCursor, StoreError,
 };
-use crate::catalog::{Catalog, Destination, Provider, Segment, Trait};
-use crate::ids::VisitorId;
-use crate::s2s::Delivery;
+use crate::core::catalog::{Catalog, Destination, Provider, Segment, Trait};
+use crate::core::ids::VisitorId;
+use crate::core::s2s::Delivery;
 
 const KIND_VERSION: u8 = b'v';
 const KIND_PROVIDER: u8 = b'p';
@@ -402,7 +402,7 @@ const CHUNK: usize = 1000;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{Profile, Realization};
+    use crate::core::profile::{Profile, Realization};
 
     /// Opens the store, retrying for a moment: after a drop, sled's background flush thread
     /// can hold the database's file lock a little longer, and a reopen at once then fails.

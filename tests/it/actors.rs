@@ -9,19 +9,20 @@ use serde_json::json;
 use tributary::actors::directory::SessionDirectory;
 use tributary::actors::provider_client::ClientSettings;
 use tributary::actors::segment_engine::{EvaluateProfile, LoadProfile, SegmentEngine};
-use tributary::actors::visitor_session::{CollectEvent, EventData, SessionDeps, VisitorSession};
+use tributary::actors::visitor_session::{CollectEvent, SessionDeps, VisitorSession};
 use tributary::config::RealtimeConfig;
-use tributary::engine::{CatalogHandle, CompiledCatalog};
-use tributary::ids::{Tid, VisitorId};
-use tributary::profile::Profile;
-use tributary::provider::Outcome;
-use tributary::signals::Signals;
+use tributary::core::engine::{CatalogHandle, CompiledCatalog};
+use tributary::core::event::EventData;
+use tributary::core::ids::{Tid, VisitorId};
+use tributary::core::profile::Profile;
+use tributary::core::provider::Outcome;
+use tributary::core::signals::Signals;
 use tributary::store::ProfileService;
 use tributary::store::{IdLink, ProfileStore, SledStore, StoreError};
 
 use crate::common::*;
 
-fn sample_catalog(provider_url: &str) -> tributary::catalog::Catalog {
+fn sample_catalog(provider_url: &str) -> tributary::core::catalog::Catalog {
     catalog(
         vec![provider(1, "acme", provider_url, 1001, 150)],
         json!([
@@ -116,7 +117,7 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
-fn harness(catalog: &tributary::catalog::Catalog, deadline_ms: u64) -> Harness {
+fn harness(catalog: &tributary::core::catalog::Catalog, deadline_ms: u64) -> Harness {
     harness_reading_in(catalog, deadline_ms, Duration::ZERO)
 }
 
@@ -182,7 +183,7 @@ impl ProfileStore for SlowReads {
 }
 
 fn harness_reading_in(
-    catalog: &tributary::catalog::Catalog,
+    catalog: &tributary::core::catalog::Catalog,
     deadline_ms: u64,
     read_delay: Duration,
 ) -> Harness {
@@ -307,7 +308,7 @@ fn store_profile(h: &Harness, visitor: VisitorId, cached: Option<&str>, synced: 
     if let Some(segment) = cached {
         p.provider_cache.insert(
             1,
-            tributary::profile::CachedAnswer {
+            tributary::core::profile::CachedAnswer {
                 segments: vec![segment.into()],
                 expires_at: 5_000,
             },

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-fn seed() -> tributary::catalog::Catalog {
+fn seed() -> tributary::core::catalog::Catalog {
     catalog(
         vec![],
         json!([
@@ -545,7 +545,7 @@ async fn profiles_are_shown_and_erased_with_every_trace() {
             .status,
         404
     );
-    let visitor = tributary::ids::VisitorId::parse(VISITOR).unwrap();
+    let visitor = tributary::core::ids::VisitorId::parse(VISITOR).unwrap();
     server.assert_forgotten(&[visitor], &[(1, "crm-7")]).await;
     let stranger = get(&server.url("/event?d_rtbd=json&d_cid=1%01crm-7"))
         .await
@@ -887,7 +887,7 @@ async fn secrets_are_never_shown_and_kept_by_a_put_of_what_was_read() {
             .get("x-tributary-signature")
             .map(|v| v.to_str().unwrap().to_string());
         header
-            == Some(tributary::actors::provider_client::signature(
+            == Some(tributary::core::signing::signature(
                 &key,
                 &p.raw_bodies()[last],
             ))

@@ -242,7 +242,7 @@ async fn s2s_destination_receives_every_change_after_failures_and_a_restart() {
         for (body, raw, signature) in accepted.iter() {
             assert_eq!(
                 signature,
-                &tributary::actors::provider_client::signature(&key, raw),
+                &tributary::core::signing::signature(&key, raw),
                 "{body}"
             );
             assert_eq!(body["Users"][0]["AAM_Regions"], json!(["7"]));
@@ -258,8 +258,9 @@ async fn s2s_destination_receives_every_change_after_failures_and_a_restart() {
         (B.to_string(), s(&[("101", "1"), ("102", "1")]))
     );
     // A visitor erased by the retention sweep leaves its segments too.
-    let d = tributary::ids::VisitorId::parse("44444444444444444444444444444444444444").unwrap();
-    let old = tributary::profile::Profile {
+    let d =
+        tributary::core::ids::VisitorId::parse("44444444444444444444444444444444444444").unwrap();
+    let old = tributary::core::profile::Profile {
         segments: vec![102, 103],
         first_seen: 1_000_000_000,
         last_seen: 1_000_000_000,
@@ -270,7 +271,7 @@ async fn s2s_destination_receives_every_change_after_failures_and_a_restart() {
     }
     let report = server
         .running
-        .sweep_retention(tributary::server::unix_now())
+        .sweep_retention(tributary::core::clock::unix_now())
         .await
         .unwrap();
     assert_eq!(report.purged, 1, "{report:?}");

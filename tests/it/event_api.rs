@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::common::*;
 
-fn rule_catalog() -> tributary::catalog::Catalog {
+fn rule_catalog() -> tributary::core::catalog::Catalog {
     catalog(
         vec![],
         json!([

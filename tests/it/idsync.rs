@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tributary::ids::VisitorId;
+use tributary::core::ids::VisitorId;
 use tributary::store::IdLink;
 
 use crate::common::*;
@@ -21,7 +21,7 @@ fn onboarded(ds: u32) -> Value {
 }
 
 /// A catalog with a synced-only provider on data source 1002.
-async fn synced_provider() -> (TestProvider, tributary::catalog::Catalog) {
+async fn synced_provider() -> (TestProvider, tributary::core::catalog::Catalog) {
     let p = TestProvider::start(Behavior::Segments(vec!["s"], None)).await;
     let mut entry = provider(2, "synced", &p.url, 1002, 150);
     entry["askFor"] = json!("synced");

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use tributary::ids::VisitorId;
+use tributary::core::ids::VisitorId;
 
 use crate::common::*;
 
@@ -158,7 +158,7 @@ async fn child_directed_calls_are_stateless_and_ips_are_truncated() {
 /// the rest is left alone.
 #[actix_web::test]
 async fn the_retention_sweep_purges_unseen_profiles_and_expired_realizations() {
-    use tributary::profile::{day_of, Profile, Realization, SECS_PER_DAY};
+    use tributary::core::profile::{day_of, Profile, Realization, SECS_PER_DAY};
     use tributary::store::IdLink;
     let cat = catalog(
         vec![],
@@ -302,7 +302,7 @@ async fn late_answers_do_not_survive_an_erasure() {
 /// oversized) nothing is read, written, set or asked, and the answer is 315.
 #[actix_web::test]
 async fn tcf_consent_gates_everything_and_each_vendor() {
-    use tributary::consent::TcStringBuilder;
+    use tributary::core::consent::TcStringBuilder;
 
     let plain = TestProvider::start(Behavior::Segments(vec!["p"], None)).await;
     let vendor = TestProvider::start(Behavior::Segments(vec!["v"], None)).await;

@@ -564,8 +564,8 @@ async fn synced_only_providers_are_asked_about_synced_visitors_only() {
     let server = TestServer::start(&cat).await;
 
     // A visitor the provider knows as "prov-77" (as an ID sync would have recorded).
-    let known = tributary::ids::VisitorId::parse(VISITOR).unwrap();
-    let mut profile = tributary::profile::Profile::default();
+    let known = tributary::core::ids::VisitorId::parse(VISITOR).unwrap();
+    let mut profile = tributary::core::profile::Profile::default();
     profile.synced_ids.insert(1002, "prov-77".into());
     let bytes = tributary::store::encode_profile(&profile).unwrap();
     server

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tributary::config::Backend;
-use tributary::ids::VisitorId;
+use tributary::core::ids::VisitorId;
 
 use crate::common::*;
 
@@ -18,7 +18,7 @@ fn on_redis(config: &mut tributary::config::Config, cluster: &RedisCluster, pref
 }
 
 /// Trait 11 (a car page) and segment 101 (two of them).
-fn keen_catalog() -> tributary::catalog::Catalog {
+fn keen_catalog() -> tributary::core::catalog::Catalog {
     catalog(
         vec![],
         json!([{"sid": 11, "name": "cars", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == cars", "dataSourceId": 1}]),

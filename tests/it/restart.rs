@@ -228,7 +228,7 @@ async fn two_processes_sharing_a_redis_cluster_count_every_event() {
     for v in &visitors {
         let profile = tributary::store::ProfileStore::load_profile(
             &store,
-            tributary::ids::VisitorId::parse(v).unwrap(),
+            tributary::core::ids::VisitorId::parse(v).unwrap(),
         )
         .unwrap()
         .expect("stored");

@@ -10,7 +10,7 @@ fn rule(sid: u64, text: &str) -> serde_json::Value {
            "traitRule": text, "dataSourceId": 1})
 }
 
-fn operator_catalog() -> tributary::catalog::Catalog {
+fn operator_catalog() -> tributary::core::catalog::Catalog {
     catalog(
         vec![],
         json!([

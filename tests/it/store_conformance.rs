@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::json;
-use tributary::catalog::{Catalog, Trait};
-use tributary::ids::VisitorId;
-use tributary::s2s::Delivery;
+use tributary::core::catalog::{Catalog, Trait};
+use tributary::core::ids::VisitorId;
+use tributary::core::s2s::Delivery;
 use tributary::store::{
     CatalogChange, CatalogKind, CatalogObject, CatalogStore, IdLink, OutboxStore, ProfileStore,
     RedisSettings, RedisStore, ScanCursor, SledStore,

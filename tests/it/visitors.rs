@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tributary::ids::VisitorId;
+use tributary::core::ids::VisitorId;
 
 use crate::common::*;
 
-fn counting_catalog() -> tributary::catalog::Catalog {
+fn counting_catalog() -> tributary::core::catalog::Catalog {
     catalog(
         vec![],
         json!([{"sid": 11, "name": "hit", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_hit == 1", "dataSourceId": 1}]),

@@ -11,8 +11,8 @@ use std::time::Duration;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use tempfile::TempDir;
-use tributary::catalog::Catalog;
 use tributary::config::Config;
+use tributary::core::catalog::Catalog;
 use tributary::server::{self, Running, StartOptions};
 
 /// How a test provider answers.
@@ -265,8 +265,8 @@ impl TestServer {
     /// The visitor's profile as stored (call `running.sync_store()` first for pending writes).
     pub fn stored_profile(
         &self,
-        visitor: tributary::ids::VisitorId,
-    ) -> tributary::profile::Profile {
+        visitor: tributary::core::ids::VisitorId,
+    ) -> tributary::core::profile::Profile {
         self.running
             .store()
             .load_profile(visitor)
@@ -278,7 +278,7 @@ impl TestServer {
     /// none of the ID-sync mappings `links` (data source, id) is left.
     pub async fn assert_forgotten(
         &self,
-        visitors: &[tributary::ids::VisitorId],
+        visitors: &[tributary::core::ids::VisitorId],
         links: &[(u32, &str)],
     ) {
         self.running.sync_store().await.unwrap();

@@ -1,0 +1,146 @@
+//! Late answers: provider answers that arrive after their event was answered are not wasted.
+//! A task on the session's thread waits for the calls still running (each ends by its
+//! provider's own timeout) and sends their answers back to the session as [`LateAnswers`]; the
+//! session caches them and realizes the onboarded traits they carry, so the visitor's next
+//! event benefits. A session that has stopped by then drops them, and so does one whose
+//! visitor was erased or opted out since the event started.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{ActorFutureExt, AtomicResponse, Handler, Message, Recipient, WrapFuture};
+use futures_util::stream::StreamExt;
+
+use super::fanout::{cache_answer, LateCalls};
+use super::{evaluate, ProfileState, VisitorSession};
+use crate::actors::provider_client::ProviderReply;
+use crate::actors::segment_engine::{ChangeBaseline, EvaluateProfile};
+use crate::core::catalog::Provider;
+use crate::core::clock::unix_now;
+use crate::core::event::EventData;
+use crate::core::ids::Tid;
+use crate::core::provider::Answer;
+
+/// Provider answers that arrived after their event was answered.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LateAnswers {
+    pub tid: Tid,
+    pub answers: Vec<(Arc<Provider>, Answer)>,
+    /// Unix seconds when they arrived.
+    pub now: i64,
+    /// The session's erasure count when the event started.
+    pub erasures: u64,
+}
+
+/// Waits, on this thread, for the calls still running and hands their answers to the session.
+pub(super) fn collect(late: LateCalls, session: Recipient<LateAnswers>, erasures: u64, tid: Tid) {
+    // Every call ends by its provider's own timeout (its client enforces it); this limit only
+    // bounds the task if that ever failed.
+    let limit = late
+        .called
+        .iter()
+        .flatten()
+        .map(|p| Duration::from_millis(u64::from(p.timeout_ms)))
+        .max()
+        .unwrap_or_default()
+        .saturating_mul(2);
+    actix_rt::spawn(async move {
+        let LateCalls {
+            mut running,
+            called,
+        } = late;
+        let mut answers = Vec::new();
+        let collect = async {
+            while let Some((index, reply, _)) = running.next().await {
+                if let (
+                    Ok(ProviderReply {
+                        result: Ok(answer), ..
+                    }),
+                    Some(provider),
+                ) = (reply, called[index].clone())
+                {
+                    metrics::counter!("tributary_provider_late_answers_total",
+                        "provider" => provider.name.clone())
+                    .increment(1);
+                    answers.push((provider, answer));
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, collect).await;
+        if !answers.is_empty() {
+            session.do_send(LateAnswers {
+                tid,
+                answers,
+                now: unix_now(),
+                erasures,
+            });
+        }
+    });
+}
+
+impl Handler<LateAnswers> for VisitorSession {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: LateAnswers, _: &mut Self::Context) -> Self::Result {
+        if msg.erasures != self.erasures {
+            // The visitor was erased (or opted out) since: these answers belong to no one.
+            return AtomicResponse::new(Box::pin(actix::fut::ready(())));
+        }
+        let state = std::mem::replace(&mut self.profile, ProfileState::Unloaded);
+        let deps = self.deps.clone();
+        let visitor = self.visitor;
+        let work = async move {
+            // Not in memory: the last read or write failed, and writing now could overwrite
+            // what is stored. The answers are dropped; the next event asks again. (A shared
+            // store's sessions keep nothing in memory: the profile is read.)
+            let shared = deps.profiles.is_shared();
+            let mut profile = match state {
+                ProfileState::Loaded(profile) => profile,
+                ProfileState::Unloaded if shared => match deps.profiles.load(visitor).await {
+                    Ok(stored) => stored.unwrap_or_default(),
+                    Err(_) => return ProfileState::Unloaded,
+                },
+                ProfileState::Unloaded => return state,
+            };
+            let baseline = shared.then(|| ChangeBaseline::of(&profile));
+            let mut segments = Vec::with_capacity(msg.answers.len());
+            for (provider, answer) in msg.answers {
+                cache_answer(&mut profile, &provider, &answer, msg.now);
+                segments.push((provider.data_source_id, answer.segments));
+            }
+            let evaluated = evaluate(
+                &deps,
+                EvaluateProfile {
+                    changes: baseline.map(|b| b.changes(&profile)).unwrap_or_default(),
+                    tid: msg.tid,
+                    visitor,
+                    profile,
+                    persist: true,
+                    catalog: deps.catalog.current(),
+                    event: Arc::new(EventData::default()),
+                    provider_segments: segments,
+                    now: msg.now,
+                    answers_only: true,
+                },
+            )
+            .await;
+            match evaluated {
+                Ok(done) => {
+                    if shared {
+                        ProfileState::Unloaded
+                    } else {
+                        ProfileState::Loaded(done.profile)
+                    }
+                }
+                Err(e) => {
+                    log::error!(tid = msg.tid.as_str(); "segment engine unavailable: {e}");
+                    ProfileState::Unloaded
+                }
+            }
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|state, act, _| {
+            act.profile = state;
+        })))
+    }
+}

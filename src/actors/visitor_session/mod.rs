@@ -1,0 +1,525 @@
+//! `VisitorSession`: one actor per active visitor.
+//!
+//! Lifetime: started by the [`SessionDirectory`] on the first event of a visitor, on the
+//! arbiter (worker thread) that received it; stopped by the directory's sweep ([`Retire`]) after
+//! `session_idle_secs` without events, or earlier when there are more than `max_sessions`.
+//! While alive it keeps the visitor's profile in memory, so a returning visitor costs no store
+//! read.
+//!
+//! Each [`CollectEvent`] is handled as an [`AtomicResponse`]: the session does not look at its
+//! next message until the current event is fully done (profile loaded, providers asked,
+//! profile evaluated and saved). That is what makes two concurrent hits of one visitor safe —
+//! they are applied one after the other to the same profile, and both count.
+//!
+//! The session never waits past the event's deadline for providers ([`fanout`]). The route
+//! waits for the session only until the deadline too; if the engine is slow, the route answers
+//! without segments and the session still finishes the event, so no realization is lost.
+//! Calls still running at the cut-off are merged when they answer ([`late_answers`]).
+
+mod fanout;
+mod late_answers;
+
+pub use late_answers::LateAnswers;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler,
+    Message, WrapFuture,
+};
+
+use super::directory::{PendingGuard, SessionDirectory};
+use super::provider_client::ClientSettings;
+use super::segment_engine::{
+    engine_for, ChangeBaseline, EvaluateProfile, Evaluated, EventReplay, LoadProfile,
+};
+use crate::config::RealtimeConfig;
+use crate::core::clock::unix_now;
+use crate::core::engine::CatalogHandle;
+use crate::core::error::DcsError;
+use crate::core::event::EventData;
+use crate::core::ids::{Tid, VisitorId};
+use crate::core::idsync::DeclaredId;
+use crate::core::profile::Profile;
+use crate::core::provider::Outcome;
+use crate::outbox::Outbox;
+use crate::store::{IdLink, ProfileService, Replay, StoreError};
+use fanout::FanOut;
+
+/// Processes one event of this visitor.
+#[derive(Message)]
+#[rtype(result = "EventResult")]
+pub struct CollectEvent {
+    pub tid: Tid,
+    pub event: Arc<EventData>,
+    /// When the answer is due; providers are waited for only until shortly before.
+    pub deadline: Instant,
+    /// Unix seconds at arrival: realizations, TTLs and caches are computed from it.
+    pub now: i64,
+    /// Keeps the session from retiring while this event is queued or running; `None` when a
+    /// test drives the session directly.
+    pub pending: Option<PendingGuard>,
+    /// The visitor id was drawn for this event: no profile can be stored yet, so none is read.
+    pub new_visitor: bool,
+}
+
+/// Records ID syncs (`/ibs`) for this visitor, in order with its events.
+#[derive(Message)]
+#[rtype(result = "Vec<DcsError>")]
+pub struct SyncIds {
+    pub tid: Tid,
+    pub ids: Vec<DeclaredId>,
+    /// Unix seconds: when the mappings were made.
+    pub now: i64,
+    pub pending: Option<PendingGuard>,
+    pub new_visitor: bool,
+}
+
+/// Erases every trace of the visitor (admin `DELETE /v1/profiles/{uuid}`): its profile,
+/// pending or stored, with its cached provider answers, and the ID-sync mappings that lead to
+/// it. Applied in order with the visitor's events, so no event in progress writes the profile
+/// back afterwards.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct EraseProfile {
+    pub pending: Option<PendingGuard>,
+}
+
+/// Stops the session: the directory has removed it (idle, or too many sessions) and no event
+/// is pending for it, so nothing can be routed to it any more.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+/// What an event produced.
+#[derive(Debug, Default)]
+pub struct EventResult {
+    /// Traits realized by this event.
+    pub realized: Vec<u64>,
+    /// Segments the visitor is in now.
+    pub segments: Vec<u64>,
+    /// Each enabled provider's outcome, by provider name.
+    pub providers: Vec<(String, Outcome)>,
+    /// The visitor's ids in other data sources (for URL destinations' `%DPID_<n>%`).
+    pub synced_ids: std::collections::BTreeMap<u32, String>,
+    pub errors: Vec<DcsError>,
+}
+
+/// What a session needs from the rest of the server; cheap to clone.
+#[derive(Clone)]
+pub struct SessionDeps {
+    /// The store threads; each thread's engine is found through it.
+    pub profiles: ProfileService,
+    pub catalog: CatalogHandle,
+    pub realtime: Arc<RealtimeConfig>,
+    pub clients: ClientSettings,
+    pub directory: Arc<SessionDirectory<VisitorSession>>,
+    /// Where membership changes for S2S destinations go.
+    pub outbox: Outbox,
+}
+
+impl SessionDeps {
+    /// The visitor's running session, started on this thread if there is none, and the guard
+    /// that keeps it from retiring while the message sent with it is pending.
+    pub fn session_for(&self, visitor: VisitorId) -> (Addr<VisitorSession>, PendingGuard) {
+        self.directory.route(visitor, |generation| {
+            VisitorSession::new(visitor, generation, self.clone()).start()
+        })
+    }
+}
+
+enum ProfileState {
+    /// Not read yet (new session, or the last read or write failed).
+    Unloaded,
+    Loaded(Profile),
+}
+
+/// One active visitor; see the module doc.
+pub struct VisitorSession {
+    visitor: VisitorId,
+    /// Identifies this session in the directory (a later session of the same visitor has
+    /// another generation).
+    generation: u64,
+    profile: ProfileState,
+    deps: SessionDeps,
+    /// Erasures so far: late provider answers of events before an erasure are dropped, so an
+    /// erased (or opted-out) visitor's profile is not rebuilt from them.
+    erasures: u64,
+}
+
+impl VisitorSession {
+    pub fn new(visitor: VisitorId, generation: u64, deps: SessionDeps) -> Self {
+        VisitorSession {
+            visitor,
+            generation,
+            profile: ProfileState::Unloaded,
+            deps,
+            erasures: 0,
+        }
+    }
+}
+
+impl Actor for VisitorSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Self::Context) {
+        metrics::gauge!("tributary_sessions_active").increment(1.0);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        metrics::gauge!("tributary_sessions_active").decrement(1.0);
+        self.deps.directory.forget(self.visitor, self.generation);
+    }
+}
+
+impl Handler<Retire> for VisitorSession {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<CollectEvent> for VisitorSession {
+    type Result = AtomicResponse<Self, EventResult>;
+
+    fn handle(&mut self, msg: CollectEvent, ctx: &mut Self::Context) -> Self::Result {
+        let state = std::mem::replace(&mut self.profile, ProfileState::Unloaded);
+        let work = run_event(
+            self.deps.clone(),
+            self.visitor,
+            state,
+            msg,
+            ctx.address(),
+            self.erasures,
+        );
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+            |(state, result), act, _| {
+                act.profile = state;
+                result
+            },
+        )))
+    }
+}
+
+/// One event, start to finish. Runs on the session's thread (provider clients are per thread).
+async fn run_event(
+    deps: SessionDeps,
+    visitor: VisitorId,
+    state: ProfileState,
+    msg: CollectEvent,
+    me: Addr<VisitorSession>,
+    erasures: u64,
+) -> (ProfileState, EventResult) {
+    let CollectEvent {
+        tid,
+        event,
+        deadline,
+        now,
+        pending,
+        new_visitor,
+    } = msg;
+    let catalog = deps.catalog.current();
+    let mut result = EventResult::default();
+
+    let mut fanout = FanOut::new(tid, visitor, deadline);
+    let mut read_errors = Vec::new();
+    let (mut profile, persist) = {
+        let read = load_profile(&deps, visitor, state, new_visitor, tid, &mut read_errors);
+        let mut read = std::pin::pin!(read);
+        match tokio::time::timeout(deps.realtime.profile_read_wait(), read.as_mut()).await {
+            Ok(loaded) => loaded,
+            Err(_) => {
+                // A slow read (a busy disk, a busy blocking pool) must not eat the providers'
+                // budget: the calls that do not depend on the profile start now.
+                fanout.start_independent(&deps, &catalog, &event);
+                // And a store that does not answer (down, or a node of the cluster gone) must
+                // not take the answer: by the time it is due, the event goes on without the
+                // profile, as when it is unreadable, and writes nothing.
+                let read_by = deadline
+                    .checked_sub(deps.realtime.reply_reserve())
+                    .unwrap_or(deadline);
+                match tokio::time::timeout_at(read_by.into(), read).await {
+                    Ok(loaded) => loaded,
+                    Err(_) => {
+                        store_unavailable(tid, visitor, "profile read timed out");
+                        result.errors.push(DcsError::profile_unreadable());
+                        (Profile::default(), false)
+                    }
+                }
+            }
+        }
+    };
+    result.errors.append(&mut read_errors);
+    profile
+        .provider_cache
+        .retain(|_, answer| answer.expires_at > now);
+    // A shared store gets this event's replay, not the profile: what the session changes
+    // besides evaluation is part of it.
+    let shared = deps.profiles.is_shared();
+    let baseline = shared.then(|| ChangeBaseline::of(&profile));
+    sync_ids(&deps.profiles, visitor, &mut profile, &event.declared, now);
+
+    fanout.plan(&deps, &catalog, &event, &profile, now, &mut result);
+    let (provider_segments, late) = fanout
+        .collect(&deps.realtime, &mut profile, now, &mut result)
+        .await;
+
+    let evaluated = evaluate(
+        &deps,
+        EvaluateProfile {
+            changes: baseline.map(|b| b.changes(&profile)).unwrap_or_default(),
+            tid,
+            visitor,
+            profile,
+            persist,
+            catalog,
+            event,
+            provider_segments,
+            now,
+            answers_only: false,
+        },
+    )
+    .await;
+    if let Some(late) = late {
+        late_answers::collect(late, me.recipient(), erasures, tid);
+    }
+    let state = match evaluated {
+        Ok(done) => {
+            if done.saved.is_err() {
+                result
+                    .errors
+                    .push(DcsError::unspecified("Profile could not be saved"));
+            }
+            result.realized = done.evaluation.realized;
+            result.segments = done.evaluation.segments;
+            result.synced_ids = done.profile.synced_ids.clone();
+            // After a failed write the profile stays in memory, so the next event's write
+            // carries this event's realizations too. With a shared store it is read again
+            // for every event: another node may have changed it.
+            if persist && !shared {
+                ProfileState::Loaded(done.profile)
+            } else {
+                ProfileState::Unloaded
+            }
+        }
+        Err(e) => {
+            log::error!(tid = tid.as_str(); "segment engine unavailable: {e}");
+            result.errors.push(DcsError::unable_to_evaluate());
+            ProfileState::Unloaded
+        }
+    };
+    drop(pending);
+    (state, result)
+}
+
+/// The visitor's profile: the one in memory, an empty one for a new visitor, or the stored
+/// one. `false` when the stored profile could not be read: the event goes on with an empty
+/// profile that must not be written over the stored one.
+async fn load_profile(
+    deps: &SessionDeps,
+    visitor: VisitorId,
+    state: ProfileState,
+    new_visitor: bool,
+    tid: Tid,
+    errors: &mut Vec<DcsError>,
+) -> (Profile, bool) {
+    match state {
+        ProfileState::Loaded(p) => (p, true),
+        ProfileState::Unloaded if new_visitor => (Profile::default(), true),
+        ProfileState::Unloaded => match engine_for(&deps.profiles)
+            .send(LoadProfile { visitor })
+            .await
+        {
+            Ok(Ok(stored)) => (stored.unwrap_or_default(), true),
+            Ok(Err(e)) => {
+                store_unavailable(tid, visitor, &e.to_string());
+                errors.push(DcsError::profile_unreadable());
+                (Profile::default(), false)
+            }
+            Err(e) => {
+                log::error!(tid = tid.as_str(); "segment engine unavailable: {e}");
+                errors.push(DcsError::profile_unreadable());
+                (Profile::default(), false)
+            }
+        },
+    }
+}
+
+/// Has the visitor's engine evaluate the profile (and, with `persist`, save it), then tells
+/// the S2S outbox when the saved segments changed: events and late answers alike.
+async fn evaluate(
+    deps: &SessionDeps,
+    msg: EvaluateProfile,
+) -> Result<Evaluated, actix::MailboxError> {
+    let (visitor, now, persist) = (msg.visitor, msg.now, msg.persist);
+    let catalog = msg.catalog.clone();
+    let before = msg.profile.segments.clone();
+    let evaluated = engine_for(&deps.profiles).send(msg).await;
+    if let (Ok(done), true) = (&evaluated, persist) {
+        deps.outbox
+            .membership(&catalog, visitor, &before, &done.profile.segments, now);
+    }
+    evaluated
+}
+
+/// A profile that could not be read (error 200): counted, and logged at warn at most every
+/// ten seconds per process — a store that is down fails every event at once.
+fn store_unavailable(tid: Tid, visitor: VisitorId, why: &str) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST_WARNING: AtomicI64 = AtomicI64::new(i64::MIN);
+    metrics::counter!("tributary_store_read_failures_total").increment(1);
+    let now = unix_now();
+    let last = LAST_WARNING.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 10
+        && LAST_WARNING
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        log::warn!(tid = tid.as_str(); "profile of {visitor} not read ({why}); events go on without stored profiles while this lasts");
+    } else {
+        log::debug!(tid = tid.as_str(); "profile of {visitor} not read: {why}");
+    }
+}
+
+/// Most data sources a profile keeps an id for. Only known data sources are accepted, so this
+/// is a guard against an admin creating thousands of them, not against clients.
+const MAX_SYNCED_SOURCES: usize = 1000;
+
+/// Records ID syncs: the visitor's id in each data source (forward, in the profile) and the
+/// mapping back to the visitor (queued for the store). Logged-out ids change nothing.
+fn sync_ids(
+    profiles: &ProfileService,
+    visitor: VisitorId,
+    profile: &mut Profile,
+    ids: &[DeclaredId],
+    now: i64,
+) {
+    for declared in ids.iter().filter(|d| d.links()) {
+        if profile.synced_ids.len() >= MAX_SYNCED_SOURCES
+            && !profile.synced_ids.contains_key(&declared.dpid)
+        {
+            continue;
+        }
+        if profile.synced_ids.get(&declared.dpid) != Some(&declared.id) {
+            profile
+                .synced_ids
+                .insert(declared.dpid, declared.id.clone());
+            metrics::counter!("tributary_id_syncs_total").increment(1);
+        }
+        profiles.link(declared.dpid, &declared.id, IdLink { visitor, at: now });
+    }
+}
+
+/// Erases the visitor through its session (started if none runs), after any event already
+/// queued for it.
+pub async fn erase(deps: &SessionDeps, visitor: VisitorId) -> Result<(), StoreError> {
+    let (session, pending) = deps.session_for(visitor);
+    session
+        .send(EraseProfile {
+            pending: Some(pending),
+        })
+        .await
+        .map_err(|e| StoreError::Io(format!("visitor session unavailable: {e}")))?
+}
+
+impl Handler<EraseProfile> for VisitorSession {
+    type Result = AtomicResponse<Self, Result<(), StoreError>>;
+
+    fn handle(&mut self, msg: EraseProfile, _: &mut Self::Context) -> Self::Result {
+        self.erasures += 1;
+        let state = std::mem::replace(&mut self.profile, ProfileState::Unloaded);
+        let profiles = self.deps.profiles.clone();
+        let (outbox, catalog) = (self.deps.outbox.clone(), self.deps.catalog.clone());
+        let visitor = self.visitor;
+        let work = async move {
+            // The synced ids say which reverse mappings to remove, the segments which S2S
+            // destinations to tell; an unreadable record is deleted all the same.
+            let erased = match state {
+                ProfileState::Loaded(p) => p,
+                ProfileState::Unloaded => match profiles.load(visitor).await {
+                    Ok(Some(p)) => p,
+                    Ok(None) | Err(_) => Profile::default(),
+                },
+            };
+            let ids = erased.synced_ids.into_iter().collect();
+            let result = async {
+                profiles.delete(visitor).await?;
+                profiles.unlink(visitor, ids).await
+            }
+            .await;
+            if result.is_ok() {
+                let now = unix_now();
+                outbox.membership(&catalog.current(), visitor, &erased.segments, &[], now);
+            }
+            drop(msg.pending);
+            result
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|result, act, _| {
+            // Whatever comes next starts from nothing (or from the store, if erasure failed).
+            if result.is_ok() {
+                act.profile = ProfileState::Loaded(Profile::default());
+            }
+            result
+        })))
+    }
+}
+
+impl Handler<SyncIds> for VisitorSession {
+    type Result = AtomicResponse<Self, Vec<DcsError>>;
+
+    fn handle(&mut self, msg: SyncIds, _: &mut Self::Context) -> Self::Result {
+        let state = std::mem::replace(&mut self.profile, ProfileState::Unloaded);
+        let deps = self.deps.clone();
+        let visitor = self.visitor;
+        let work = async move {
+            let SyncIds {
+                tid,
+                ids,
+                now,
+                pending,
+                new_visitor,
+            } = msg;
+            let mut errors = Vec::new();
+            let (mut profile, persist) =
+                load_profile(&deps, visitor, state, new_visitor, tid, &mut errors).await;
+            let shared = deps.profiles.is_shared();
+            let baseline = shared.then(|| ChangeBaseline::of(&profile));
+            sync_ids(&deps.profiles, visitor, &mut profile, &ids, now);
+            if profile.first_seen == 0 {
+                profile.first_seen = now;
+            }
+            let replay = baseline.map(|b| {
+                Arc::new(EventReplay {
+                    changes: b.changes(&profile),
+                    now,
+                    evaluation: None,
+                }) as Arc<dyn Replay>
+            });
+            let state = if !persist {
+                // The stored profile is unreadable: the reverse mappings are queued, the
+                // forward ones would overwrite it and wait for a readable profile.
+                ProfileState::Unloaded
+            } else {
+                match deps.profiles.save_event(visitor, &profile, replay) {
+                    Ok(()) if shared => ProfileState::Unloaded,
+                    Ok(()) => ProfileState::Loaded(profile),
+                    Err(e) => {
+                        log::error!(tid = tid.as_str(); "profile of {visitor} not saved: {e}");
+                        errors.push(DcsError::unspecified("Profile could not be saved"));
+                        ProfileState::Loaded(profile)
+                    }
+                }
+            };
+            drop(pending);
+            (state, errors)
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+            |(state, errors), act, _| {
+                act.profile = state;
+                errors
+            },
+        )))
+    }
+}

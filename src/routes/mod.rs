@@ -1,0 +1,103 @@
+//! The public listener: the routes sites, tags and partners call, one file per route family.
+//!
+//! - [`event`]: `GET|POST|OPTIONS /event`, the DCS call.
+//! - [`ibs`]: `GET /ibs:…`, ID syncs.
+//! - [`opt_out`]: `GET /demoptout.jpg`, the global opt-out.
+//! - [`ops`]: `GET /health`, `/ready`, `/metrics`.
+//!
+//! What they share: [`pipeline`] (admission, consent, COPPA, identification, opt-out, the
+//! session call — every visitor-facing route goes through it), [`admission`] (load shedding),
+//! [`cookies`] (the `demdex` cookie), [`cors`], [`body`] (bounded body reading, also used by
+//! the admin API) and [`answer`], the one place answers and refusals are written.
+//!
+//! The wire contract of these routes is `docs/dcs-api.md`.
+
+pub mod admission;
+pub mod answer;
+pub mod body;
+pub mod cookies;
+pub mod cors;
+pub mod event;
+pub mod ibs;
+pub mod ops;
+pub mod opt_out;
+pub mod pipeline;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use actix_web::http::Method;
+use actix_web::middleware::from_fn;
+use actix_web::web;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::actors::visitor_session::SessionDeps;
+use crate::config::Config;
+use crate::core::consent::TcfPolicy;
+use admission::Shedder;
+use answer::HttpError;
+
+/// What every public worker shares.
+pub struct AppState {
+    pub(crate) config: Arc<Config>,
+    pub(crate) deps: SessionDeps,
+    pub(crate) shedder: Shedder,
+    pub(crate) metrics: PrometheusHandle,
+    /// False once shutdown has begun: `/ready` answers 503 so balancers stop sending.
+    pub(crate) ready: Arc<AtomicBool>,
+    /// `[server] integration_codes`, keys in lower case.
+    pub(crate) integration_codes: HashMap<String, u32>,
+    /// What a TC string must grant when GDPR applies (`[privacy]`).
+    pub(crate) tcf: TcfPolicy,
+}
+
+impl AppState {
+    pub fn new(
+        config: Arc<Config>,
+        deps: SessionDeps,
+        metrics: PrometheusHandle,
+        ready: Arc<AtomicBool>,
+    ) -> Self {
+        let server = &config.server;
+        AppState {
+            shedder: Shedder::new(
+                std::time::Duration::from_millis(server.shed_lag_ms),
+                server.max_in_flight,
+                config.store.max_pending_writes,
+            ),
+            integration_codes: server
+                .integration_codes
+                .iter()
+                .map(|(code, dpid)| (code.to_ascii_lowercase(), *dpid))
+                .collect(),
+            tcf: config.privacy.tcf_policy(),
+            config,
+            deps,
+            metrics,
+            ready,
+        }
+    }
+}
+
+/// The public routes; anything else is a JSON `404`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/event")
+            .wrap(from_fn(cors::cors))
+            .route(web::get().to(event::event))
+            .route(web::post().to(event::event))
+            .route(web::method(Method::OPTIONS).to(cors::preflight))
+            .default_service(web::to(|| async {
+                HttpError::MethodNotAllowed.into_response()
+            })),
+    )
+    .route("/demoptout.jpg", web::get().to(opt_out::opt_out))
+    .route("/demoptout", web::get().to(opt_out::opt_out))
+    // AAM's ID sync URL has no '?': `/ibs:dpid=1&dpuuid=x`. The tail is checked in `ibs`.
+    .route("/ibs{tail:.*}", web::get().to(ibs::ibs))
+    .route("/health", web::get().to(ops::health))
+    .route("/ready", web::get().to(ops::ready))
+    .route("/metrics", web::get().to(ops::metrics))
+    .default_service(web::to(|| async { HttpError::NotFound.into_response() }));
+}

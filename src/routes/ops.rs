@@ -1,0 +1,35 @@
+//! What operators and load balancers ask: `GET /health` (the process answers), `GET /ready`
+//! (store open, engine loaded, not stopping) and `GET /metrics` (Prometheus text).
+
+use std::sync::atomic::Ordering;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+
+use super::AppState;
+
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if state.ready.load(Ordering::SeqCst) {
+        HttpResponse::Ok().json(serde_json::json!({
+            "status": "ready",
+            "catalogVersion": state.deps.catalog.current().version(),
+        }))
+    } else {
+        HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE)
+            .json(serde_json::json!({"status": "stopping"}))
+    }
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    // Levels are read at scrape time rather than kept up to date on the event path.
+    metrics::gauge!("tributary_store_pending_writes").set(state.deps.profiles.queue_depth() as f64);
+    metrics::gauge!("tributary_events_in_flight").set(state.shedder.in_flight() as f64);
+    crate::telemetry::metrics::record_catalog(&state.deps.catalog.current());
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}

@@ -1,0 +1,56 @@
+//! `GET /demoptout.jpg` (and `/demoptout`): the visitor of the cookie, and the one named by
+//! `d_uuid`, opt out. Each is recorded as opted out (durably, and refused at once by every
+//! listener) and erased — profile, cached answers, ID-sync mappings — through its session,
+//! after any event already queued for it. The answer is the pixel with `demdex=NOTARGET` for
+//! 10 years, also for a browser without a visitor id, so that it is never given one.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::answer::{Answer, Body};
+use super::{cookies, AppState};
+use crate::actors::visitor_session::erase;
+use crate::core::clock::unix_now;
+use crate::core::error::DcsError;
+use crate::core::ids::VisitorId;
+use crate::core::request::{parse_event, RequestError};
+
+pub async fn opt_out(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let mut visitors = Vec::new();
+    if let Some(v) = cookies::sent(&req).and_then(|c| VisitorId::parse(c.value())) {
+        visitors.push(v);
+    }
+    let mut errors = Vec::new();
+    match parse_event(req.query_string().as_bytes(), None) {
+        Ok(parsed) => {
+            visitors.extend(parsed.d_uuid.filter(|v| !visitors.contains(v)));
+            errors.extend(parsed.errors.into_iter().filter(|e| e.code == 102));
+        }
+        Err(RequestError::InvalidEncoding { param }) => {
+            errors.push(DcsError::invalid_parameters(&param))
+        }
+        Err(RequestError::BadCallback) => {}
+    }
+    let now = unix_now();
+    let deps = &state.deps;
+    for visitor in visitors {
+        let erased = async {
+            deps.profiles.opt_out(visitor, now).await?;
+            erase(deps, visitor).await
+        };
+        match erased.await {
+            Ok(()) => metrics::counter!("tributary_optouts_total").increment(1),
+            Err(e) => {
+                // Refused from now on (in memory) even so; the record is erased by retention.
+                log::error!("opt-out of {visitor} not fully recorded: {e}");
+                errors.push(DcsError::unspecified("Opt-out not fully recorded"));
+            }
+        }
+    }
+    Answer {
+        body: Body::Pixel,
+        errors: &errors,
+        cookie: Some(cookies::opted_out(&req, &state.config.server.cookie_domain)),
+        tid: None,
+    }
+    .into_response()
+}

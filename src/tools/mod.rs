@@ -1,0 +1,12 @@
+//! The commands around the server: `tributary demo`, the sample provider, the benchmark and
+//! the consent-string helper. None of them is on the real-time path.
+//!
+//! - [`demo`]: the whole real-time path on one machine (sample providers, catalog, store).
+//! - [`mock_provider`]: a sample data provider speaking the provider protocol.
+//! - [`bench`]: `tributary bench`, scenarios measured against ceilings in the same run.
+//! - [`tc_string`]: prints or decodes TCF v2 consent strings, to try `gdpr=1` calls.
+
+pub mod bench;
+pub mod demo;
+pub mod mock_provider;
+pub mod tc_string;
