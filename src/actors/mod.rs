@@ -1,14 +1,17 @@
-//! The actors of the real-time path (DESIGN.md §1), one per file with its messages beside it:
+//! The actors of the real-time path (`docs/architecture.md`), one per file with its messages
+//! beside it:
 //!
 //! - [`visitor_session::VisitorSession`]: one per active visitor; serialises that visitor's
-//!   events, fans out to providers within the deadline, hands the result to the engine, keeps
-//!   the profile warm and stops when idle.
+//!   events and ID syncs, hands the result to the engine, keeps the profile warm and stops
+//!   when idle. Its provider fan-out and its late answers have files of their own inside
+//!   [`visitor_session`].
 //! - [`directory::SessionDirectory`]: finds or starts a visitor's session; sharded, and it
 //!   never keeps an idle session alive.
 //! - [`provider_client::ProviderClient`]: one per provider per arbiter thread; owns the HTTP
 //!   client and turns every provider failure into an outcome, never an event failure.
-//! - [`segment_engine::SegmentEngine`]: a pool of sync threads that evaluate rules against the
-//!   compiled catalog and persist profiles, so disk work never runs on an actix-web worker.
+//! - [`segment_engine::SegmentEngine`]: one per arbiter thread; evaluates rules against the
+//!   compiled catalog and queues the profile's save with the store threads, so disk work never
+//!   runs on an actix-web worker.
 
 pub mod directory;
 pub mod provider_client;
