@@ -13,7 +13,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::core::catalog::{Catalog, Provider};
 use crate::telemetry::logging::LogFormat;
@@ -195,22 +195,6 @@ impl Config {
         Ok(Some(catalog))
     }
 
-    pub fn admin_addr(&self) -> SocketAddr {
-        // validate() checked it; the fallback is never used by a validated config.
-        self.admin
-            .bind
-            .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8081)))
-    }
-
-    pub fn public_addr(&self) -> SocketAddr {
-        // validate() checked it; the fallback is never used by a validated config.
-        self.server
-            .bind
-            .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
-    }
-
     pub fn worker_count(&self) -> usize {
         nonzero_or_cores(self.server.workers)
     }
@@ -237,9 +221,34 @@ fn range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     }
 }
 
+/// Start of the message of a `bind` that is not an address; [`from_config_error`] knows it.
+const NOT_AN_ADDRESS: &str = "not an address:port";
+
+/// A listener's `bind`, parsed as the configuration is read. Read as text first: the config
+/// crate turns a number (`bind = 8080`, or an environment value it parsed) back into its text,
+/// and the message quotes what was written.
+fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse()
+        .map_err(|_| serde::de::Error::custom(format!("{NOT_AN_ADDRESS} ({text:?})")))
+}
+
 /// The config crate reports keys inside its messages ("… for key `server.bind`"); we keep its
-/// text, which names the key, and add the key when it can be found.
+/// text, which names the key, and add the key when it can be found. Our own `bind` message
+/// drops that suffix, reading as the checks of every other key do.
 fn from_config_error(e: config::ConfigError) -> ConfigError {
+    if let config::ConfigError::At {
+        error,
+        key: Some(key),
+        ..
+    } = &e
+    {
+        if let config::ConfigError::Message(message) = error.as_ref() {
+            if message.starts_with(NOT_AN_ADDRESS) {
+                return bad(key, message.clone());
+            }
+        }
+    }
     let text = e.to_string();
     let key = text
         .split("for key `")
@@ -266,7 +275,8 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let c = Config::from_toml("", env(&[])).unwrap();
-        assert_eq!(c.server.bind, "127.0.0.1:8080");
+        assert_eq!(c.server.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.admin.bind.to_string(), "127.0.0.1:8081");
         assert_eq!(c.realtime.deadline_ms, 100);
     }
 
@@ -287,7 +297,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(c.server.bind, "127.0.0.1:0");
+        assert_eq!(c.server.bind.to_string(), "127.0.0.1:0");
         assert_eq!(c.store.path, PathBuf::from("/tmp/x"));
         assert_eq!(c.realtime.deadline_ms, 250);
         assert_eq!(
@@ -342,6 +352,26 @@ mod tests {
         assert_eq!(
             error("", &[("TRIBUTARY__REALTIME__CIRCUIT_WINDOW", "65")]),
             "config key realtime.circuit_window: must be between 1 and 64 (got 65)"
+        );
+    }
+
+    #[test]
+    fn crate_messages_keep_their_text() {
+        // Only our own `bind` message loses the config crate's " for key …" suffix.
+        assert_eq!(
+            error("", &[("TRIBUTARY__REALTIME__DEADLINE_MS", "soon")]),
+            "config key realtime.deadline_ms: invalid type: string \"soon\", expected an \
+             integer for key `realtime.deadline_ms` in the environment"
+        );
+        assert_eq!(
+            error("[log]\nformat = \"xml\"\n", &[]),
+            "config key log.format: enum LogFormat does not have variant constructor xml for \
+             key `log.format`"
+        );
+        assert_eq!(
+            error("[server]\nbind = [\"x\"]\n", &[]),
+            "config key server.bind: invalid type: sequence, expected a string for key \
+             `server.bind`"
         );
     }
 

@@ -5,13 +5,14 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use super::{bad, range, ConfigError};
+use super::{bad, range, socket_addr, ConfigError};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Public listener (`/event`, `/health`, `/ready`, `/metrics`). Port 0 picks a free port.
-    pub bind: String,
+    #[serde(deserialize_with = "socket_addr")]
+    pub bind: SocketAddr,
     /// HTTP worker threads; 0 = one per core.
     pub workers: usize,
     /// Returned as `dcs_region` on every answer.
@@ -39,7 +40,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            bind: "127.0.0.1:8080".into(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: 0,
             dcs_region: 7,
             cookie_domain: String::new(),
@@ -55,13 +56,8 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// `bind` needs no check here: it was parsed when the configuration was read.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.bind.parse::<SocketAddr>().map_err(|_| {
-            bad(
-                "server.bind",
-                format!("not an address:port ({:?})", self.bind),
-            )
-        })?;
         range("server.shed_lag_ms", self.shed_lag_ms, 0, 10_000)?;
         range(
             "server.max_in_flight",
@@ -137,6 +133,8 @@ fn is_origin(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
+
     use crate::config::tests::{env, error};
     use crate::config::Config;
 
@@ -172,5 +170,40 @@ mod tests {
         );
         assert!(error("[server.integration_codes]\ncrm = 0\n", &[])
             .starts_with("config key server.integration_codes"));
+    }
+
+    #[test]
+    fn bind_errors_name_the_key() {
+        assert_eq!(
+            error("[server]\nbind = \"x\"\n", &[]),
+            "config key server.bind: not an address:port (\"x\")"
+        );
+        assert_eq!(
+            error("", &[("TRIBUTARY__SERVER__BIND", "not-an-address")]),
+            "config key server.bind: not an address:port (\"not-an-address\")"
+        );
+        // A bare port is a number to TOML and to the environment's parsing; quoted as written.
+        assert_eq!(
+            error("[server]\nbind = 8080\n", &[]),
+            "config key server.bind: not an address:port (\"8080\")"
+        );
+        assert_eq!(
+            error("", &[("TRIBUTARY__SERVER__BIND", "8080")]),
+            "config key server.bind: not an address:port (\"8080\")"
+        );
+        let e = Config::from_toml("[server]\nbind = \"localhost:80\"\n", env(&[])).unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.message.as_str()),
+            ("server.bind", "not an address:port (\"localhost:80\")")
+        );
+    }
+
+    #[test]
+    fn bind_takes_ipv6() {
+        let loopback = (Ipv6Addr::LOCALHOST, 0).into();
+        let c = Config::from_toml("[server]\nbind = \"[::1]:0\"\n", env(&[])).unwrap();
+        assert_eq!(c.server.bind, loopback);
+        let c = Config::from_toml("", env(&[("TRIBUTARY__SERVER__BIND", "[::1]:0")])).unwrap();
+        assert_eq!(c.server.bind, loopback);
     }
 }
