@@ -149,7 +149,7 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
             st.flush_every_ms,
         )?),
         Backend::Redis => {
-            let node_id = st.node_name(config.public_addr().port());
+            let node_id = st.node_name(config.server.bind.port());
             log::info!(
                 "store: Redis Cluster at {} (prefix {:?}, node {node_id:?})",
                 st.redis_urls.join(", "),
@@ -241,7 +241,7 @@ fn listen_public(
     if !options.handle_signals {
         server = server.disable_signals();
     }
-    let bind = config.public_addr();
+    let bind = config.server.bind;
     let server = server.bind(bind).map_err(|source| StartError::Bind {
         addr: bind.to_string(),
         source,
@@ -255,7 +255,7 @@ fn listen_public(
 
 /// The admin listener: one worker (admins are few; changes are serialised by the writer).
 fn listen_admin(config: &Config, state: web::Data<AdminState>) -> Result<Bound, StartError> {
-    let bind = config.admin_addr();
+    let bind = config.admin.bind;
     let server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(admin::routes))
             .workers(1)

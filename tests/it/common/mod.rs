@@ -192,8 +192,8 @@ pub fn test_config(dir: &std::path::Path, catalog: &Catalog) -> Config {
     let seed = dir.join("catalog.json");
     std::fs::write(&seed, serde_json::to_vec(catalog).unwrap()).unwrap();
     let mut config = Config::from_toml("", Some(Default::default())).unwrap();
-    config.server.bind = "127.0.0.1:0".into();
-    config.admin.bind = "127.0.0.1:0".into();
+    config.server.bind = "127.0.0.1:0".parse().unwrap();
+    config.admin.bind = "127.0.0.1:0".parse().unwrap();
     config.admin.token = ADMIN_TOKEN.into();
     config.server.workers = 2;
     config.store.path = dir.join("store");

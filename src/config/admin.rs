@@ -1,0 +1,98 @@
+//! `[admin]`: the admin REST API's listener (docs/admin-api.md).
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use super::{bad, socket_addr, ConfigError};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Admin listener; keep it off the public network. Port 0 picks a free port.
+    #[serde(deserialize_with = "socket_addr")]
+    pub bind: SocketAddr,
+    /// Bearer token required on every admin request; empty = a random one is generated at
+    /// start and printed once.
+    pub token: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            token: String::new(),
+        }
+    }
+}
+
+impl AdminConfig {
+    /// `bind` needs no check here: it was parsed when the configuration was read.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let token = &self.token;
+        if !token.is_empty()
+            && (token.len() < 16
+                || token.len() > 256
+                || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(bad(
+                "admin.token",
+                "must be 16 to 256 printable ASCII characters (or empty: one is generated)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv6Addr;
+
+    use crate::config::tests::{env, error};
+    use crate::config::Config;
+
+    #[test]
+    fn bind_errors_name_the_key() {
+        assert_eq!(
+            error("[admin]\nbind = \"x\"\n", &[]),
+            "config key admin.bind: not an address:port (\"x\")"
+        );
+        assert_eq!(
+            error("", &[("TRIBUTARY__ADMIN__BIND", "not-an-address")]),
+            "config key admin.bind: not an address:port (\"not-an-address\")"
+        );
+        assert_eq!(
+            error("[admin]\nbind = 8081\n", &[]),
+            "config key admin.bind: not an address:port (\"8081\")"
+        );
+        assert_eq!(
+            error("", &[("TRIBUTARY__ADMIN__BIND", "8081")]),
+            "config key admin.bind: not an address:port (\"8081\")"
+        );
+        let e = Config::from_toml("", env(&[("TRIBUTARY__ADMIN__BIND", "x")])).unwrap_err();
+        assert_eq!(e.key, "admin.bind");
+    }
+
+    #[test]
+    fn bind_takes_ipv6_and_env_overrides() {
+        let c = Config::from_toml("[admin]\nbind = \"[::1]:0\"\n", env(&[])).unwrap();
+        assert_eq!(c.admin.bind, (Ipv6Addr::LOCALHOST, 0).into());
+        let c = Config::from_toml(
+            "[admin]\nbind = \"[::1]:0\"\n",
+            env(&[("TRIBUTARY__ADMIN__BIND", "127.0.0.1:0")]),
+        )
+        .unwrap();
+        assert_eq!(c.admin.bind.to_string(), "127.0.0.1:0");
+    }
+
+    #[test]
+    fn token_length() {
+        assert_eq!(
+            error("[admin]\ntoken = \"short\"\n", &[]),
+            "config key admin.token: must be 16 to 256 printable ASCII characters \
+             (or empty: one is generated)"
+        );
+        let c = Config::from_toml("[admin]\ntoken = \"0123456789abcdef\"\n", env(&[])).unwrap();
+        assert_eq!(c.admin.token, "0123456789abcdef");
+    }
+}
