@@ -242,15 +242,8 @@ fn listen_public(
         server = server.disable_signals();
     }
     let bind = config.server.bind;
-    let server = server.bind(bind).map_err(|source| StartError::Bind {
-        addr: bind.to_string(),
-        source,
-    })?;
-    let addr = server.addrs().first().copied().unwrap_or(bind);
-    Ok(Bound {
-        addr,
-        server: server.run(),
-    })
+    let server = server.bind(bind).map_err(bind_failed(bind))?;
+    Ok(Bound::new(server.addrs(), bind, server.run()))
 }
 
 /// The admin listener: one worker (admins are few; changes are serialised by the writer).
@@ -262,15 +255,15 @@ fn listen_admin(config: &Config, state: web::Data<AdminState>) -> Result<Bound, 
             .shutdown_timeout(config.server.shutdown_timeout_secs)
             .disable_signals()
             .bind(bind)
-            .map_err(|source| StartError::Bind {
-                addr: bind.to_string(),
-                source,
-            })?;
-    let addr = server.addrs().first().copied().unwrap_or(bind);
-    Ok(Bound {
-        addr,
-        server: server.run(),
-    })
+            .map_err(bind_failed(bind))?;
+    Ok(Bound::new(server.addrs(), bind, server.run()))
+}
+
+fn bind_failed(addr: SocketAddr) -> impl FnOnce(io::Error) -> StartError {
+    move |source| StartError::Bind {
+        addr: addr.to_string(),
+        source,
+    }
 }
 
 /// A bound listener, not yet serving: its workers start when it is spawned, so a listener
@@ -281,6 +274,14 @@ struct Bound {
 }
 
 impl Bound {
+    /// `addrs` are those the server bound: with port 0, the one the system picked.
+    fn new(addrs: Vec<SocketAddr>, bind: SocketAddr, server: Server) -> Self {
+        Bound {
+            addr: addrs.first().copied().unwrap_or(bind),
+            server,
+        }
+    }
+
     fn spawn(self) -> Listener {
         Listener {
             addr: self.addr,
