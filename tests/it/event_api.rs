@@ -1,4 +1,4 @@
-//! The `/event` contract over real HTTP (DESIGN.md §2): shapes, identity, errors, limits.
+//! The `/event` contract over real HTTP (docs/dcs-api.md): shapes, identity, errors, limits.
 
 use serde_json::json;
 

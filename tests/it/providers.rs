@@ -1,5 +1,5 @@
-//! Provider fan-out over real sockets (DESIGN.md §3): answers become onboarded traits, and
-//! nothing a provider does delays or breaks the reply.
+//! Provider fan-out over real sockets (docs/provider-protocol.md): answers become onboarded
+//! traits, and nothing a provider does delays or breaks the reply.
 
 use std::time::{Duration, Instant};
 
@@ -125,7 +125,7 @@ async fn failing_providers_yield_their_outcome_and_nothing_else() {
     closed.stop().await;
 
     // HTTPS to a plain-HTTP server: the TLS handshake fails (and the rustls path is exercised:
-    // without a crypto provider awc would panic here, CRATES.md F1).
+    // without a crypto provider awc would panic here, docs/architecture.md, "Dependency notes").
     let plain = TestProvider::start(Behavior::Segments(vec!["auto"], None)).await;
     let tls_to_plain = plain.url.replace("http://", "https://");
 
