@@ -10,6 +10,7 @@
 //! | `tributary_provider_wait_seconds` | histogram | `provider` |
 //! | `tributary_provider_circuit_transitions_total` | counter | `provider`, `to` (`open`, `half_open`, `closed`) |
 //! | `tributary_provider_late_answers_total` | counter | `provider` |
+//! | `tributary_provider_late_answers_handled_total` | counter | `provider`, `result` (`merged`, `erased`, `unreadable`, `engine_unavailable`, `stopped`) |
 //! | `tributary_engine_duration_seconds` | histogram | |
 //! | `tributary_events_shed_total` | counter | `reason` (`worker_lag`, `in_flight`, `store_backlog`) |
 //! | `tributary_events_in_flight` | gauge | |

@@ -129,6 +129,7 @@ struct SlowReads {
 
 impl ProfileStore for SlowReads {
     fn get_profile_bytes(&self, visitor: VisitorId) -> Result<Option<Vec<u8>>, StoreError> {
+        // The busy disk itself: time passing is what the tests put the session through.
         std::thread::sleep(self.delay);
         self.inner.get_profile_bytes(visitor)
     }

@@ -1,6 +1,8 @@
 //! Cookie and URL destinations in `/event` answers over real HTTP: `stuff` always, `dests`
 //! with `d_dst=1`, from the visitor's segments and the destinations' mappings.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::common::*;
@@ -141,15 +143,9 @@ impl S2sReceiver {
     }
 }
 
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..300 {
-        if done() {
-            return;
-        }
-        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
+/// How long a test waits for the outbox: its retries here start at 20 ms and stay under
+/// 100 ms, so this only bounds a loaded machine.
+const DELIVERY: Duration = Duration::from_secs(20);
 
 /// S2S delivery: membership changes (and an opt-out) are queued while the endpoint fails,
 /// retried, kept in the store across a restart of Tributary, and all delivered — in order,
@@ -203,7 +199,10 @@ async fn s2s_destination_receives_every_change_after_failures_and_a_restart() {
         assert_eq!(reply.status, 200);
     }
     get(&server.url(&format!("/demoptout.jpg?d_uuid={C}"))).await; // C leaves 101
-    wait_for("retries", || receiver.attempts.load(Ordering::SeqCst) >= 3).await;
+    wait_until("retries", DELIVERY, || {
+        receiver.attempts.load(Ordering::SeqCst) >= 3
+    })
+    .await;
     assert!(receiver.users().is_empty());
     server.stop().await;
 
@@ -215,7 +214,7 @@ async fn s2s_destination_receives_every_change_after_failures_and_a_restart() {
 
     receiver.failing.store(false, Ordering::SeqCst);
     let server = TestServer::start_config(config.clone(), dir.clone()).await;
-    wait_for("deliveries after the restart", || {
+    wait_until("deliveries after the restart", DELIVERY, || {
         receiver.users().len() >= 5
     })
     .await;
@@ -252,7 +251,7 @@ async fn s2s_destination_receives_every_change_after_failures_and_a_restart() {
 
     // Once delivered, nothing is left; a change now goes out at once.
     get(&server.url(&format!("/event?d_rtbd=json&c_page=cars&d_uuid={B}"))).await;
-    wait_for("a live delivery", || receiver.users().len() >= 6).await;
+    wait_until("a live delivery", DELIVERY, || receiver.users().len() >= 6).await;
     assert_eq!(
         receiver.users()[5],
         (B.to_string(), s(&[("101", "1"), ("102", "1")]))
@@ -275,9 +274,12 @@ async fn s2s_destination_receives_every_change_after_failures_and_a_restart() {
         .await
         .unwrap();
     assert_eq!(report.purged, 1, "{report:?}");
-    wait_for("the sweep's delivery", || receiver.users().len() >= 7).await;
+    wait_until("the sweep's delivery", DELIVERY, || {
+        receiver.users().len() >= 7
+    })
+    .await;
     assert_eq!(receiver.users()[6], (d.to_string(), s(&[("102", "0")])));
-    wait_for("an empty outbox", || {
+    wait_until("an empty outbox", DELIVERY, || {
         server.running.store().outbox_all().unwrap().is_empty()
     })
     .await;
@@ -299,7 +301,7 @@ async fn s2s_outbox_keeps_the_newest_deliveries_within_its_cap() {
         json!([{"sid": 101, "name": "cars", "segmentRule": "11T", "dataSourceId": 1}]),
     );
     cat.destinations = serde_json::from_value(json!([
-        {"destinationId": 5, "name": "partner", "destinationType": "S2S", "url": receiver.url,
+        {"destinationId": 906, "name": "partner", "destinationType": "S2S", "url": receiver.url,
          "mappings": [{"sid": 101}]}
     ]))
     .unwrap();
@@ -312,11 +314,20 @@ async fn s2s_outbox_keeps_the_newest_deliveries_within_its_cap() {
     let server = TestServer::start_config(config, dir.clone()).await;
     let visitor = |n: u8| format!("{}", n).repeat(38);
     get(&server.url(&format!("/event?c_page=cars&d_uuid={}", visitor(1)))).await;
-    wait_for("a failed attempt", || {
-        receiver.attempts.load(Ordering::SeqCst) == 1
-    })
+    // Until the outbox has handled the failure and waits out its minute: events queued while
+    // the POST is still out are not trimmed (its deliveries are removed by position).
+    wait_for_metric(
+        &server,
+        r#"tributary_s2s_requests_total{destination="906",result="error"}"#,
+        1.0,
+        DELIVERY,
+    )
     .await;
-    actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        receiver.attempts.load(Ordering::SeqCst),
+        1,
+        "a failed attempt"
+    );
     for n in 2..=5 {
         get(&server.url(&format!("/event?c_page=cars&d_uuid={}", visitor(n)))).await;
     }

@@ -1,4 +1,4 @@
-//! The `/event` contract over real HTTP (DESIGN.md §2): shapes, identity, errors, limits.
+//! The `/event` contract over real HTTP (docs/dcs-api.md): shapes, identity, errors, limits.
 
 use serde_json::json;
 
@@ -58,12 +58,16 @@ async fn json_answer_has_the_aam_shape_and_sets_the_cookie() {
     server.stop().await;
 }
 
+/// A `p_age` value that qualifies for `p_age < 25` and that nothing else in a profile (ids,
+/// unix times, day numbers) could spell by chance.
+const PRIVATE_AGE: &str = "23.98176";
+
 #[actix_web::test]
 async fn cts_shows_traits_segments_and_private_signals_count_only_here() {
     let server = TestServer::start(&rule_catalog()).await;
     let reply = get_with(
         &server.url(&format!(
-            "/event?d_rtbd=json&d_cts=2&d_uuid={VISITOR}&c_page=cars&p_age=23"
+            "/event?d_rtbd=json&d_cts=2&d_uuid={VISITOR}&c_page=cars&p_age={PRIVATE_AGE}"
         )),
         &[("user-agent", "Mozilla/5.0 Chrome/120")],
     )
@@ -89,7 +93,16 @@ async fn cts_shows_traits_segments_and_private_signals_count_only_here() {
         "11T and 12T from the first visit still hold"
     );
 
-    // The profile stores traits, never the private signal itself.
+    // The profile stores traits, never the private signal itself: 12T, realized from `p_age`,
+    // is held, and neither the key nor its value is anywhere in the stored record.
+    server.running.sync_store().await.unwrap();
+    let profile = server.stored_profile(tributary::core::ids::VisitorId::parse(VISITOR).unwrap());
+    assert!(profile.traits.contains_key(&12), "{profile:?}");
+    let encoded = tributary::store::encode_profile(&profile).unwrap();
+    let stored = format!("{profile:?} {}", String::from_utf8_lossy(&encoded));
+    for private in ["p_age", PRIVATE_AGE] {
+        assert!(!stored.contains(private), "{private:?} stored: {stored}");
+    }
     server.stop().await;
 }
 

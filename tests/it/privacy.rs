@@ -2,6 +2,7 @@
 //! opted-out visitor's later calls do (nothing), and that the choice survives a restart.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 use tributary::core::ids::VisitorId;
@@ -271,18 +272,22 @@ async fn late_answers_do_not_survive_an_erasure() {
         .unwrap();
     assert_eq!(erase.status().as_u16(), 204);
 
-    let late = r#"tributary_provider_late_answers_total{provider="lateerase"} 1"#;
-    let mut seen = false;
-    for _ in 0..100 {
-        let metrics = String::from_utf8(get(&server.url("/metrics")).await.body).unwrap();
-        if metrics.contains(late) {
-            seen = true;
-            break;
-        }
-        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(seen, "the late answer arrived");
-    actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Wait until the session has handled the late answer and dropped it for the erasure (a
+    // session without that guard merges it instead, and this wait fails); the absent profile
+    // then shows that nothing else brought it back.
+    wait_for_metric(
+        &server,
+        r#"tributary_provider_late_answers_handled_total{provider="lateerase",result="erased"}"#,
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        metrics(&server)
+            .await
+            .contains(r#"tributary_provider_late_answers_total{provider="lateerase"} 1"#),
+        "the late answer arrived"
+    );
     server.running.sync_store().await.unwrap();
     let visitor = VisitorId::parse(VISITOR).unwrap();
     assert!(

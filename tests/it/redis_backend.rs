@@ -2,12 +2,17 @@
 //! state in a real cluster, kept across a restart.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 use tributary::config::Backend;
 use tributary::core::ids::VisitorId;
 
 use crate::common::*;
+
+/// What the cross-node tests promise: a change on one node shows on the other within a second
+/// (the catalog is polled every 250 ms, opt-outs are read from the shared store).
+const WITHIN_A_SECOND: Duration = Duration::from_secs(1);
 
 fn on_redis(config: &mut tributary::config::Config, cluster: &RedisCluster, prefix: &str) {
     config.store.backend = Backend::Redis;
@@ -157,20 +162,21 @@ async fn catalog_changes_and_opt_outs_reach_the_other_node_within_a_second() {
         .await;
     assert_eq!(added.status, 201);
     let sid = added.json()["sid"].as_u64().unwrap();
-    let changed = std::time::Instant::now();
-    loop {
-        let body = get(&b.url("/event?d_rtbd=json&d_cts=2&c_page=bikes"))
-            .await
-            .json();
-        if body["traits"] == json!([sid]) {
-            break;
-        }
-        assert!(
-            changed.elapsed() < std::time::Duration::from_secs(1),
-            "node B still without trait {sid} after a second: {body}"
-        );
-        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_for(
+        &format!("node B to realize trait {sid}"),
+        WITHIN_A_SECOND,
+        || async move {
+            let body = get(&b.url("/event?d_rtbd=json&d_cts=2&c_page=bikes"))
+                .await
+                .json();
+            if body["traits"] == json!([sid]) {
+                Ok(())
+            } else {
+                Err(body.to_string())
+            }
+        },
+    )
+    .await;
     // B's change builds on A's: both traits are there, on both nodes.
     let added = Admin::of(b)
         .call(
@@ -180,27 +186,39 @@ async fn catalog_changes_and_opt_outs_reach_the_other_node_within_a_second() {
         )
         .await;
     assert_eq!(added.status, 201);
-    actix_rt::time::sleep(std::time::Duration::from_millis(600)).await;
-    for node in &nodes {
-        let traits = Admin::of(node).call("GET", "/v1/traits", None).await.json();
-        assert_eq!(traits.as_array().unwrap().len(), 3, "{traits}");
-    }
+    let every = &nodes;
+    wait_for(
+        "every node to list 3 traits",
+        WITHIN_A_SECOND,
+        || async move {
+            for node in every {
+                let traits = Admin::of(node).call("GET", "/v1/traits", None).await.json();
+                if traits.as_array().unwrap().len() != 3 {
+                    return Err(traits.to_string());
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
 
     let event = format!("/event?d_rtbd=json&c_page=cars&d_uuid={VISITOR}");
     assert!(get(&b.url(&event)).await.json().get("errors").is_none());
     get(&a.url(&format!("/demoptout.jpg?d_uuid={VISITOR}"))).await;
-    let opted = std::time::Instant::now();
-    loop {
-        let body = get(&b.url(&event)).await.json();
-        if body["errors"][0]["code"] == 171 {
-            break;
-        }
-        assert!(
-            opted.elapsed() < std::time::Duration::from_secs(1),
-            "node B still serves the opted-out visitor after a second: {body}"
-        );
-        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let event = &event;
+    wait_for(
+        "node B to refuse the opted-out visitor",
+        WITHIN_A_SECOND,
+        || async move {
+            let body = get(&b.url(event)).await.json();
+            if body["errors"][0]["code"] == 171 {
+                Ok(())
+            } else {
+                Err(body.to_string())
+            }
+        },
+    )
+    .await;
     for node in &nodes {
         node.running.sync_store().await.unwrap();
     }
@@ -271,13 +289,14 @@ async fn events_are_answered_while_a_cluster_node_is_down_and_recover_after() {
     server.running.sync_store().await.unwrap();
 
     cluster.kill(1);
-    // Until the cluster notices (node timeout 1 s), then while it is down.
-    let mut degraded = 0;
-    for _ in 0..8 {
-        degraded += round("down").await;
-        actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    assert!(degraded > 0, "some events went on without their profile");
+    // Rounds until one has events that went on without their profile (each round checks
+    // that none hung), while the cluster notices (node timeout 1 s) and while it is down.
+    wait_for(
+        "some events to go on without their profile",
+        Duration::from_secs(20),
+        || async move { round("down").await > 0 },
+    )
+    .await;
     let metrics = get(&server.url("/metrics")).await;
     let text = String::from_utf8_lossy(&metrics.body).to_string();
     assert!(
@@ -286,17 +305,12 @@ async fn events_are_answered_while_a_cluster_node_is_down_and_recover_after() {
     );
 
     cluster.restart(1);
-    let recovered = std::time::Instant::now();
-    loop {
-        if round("after").await == 0 {
-            break;
-        }
-        assert!(
-            recovered.elapsed() < std::time::Duration::from_secs(20),
-            "the node did not recover"
-        );
-        actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    wait_for(
+        "the node to recover",
+        Duration::from_secs(20),
+        || async move { round("after").await == 0 },
+    )
+    .await;
     server.running.sync_store().await.unwrap();
     let profile = server.stored_profile(VisitorId::parse(&visitors[0]).unwrap());
     assert!(profile.traits[&11].count() >= 2, "writes resumed");

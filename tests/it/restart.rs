@@ -64,15 +64,20 @@ fn spawn_server_with(
     (child, base, lines)
 }
 
-/// The first logged line containing `marker`, waiting for it a little.
-fn logged(lines: &Mutex<Vec<String>>, marker: &str) -> String {
-    for _ in 0..500 {
-        if let Some(line) = lines.lock().unwrap().iter().find(|l| l.contains(marker)) {
-            return line.clone();
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("no log line with {marker:?}: {:#?}", lines.lock().unwrap());
+/// The first logged line containing `marker`, once the server has logged it.
+async fn logged(lines: &Mutex<Vec<String>>, marker: &str) -> String {
+    wait_until(
+        &format!("a log line with {marker:?}"),
+        Duration::from_secs(10),
+        || {
+            let lines = lines.lock().unwrap();
+            match lines.iter().find(|l| l.contains(marker)) {
+                Some(line) => Ok(line.clone()),
+                None => Err(format!("{lines:#?}")),
+            }
+        },
+    )
+    .await
 }
 
 fn terminate(mut child: Child) {
@@ -108,10 +113,10 @@ async fn a_profile_survives_a_restart_on_the_same_store() {
 
     let (child, base, lines) = spawn_server_logging(&config, &store);
     // No [admin] token configured: one is generated and logged once, and it opens the API.
-    let token_line = logged(&lines, "admin token (generated at start, shown once): ");
+    let token_line = logged(&lines, "admin token (generated at start, shown once): ").await;
     let token = token_line.rsplit(' ').next().unwrap().to_string();
     assert_eq!(token.len(), 64, "{token_line}");
-    let admin = logged(&lines, "admin API on http://");
+    let admin = logged(&lines, "admin API on http://").await;
     let admin = admin
         .split("admin API on ")
         .nth(1)

@@ -1,4 +1,4 @@
-//! The rule languages end to end (DESIGN.md §4): events over real HTTP qualify and disqualify
+//! The rule languages end to end (docs/rules.md): events over real HTTP qualify and disqualify
 //! traits by every operator, and frequency segments qualify on the Nth hit.
 
 use serde_json::json;

@@ -68,15 +68,11 @@ async fn idle_sessions_stop_and_a_returning_visitor_is_served_from_the_store() {
     ));
     get(&url).await;
     assert_eq!(server.running.sessions().len(), 1);
-    let mut waited = Duration::ZERO;
-    while !server.running.sessions().is_empty() && waited < Duration::from_secs(5) {
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-        waited += Duration::from_millis(100);
-    }
-    assert!(
-        server.running.sessions().is_empty(),
-        "the idle session stopped"
-    );
+    // Idle for a second, the session stops at the next sweep (every 200 ms).
+    wait_until("the idle session to stop", Duration::from_secs(10), || {
+        server.running.sessions().is_empty()
+    })
+    .await;
     let body = get(&server.url(&format!("/event?d_rtbd=json&d_cts=2&d_uuid={VISITOR}")))
         .await
         .json();
@@ -103,17 +99,20 @@ async fn sessions_beyond_the_limit_stop_and_lose_nothing() {
             .map(|id| server.url(&format!("/event?d_rtbd=json&d_uuid={id}&c_hit=1")))
             .collect();
         futures_util::future::join_all(urls.iter().map(|u| get(u))).await;
-        // Give the sweep (every 200 ms) time to bring the count back under the limit.
-        let mut waited = Duration::ZERO;
-        while server.running.sessions().len() > 5 && waited < Duration::from_secs(5) {
-            actix_rt::time::sleep(Duration::from_millis(50)).await;
-            waited += Duration::from_millis(50);
-        }
-        assert!(
-            server.running.sessions().len() <= 5,
-            "round {round}: {}",
-            server.running.sessions().len()
-        );
+        // The sweep (every 200 ms) brings the count back under the limit.
+        wait_until(
+            &format!("round {round}: at most 5 sessions"),
+            Duration::from_secs(10),
+            || {
+                let active = server.running.sessions().len();
+                if active <= 5 {
+                    Ok(())
+                } else {
+                    Err(format!("{active} sessions"))
+                }
+            },
+        )
+        .await;
     }
     server.running.sync_store().await.unwrap();
     for id in &ids {

@@ -3,7 +3,9 @@
 //! provider's own timeout) and sends their answers back to the session as [`LateAnswers`]; the
 //! session caches them and realizes the onboarded traits they carry, so the visitor's next
 //! event benefits. A session that has stopped by then drops them, and so does one whose
-//! visitor was erased or opted out since the event started.
+//! visitor was erased or opted out since the event started. What became of each answer is
+//! counted in `tributary_provider_late_answers_handled_total{provider,result}`, so an operator
+//! (and a test) can tell answers put to use from answers dropped, and why.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,15 +70,59 @@ pub(super) fn collect(late: LateCalls, session: Recipient<LateAnswers>, erasures
             }
         };
         let _ = tokio::time::timeout(limit, collect).await;
-        if !answers.is_empty() {
-            session.do_send(LateAnswers {
-                tid,
-                answers,
-                now: unix_now(),
-                erasures,
-            });
+        if answers.is_empty() {
+            return;
         }
+        // A session stopping between this check and the send drops them uncounted: the
+        // count is for operators, and the window is a few instructions wide.
+        if !session.connected() {
+            count_handled(answers.iter().map(|(p, _)| p), Handled::Stopped);
+            return;
+        }
+        session.do_send(LateAnswers {
+            tid,
+            answers,
+            now: unix_now(),
+            erasures,
+        });
     });
+}
+
+/// What became of a late answer.
+#[derive(Clone, Copy)]
+enum Handled {
+    /// Cached with the profile and its onboarded traits realized.
+    Merged,
+    /// Dropped: the visitor was erased or opted out since the event started.
+    Erased,
+    /// Dropped: the profile could not be read (or its last write failed), and writing could
+    /// overwrite what is stored.
+    Unreadable,
+    /// Dropped: the segment engine did not evaluate the profile.
+    EngineUnavailable,
+    /// Dropped: the visitor's session had stopped.
+    Stopped,
+}
+
+impl Handled {
+    fn label(self) -> &'static str {
+        match self {
+            Handled::Merged => "merged",
+            Handled::Erased => "erased",
+            Handled::Unreadable => "unreadable",
+            Handled::EngineUnavailable => "engine_unavailable",
+            Handled::Stopped => "stopped",
+        }
+    }
+}
+
+/// Counts one handled answer per provider in `providers`.
+fn count_handled<'a>(providers: impl IntoIterator<Item = &'a Arc<Provider>>, handled: Handled) {
+    for provider in providers {
+        metrics::counter!("tributary_provider_late_answers_handled_total",
+            "provider" => provider.name.clone(), "result" => handled.label())
+        .increment(1);
+    }
 }
 
 impl Handler<LateAnswers> for VisitorSession {
@@ -85,11 +131,13 @@ impl Handler<LateAnswers> for VisitorSession {
     fn handle(&mut self, msg: LateAnswers, _: &mut Self::Context) -> Self::Result {
         if msg.erasures != self.erasures {
             // The visitor was erased (or opted out) since: these answers belong to no one.
+            count_handled(msg.answers.iter().map(|(p, _)| p), Handled::Erased);
             return AtomicResponse::new(Box::pin(actix::fut::ready(())));
         }
         let state = std::mem::replace(&mut self.profile, ProfileState::Unloaded);
         let deps = self.deps.clone();
         let visitor = self.visitor;
+        let providers: Vec<Arc<Provider>> = msg.answers.iter().map(|(p, _)| p.clone()).collect();
         let work = async move {
             // Not in memory: the last read or write failed, and writing now could overwrite
             // what is stored. The answers are dropped; the next event asks again. (A shared
@@ -99,9 +147,15 @@ impl Handler<LateAnswers> for VisitorSession {
                 ProfileState::Loaded(profile) => profile,
                 ProfileState::Unloaded if shared => match deps.profiles.load(visitor).await {
                     Ok(stored) => stored.unwrap_or_default(),
-                    Err(_) => return ProfileState::Unloaded,
+                    Err(_) => {
+                        count_handled(&providers, Handled::Unreadable);
+                        return ProfileState::Unloaded;
+                    }
                 },
-                ProfileState::Unloaded => return state,
+                ProfileState::Unloaded => {
+                    count_handled(&providers, Handled::Unreadable);
+                    return state;
+                }
             };
             let baseline = shared.then(|| ChangeBaseline::of(&profile));
             let mut segments = Vec::with_capacity(msg.answers.len());
@@ -127,6 +181,7 @@ impl Handler<LateAnswers> for VisitorSession {
             .await;
             match evaluated {
                 Ok(done) => {
+                    count_handled(&providers, Handled::Merged);
                     if shared {
                         ProfileState::Unloaded
                     } else {
@@ -135,6 +190,7 @@ impl Handler<LateAnswers> for VisitorSession {
                 }
                 Err(e) => {
                     log::error!(tid = msg.tid.as_str(); "segment engine unavailable: {e}");
+                    count_handled(&providers, Handled::EngineUnavailable);
                     ProfileState::Unloaded
                 }
             }

@@ -139,6 +139,8 @@ fn respond(
                 }
                 HttpResponse::Ok().json(body)
             }
+            // The sleeps below are the provider's slowness the tests put the server through,
+            // not waits for a condition.
             Behavior::Hang => {
                 actix_rt::time::sleep(Duration::from_secs(3600)).await;
                 HttpResponse::Ok().finish()
@@ -233,23 +235,25 @@ impl TestServer {
     pub async fn start_config(config: Config, dir: Arc<TempDir>) -> TestServer {
         // Restarting on the same store: sled's background thread of the stopped server can
         // hold the file lock for a moment, so a store that cannot be opened is tried again.
-        let mut attempts = 0;
-        let running = loop {
-            let started = server::start(
-                config.clone(),
-                StartOptions {
-                    handle_signals: false,
-                },
-            )
-            .await;
-            match started {
-                Err(tributary::server::StartError::Store(_)) if attempts < 100 => {
-                    attempts += 1;
-                    actix_rt::time::sleep(Duration::from_millis(50)).await;
+        let config = &config;
+        let running = wait_for(
+            "the store to open",
+            Duration::from_secs(10),
+            || async move {
+                let started = server::start(
+                    config.clone(),
+                    StartOptions {
+                        handle_signals: false,
+                    },
+                )
+                .await;
+                match started {
+                    Err(tributary::server::StartError::Store(e)) => Err(e.to_string()),
+                    other => Ok(other.expect("server starts")),
                 }
-                other => break other.expect("server starts"),
-            }
-        };
+            },
+        )
+        .await;
         let base = format!("http://{}", running.addr());
         TestServer {
             running,
@@ -305,15 +309,111 @@ impl TestServer {
 /// The store of a stopped test server in `dir`, opened directly. The stopped server's sled
 /// thread may hold the lock for a moment, so opening is retried.
 pub async fn open_stopped_store(dir: &std::path::Path) -> tributary::store::SledStore {
-    let mut attempts = 0;
-    loop {
-        match tributary::store::SledStore::open(&dir.join("store"), 8 << 20, 100) {
-            Ok(store) => return store,
-            Err(e) if attempts > 100 => panic!("{e}"),
-            Err(_) => attempts += 1,
+    let path = dir.join("store");
+    wait_until(
+        "the stopped server's store to open",
+        Duration::from_secs(10),
+        || tributary::store::SledStore::open(&path, 8 << 20, 100).map_err(|e| e.to_string()),
+    )
+    .await
+}
+
+/// What a [`wait_for`] condition returns: `bool`, `Option<T>` (the value once there) or
+/// `Result<T, String>` (the error says what was last seen, for the timeout's message).
+pub trait Outcome {
+    type Value;
+    fn into_result(self) -> Result<Self::Value, String>;
+}
+
+impl Outcome for bool {
+    type Value = ();
+    fn into_result(self) -> Result<(), String> {
+        if self {
+            Ok(())
+        } else {
+            Err(String::new())
         }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+impl<T> Outcome for Option<T> {
+    type Value = T;
+    fn into_result(self) -> Result<T, String> {
+        self.ok_or_else(String::new)
+    }
+}
+
+impl<T> Outcome for Result<T, String> {
+    type Value = T;
+    fn into_result(self) -> Result<T, String> {
+        self
+    }
+}
+
+/// How often [`wait_for`] looks again.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Polls the async `condition` until it holds and returns what it yielded; panics naming
+/// `what` (and what the condition last reported) once `timeout` has passed. Tests wait for
+/// what they mean instead of sleeping for a time that is too short on a loaded machine and
+/// too long everywhere else.
+pub async fn wait_for<F, Fut, O>(what: &str, timeout: Duration, mut condition: F) -> O::Value
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = O>,
+    O: Outcome,
+{
+    let started = std::time::Instant::now();
+    loop {
+        let last = match condition().await.into_result() {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        let elapsed = started.elapsed();
+        if elapsed >= timeout {
+            let seen = if last.is_empty() {
+                String::new()
+            } else {
+                format!("; last seen: {last}")
+            };
+            panic!("timed out after {elapsed:?} waiting for {what}{seen}");
+        }
+        actix_rt::time::sleep(POLL).await;
+    }
+}
+
+/// [`wait_for`] with a synchronous condition.
+pub async fn wait_until<O: Outcome>(
+    what: &str,
+    timeout: Duration,
+    mut condition: impl FnMut() -> O,
+) -> O::Value {
+    wait_for(what, timeout, || std::future::ready(condition())).await
+}
+
+/// The server's `/metrics` text.
+pub async fn metrics(server: &TestServer) -> String {
+    String::from_utf8(get(&server.url("/metrics")).await.body).unwrap()
+}
+
+/// Waits until the server's `/metrics` has a line starting with `series` (name and labels as
+/// rendered) whose value is `value`. Series are process-wide, shared by every test in this
+/// binary: give the series a label only this test uses (a provider name).
+pub async fn wait_for_metric(server: &TestServer, series: &str, value: f64, timeout: Duration) {
+    wait_for(&format!("{series} {value}"), timeout, || async move {
+        let text = metrics(server).await;
+        let found = text.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        });
+        match found {
+            Some(v) if v == value => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
 }
 
 /// The admin API of a test server, called with the test token.
@@ -467,6 +567,7 @@ impl RawProvider {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let counter = counter.clone();
                 actix_rt::spawn(async move {
+                    // As with `Behavior`, these sleeps are the fault itself.
                     if let RawFault::Silent = fault {
                         actix_rt::time::sleep(Duration::from_secs(3600)).await;
                         drop(socket);
