@@ -35,6 +35,8 @@ fn spawn_server_with(
         .arg(config)
         .env("TRIBUTARY__SERVER__BIND", "127.0.0.1:0")
         .env("TRIBUTARY__ADMIN__BIND", "127.0.0.1:0")
+        // As in `test_config`: a loaded machine's late timers are not what these tests test.
+        .env("TRIBUTARY__SERVER__SHED_LAG_MS", "0")
         .env("TRIBUTARY__STORE__PATH", store)
         .env("RUST_LOG", "info")
         .envs(env.iter().copied())

@@ -207,6 +207,10 @@ pub fn test_config(dir: &std::path::Path, catalog: &Catalog) -> Config {
     // A loaded CI machine can delay a thread by several milliseconds; keep enough of the
     // deadline for the session to answer before the handler gives up on it.
     config.realtime.reply_reserve_ms = 25;
+    // Worker-lag shedding answers 429 when a worker's timer fires late, which on a loaded test
+    // machine says more about the machine than about the test; it has unit tests of its own
+    // (src/routes/admission.rs). The in-flight and store-backlog limits stay on.
+    config.server.shed_lag_ms = 0;
     config.validate().unwrap();
     config
 }
