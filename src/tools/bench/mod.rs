@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use crate::store;
 use catalogs::BenchProvider;
 use load::{LoadResult, LoadSpec, Visitors};
 
@@ -130,32 +131,6 @@ impl Scenario {
             Soak => "soak",
         }
     }
-}
-
-/// Memory used and keys held by a cluster's primaries (`INFO memory`, `DBSIZE`): what a run
-/// added, per key, is the store's cost per profile.
-fn redis_usage(urls: &[String]) -> Result<(u64, u64), String> {
-    let mut memory = 0;
-    let mut keys = 0;
-    for url in urls {
-        let client = redis::Client::open(url.as_str()).map_err(|e| format!("{url}: {e}"))?;
-        let mut conn = client
-            .get_connection_with_timeout(Duration::from_secs(2))
-            .map_err(|e| format!("{url}: {e}"))?;
-        let info: String = redis::cmd("INFO")
-            .arg("memory")
-            .query(&mut conn)
-            .map_err(|e| format!("{url}: {e}"))?;
-        memory += info
-            .lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        keys += redis::cmd("DBSIZE")
-            .query::<u64>(&mut conn)
-            .map_err(|e| format!("{url}: {e}"))?;
-    }
-    Ok((memory, keys))
 }
 
 /// One measured phase.
@@ -701,7 +676,7 @@ impl Bench {
                     eprintln!("{name}: skipped (give --redis-urls to measure the Redis store)");
                     return Ok(());
                 }
-                let before = redis_usage(&o.redis_urls)?;
+                let before = store::cluster_usage(&o.redis_urls).map_err(|e| e.to_string())?;
                 let urls = o.redis_urls.join(",");
                 let prefix = format!("bench{:08x}", rand::random::<u32>());
                 let (s, _) = self.tributary_with_env(
@@ -717,7 +692,7 @@ impl Bench {
                 let spec = self.spec(s.addr, zipf, None, o.connections, o.duration);
                 let mut m = self.measure(name, &s, None, spec)?;
                 s.stop();
-                let after = redis_usage(&o.redis_urls)?;
+                let after = store::cluster_usage(&o.redis_urls).map_err(|e| e.to_string())?;
                 let keys = after.1.saturating_sub(before.1);
                 if keys > 0 {
                     m.extra.insert("redis_keys".into(), keys as f64);
