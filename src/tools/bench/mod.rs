@@ -10,6 +10,10 @@
 //! event calls them) and warm (answers cached); one provider hanging at half load (deadline
 //! adherence); a 100,000-trait / 20,000-segment catalog; a million visitors (store growth and
 //! memory); overload at twice capacity (shedding) and recovery; optionally a soak.
+//!
+//! This file holds the options, the run and one function per scenario; what they share sits
+//! beside it: `process` (the child processes), `progress` (a load with a progress bar), `http`
+//! and `prometheus` (reading a server's /metrics), `report` (figures, targets, the table).
 
 pub mod baseline;
 pub mod catalogs;
@@ -28,7 +32,7 @@ pub use report::{Check, Measurement, Report, SoakSample};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -142,14 +146,6 @@ impl Scenario {
     }
 }
 
-/// `tributary_events_shed_total` by reason, from a server's /metrics (empty for servers
-/// without it, such as the ceilings).
-fn shed_counts(addr: SocketAddr) -> Vec<(String, f64)> {
-    http_get(addr, "/metrics")
-        .map(|text| prometheus::shed_counts(&text))
-        .unwrap_or_default()
-}
-
 struct Bench {
     options: BenchOptions,
     dir: tempfile::TempDir,
@@ -169,6 +165,42 @@ pub fn run(options: BenchOptions) -> Result<Report, String> {
         .prefix("tributary-bench-")
         .tempdir()
         .map_err(|e| e.to_string())?;
+    let (services, providers, hanging) = start_providers()?;
+    let mut bench = Bench {
+        options,
+        dir,
+        providers,
+        hanging,
+        measurements: Vec::new(),
+    };
+    let scenarios = if bench.options.scenarios.is_empty() {
+        Scenario::all()
+    } else {
+        bench.options.scenarios.clone()
+    };
+    let outcome = scenarios.iter().try_for_each(|s| bench.scenario(*s));
+    for s in services {
+        s.stop();
+    }
+    outcome?;
+
+    let report = Report {
+        machine: report::machine(),
+        settings: report::settings(&bench.options),
+        checks: report::checks(&bench.measurements),
+        measurements: bench.measurements,
+    };
+    report::print_report(&report);
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(&bench.options.out, json)
+        .map_err(|e| format!("cannot write {}: {e}", bench.options.out.display()))?;
+    println!("\nJSON report: {}", bench.options.out.display());
+    Ok(report)
+}
+
+/// The mock providers every provider scenario calls (`p1`…`p3`, answering in 1-3 ms) and one
+/// that never answers in time (`hang`, standing in for `p3`), with the processes serving them.
+fn start_providers() -> Result<(Vec<Service>, Vec<BenchProvider>, BenchProvider), String> {
     let mut services = Vec::new();
     let mut providers = Vec::new();
     for i in 1..=3u32 {
@@ -219,40 +251,417 @@ pub fn run(options: BenchOptions) -> Result<Report, String> {
         segment: "seg-3".into(),
     };
     services.push(hang);
-
-    let mut bench = Bench {
-        options,
-        dir,
-        providers,
-        hanging,
-        measurements: Vec::new(),
-    };
-    let scenarios = if bench.options.scenarios.is_empty() {
-        Scenario::all()
-    } else {
-        bench.options.scenarios.clone()
-    };
-    let outcome = scenarios.iter().try_for_each(|s| bench.scenario(*s));
-    for s in services {
-        s.stop();
-    }
-    outcome?;
-
-    let report = Report {
-        machine: report::machine(),
-        settings: report::settings(&bench.options),
-        checks: report::checks(&bench.measurements),
-        measurements: bench.measurements,
-    };
-    report::print_report(&report);
-    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-    std::fs::write(&bench.options.out, json)
-        .map_err(|e| format!("cannot write {}: {e}", bench.options.out.display()))?;
-    println!("\nJSON report: {}", bench.options.out.display());
-    Ok(report)
+    Ok((services, providers, hanging))
 }
 
+/// The scenarios, in the order of the report's rows.
 impl Bench {
+    fn scenario(&mut self, scenario: Scenario) -> Result<(), String> {
+        match scenario {
+            Scenario::HttpCeiling => self.http_ceiling(),
+            Scenario::NoProviders => self.no_providers(),
+            Scenario::NoProvidersRedis => self.no_providers_redis(),
+            Scenario::FanoutCeiling => self.fanout_ceiling(),
+            Scenario::ProvidersCold => self.providers_cold(),
+            Scenario::ProvidersWarm => self.providers_warm(),
+            Scenario::HangingProvider => self.hanging_provider(),
+            Scenario::Catalog100k => self.catalog_100k(),
+            Scenario::Visitors1m => self.visitors_1m(),
+            Scenario::Overload => self.overload(),
+            Scenario::Soak => self.soak(),
+        }
+    }
+
+    /// What any HTTP server on this machine answers: fixed JSON, no logic.
+    fn http_ceiling(&mut self) -> Result<(), String> {
+        self.ceiling(
+            Scenario::HttpCeiling,
+            &["bench-baseline".into(), "http".into()],
+        )
+    }
+
+    /// Tributary with no providers: the pipeline's own cost.
+    fn no_providers(&mut self) -> Result<(), String> {
+        self.without_providers(Scenario::NoProviders, catalogs::small(&[], 0, 80))
+    }
+
+    /// `no-providers` on a Redis Cluster, and what each stored key costs there.
+    fn no_providers_redis(&mut self) -> Result<(), String> {
+        let o = self.options.clone();
+        let name = Scenario::NoProvidersRedis.name();
+        if o.redis_urls.is_empty() {
+            eprintln!("{name}: skipped (give --redis-urls to measure the Redis store)");
+            return Ok(());
+        }
+        let before = store::cluster_usage(&o.redis_urls).map_err(|e| e.to_string())?;
+        let urls = o.redis_urls.join(",");
+        let prefix = format!("bench{:08x}", rand::random::<u32>());
+        let (s, _) = self.tributary_with_env(
+            name,
+            catalogs::small(&[], 0, 80),
+            "",
+            &[
+                ("TRIBUTARY__STORE__BACKEND", "redis"),
+                ("TRIBUTARY__STORE__REDIS_URLS", urls.as_str()),
+                ("TRIBUTARY__STORE__REDIS_PREFIX", prefix.as_str()),
+            ],
+        )?;
+        let spec = self.spec(
+            s.addr,
+            Visitors::Zipf(o.visitors),
+            None,
+            o.connections,
+            o.duration,
+        );
+        let mut m = self.measure(name, &s, None, spec)?;
+        s.stop();
+        let after = store::cluster_usage(&o.redis_urls).map_err(|e| e.to_string())?;
+        let keys = after.1.saturating_sub(before.1);
+        if keys > 0 {
+            m.extra.insert("redis_keys".into(), keys as f64);
+            m.extra.insert(
+                "redis_bytes_per_key".into(),
+                after.0.saturating_sub(before.0) as f64 / keys as f64,
+            );
+        }
+        self.measurements.push(m);
+        Ok(())
+    }
+
+    /// What calling the three providers costs at best: a server that only fans out to them.
+    fn fanout_ceiling(&mut self) -> Result<(), String> {
+        let mut args = vec!["bench-baseline".to_string(), "fanout".into()];
+        for p in &self.providers {
+            args.push("--provider".into());
+            args.push(p.url.clone());
+        }
+        self.ceiling(Scenario::FanoutCeiling, &args)
+    }
+
+    /// Three providers, called on every event (no answer cached).
+    fn providers_cold(&mut self) -> Result<(), String> {
+        self.with_providers(Scenario::ProvidersCold, false)
+    }
+
+    /// Three providers whose answers every visitor has in its profile's cache.
+    fn providers_warm(&mut self) -> Result<(), String> {
+        self.with_providers(Scenario::ProvidersWarm, true)
+    }
+
+    /// One of three providers never answers, at half the `providers-cold` rate: the deadline
+    /// holds.
+    fn hanging_provider(&mut self) -> Result<(), String> {
+        let o = self.options.clone();
+        let name = Scenario::HangingProvider.name();
+        let capacity = self
+            .find(Scenario::ProvidersCold)
+            .map(|m| m.events_per_sec)
+            .unwrap_or(1000.0);
+        let providers = [&self.providers[0], &self.providers[1], &self.hanging];
+        let list: Vec<BenchProvider> = providers
+            .iter()
+            .map(|p| BenchProvider {
+                pid: p.pid,
+                name: p.name.clone(),
+                url: p.url.clone(),
+                data_source_id: p.data_source_id,
+                segment: p.segment.clone(),
+            })
+            .collect();
+        // The hanging provider's own timeout is longer than the deadline, so only the
+        // deadline ends the wait. Its circuit would open after a few timeouts and stop
+        // the calls (the right thing in production); this scenario is about the
+        // deadline while calls hang, so the breaker is turned off.
+        let catalog = catalogs::small(&list, 0, 1000);
+        let (s, store) = self.tributary_with_env(
+            name,
+            catalog,
+            "",
+            &[("TRIBUTARY__REALTIME__CIRCUIT_FAILURES", "0")],
+        )?;
+        let rate = (capacity * 0.5).max(10.0);
+        let connections = connections_for(rate, DEADLINE_MS as f64 / 1000.0);
+        let spec = self.spec(
+            s.addr,
+            Visitors::Zipf(o.visitors),
+            Some(rate),
+            connections,
+            o.duration,
+        );
+        let mut m = self.measure(name, &s, Some(&store), spec)?;
+        m.offered_per_sec = Some(rate);
+        s.stop();
+        self.measurements.push(m);
+        Ok(())
+    }
+
+    /// 100,000 traits and 20,000 segments (a fiftieth of that in a smoke run), no providers.
+    fn catalog_100k(&mut self) -> Result<(), String> {
+        let catalog = if self.options.is_smoke() {
+            catalogs::large(2_000, 400)
+        } else {
+            catalogs::large(100_000, 20_000)
+        };
+        self.without_providers(Scenario::Catalog100k, catalog)
+    }
+
+    /// A million visitors once each: the memory each active session holds and the store's
+    /// cost per profile.
+    fn visitors_1m(&mut self) -> Result<(), String> {
+        let o = self.options.clone();
+        let name = Scenario::Visitors1m.name();
+        let (s, store) = self.tributary(name, catalogs::small(&[], 0, 80), "")?;
+        let total = if o.is_smoke() { 5_000 } else { 1_000_000 };
+        let rss_idle = procstat::rss_bytes(s.pid()).unwrap_or(0);
+        let started = Instant::now();
+        let spec = LoadSpec {
+            // Long enough for every visitor once at the rates seen on small machines;
+            // each connection stops when its share is done.
+            ..self.spec(
+                s.addr,
+                Visitors::Sequential(total),
+                None,
+                o.connections,
+                Duration::from_secs(600),
+            )
+        };
+        let result = prime_each_visitor(spec, total)?;
+        let elapsed = started.elapsed();
+        let mut m = measurement(name, &result);
+        m.events_per_sec = result.requests as f64 / elapsed.as_secs_f64();
+        let metrics = http_get(s.addr, "/metrics").unwrap_or_default();
+        let sessions = metric(&metrics, "tributary_sessions_active").unwrap_or(0.0);
+        let rss = procstat::rss_bytes(s.pid()).unwrap_or(0);
+        m.peak_rss_bytes = procstat::peak_rss_bytes(s.pid());
+        s.stop();
+        let store_bytes = procstat::dir_size(&store);
+        m.store_bytes = Some(store_bytes);
+        m.extra.insert("visitors".into(), total as f64);
+        m.extra.insert("sessions_active_at_end".into(), sessions);
+        m.extra.insert("rss_bytes_at_end".into(), rss as f64);
+        m.extra.insert("rss_idle_bytes".into(), rss_idle as f64);
+        if sessions > 0.0 {
+            m.extra.insert(
+                "rss_bytes_per_active_session".into(),
+                (rss.saturating_sub(rss_idle)) as f64 / sessions,
+            );
+        }
+        m.extra.insert(
+            "store_bytes_per_profile".into(),
+            store_bytes as f64 / total as f64,
+        );
+        self.measurements.push(m);
+        Ok(())
+    }
+
+    /// Twice the capacity (shedding with explicit 429s), then half of it right after
+    /// (recovery), and the load generator's own latency at that many connections.
+    fn overload(&mut self) -> Result<(), String> {
+        let o = self.options.clone();
+        let name = Scenario::Overload.name();
+        let zipf = Visitors::Zipf(o.visitors);
+        // One HTTP worker: the load generator (one thread) must be able to offer twice
+        // what the server can take, which on a small machine it cannot against a server
+        // using every core. The capacity is measured first, on this same server.
+        let (s, store) =
+            self.tributary(name, catalogs::small(&[], 0, 80), "[server]\nworkers = 1\n")?;
+        let label = format!("{name}-capacity");
+        let spec = self.spec(s.addr, zipf.clone(), None, o.connections, o.duration);
+        let capacity = self.measure(&label, &s, Some(&store), spec)?;
+        let rate_of = |factor: f64| (capacity.events_per_sec * factor).max(10.0);
+        self.measurements.push(capacity.clone());
+        // Real overload comes from many clients: thousands of connections, so that the
+        // backlog builds up at the server (where it can be seen and shed), not inside
+        // a client that waits for one answer before sending the next.
+        let connections = connections_for(rate_of(2.0), DEADLINE_MS as f64 / 1000.0);
+        // Recovery: half the capacity from ordinary clients (keep-alive connections
+        // that each wait for an answer), right after the overload ends.
+        let phases = [
+            ("overload", 2.0, connections),
+            ("recovery", 0.5, o.connections),
+        ];
+        for (phase, factor, connections) in phases {
+            let rate = rate_of(factor);
+            let spec = self.spec(s.addr, zipf.clone(), Some(rate), connections, o.duration);
+            let label = format!("{name}-{phase}");
+            let mut m = self.measure_phase(&label, &s, Some(&store), spec)?;
+            m.offered_per_sec = Some(rate);
+            self.measurements.push(m);
+        }
+        s.stop();
+        // With thousands of connections this one-thread generator adds latency of its
+        // own; the bare HTTP ceiling driven the same way shows how much.
+        let floor = Service::spawn(
+            "generator floor",
+            &["bench-baseline".into(), "http".into()],
+            &[],
+        )?;
+        let rate = rate_of(2.0);
+        let spec = self.spec(floor.addr, zipf, Some(rate), connections, o.duration);
+        let label = format!("{name}-generator-floor");
+        let mut m = self.measure_phase(&label, &floor, None, spec)?;
+        m.offered_per_sec = Some(rate);
+        floor.stop();
+        self.measurements.push(m);
+        Ok(())
+    }
+
+    /// The deployment shape (three providers, every event calls them) at 70% of the capacity
+    /// this same server shows first, for `--soak-secs` (only when `--scenario soak` is given):
+    /// whether memory and the store keep growing.
+    fn soak(&mut self) -> Result<(), String> {
+        let o = self.options.clone();
+        let name = Scenario::Soak.name();
+        let zipf = Visitors::Zipf(o.visitors);
+        let (s, store) = self.tributary(name, catalogs::small(&self.providers, 0, 80), "")?;
+        let label = format!("{name}-capacity");
+        let spec = self.spec(s.addr, zipf.clone(), None, o.connections, o.duration);
+        let capacity = self.measure(&label, &s, Some(&store), spec)?;
+        let rate = capacity.events_per_sec * 0.7;
+        self.measurements.push(capacity);
+        let connections = connections_for(rate, 0.05);
+        let spec = self.spec(s.addr, zipf, Some(rate), connections, o.soak);
+        let pid = s.pid();
+        let addr = s.addr;
+        let samples = Arc::new(Mutex::new(Vec::<SoakSample>::new()));
+        let done = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let samples = samples.clone();
+            let done = done.clone();
+            let store = store.clone();
+            let started = Instant::now();
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    let sample = soak_sample(addr, pid, &store, started);
+                    samples
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(sample);
+                    std::thread::sleep(Duration::from_secs(5));
+                }
+            })
+        };
+        let result = with_progress(name, spec)?;
+        done.store(true, Ordering::Relaxed);
+        let _ = sampler.join();
+        let mut m = measurement(name, &result);
+        m.offered_per_sec = Some(rate);
+        m.store_bytes = Some(procstat::dir_size(&store));
+        m.peak_rss_bytes = procstat::peak_rss_bytes(pid);
+        let samples = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if samples.len() >= 4 {
+            // Growth from the end of the first quarter to the end, and what grew with it.
+            let first = &samples[samples.len() / 4];
+            let last = &samples[samples.len() - 1];
+            m.extra
+                .insert("rss_first_quarter_bytes".into(), first.rss_bytes as f64);
+            m.extra
+                .insert("rss_end_bytes".into(), last.rss_bytes as f64);
+            m.extra.insert(
+                "rss_growth_ratio".into(),
+                last.rss_bytes as f64 / (first.rss_bytes as f64).max(1.0),
+            );
+            m.extra
+                .insert("sessions_first_quarter".into(), first.sessions);
+            m.extra.insert("sessions_end".into(), last.sessions);
+            m.extra.insert(
+                "store_growth_bytes".into(),
+                last.store_bytes as f64 - first.store_bytes as f64,
+            );
+        }
+        m.series = samples;
+        s.stop();
+        self.measurements.push(m);
+        Ok(())
+    }
+}
+
+/// What the scenarios share: the processes they start, the load they drive and how a phase is
+/// measured.
+impl Bench {
+    /// A ceiling (`bench-baseline …`) under closed-loop load.
+    fn ceiling(&mut self, scenario: Scenario, args: &[String]) -> Result<(), String> {
+        let o = self.options.clone();
+        let name = scenario.name();
+        let s = Service::spawn(name, args, &[])?;
+        let spec = self.spec(
+            s.addr,
+            Visitors::Zipf(o.visitors),
+            None,
+            o.connections,
+            o.duration,
+        );
+        let m = self.measure(name, &s, None, spec)?;
+        s.stop();
+        self.measurements.push(m);
+        Ok(())
+    }
+
+    /// Tributary with `catalog` (no providers) under closed-loop load.
+    fn without_providers(
+        &mut self,
+        scenario: Scenario,
+        catalog: serde_json::Value,
+    ) -> Result<(), String> {
+        let o = self.options.clone();
+        let name = scenario.name();
+        let (s, store) = self.tributary(name, catalog, "")?;
+        let spec = self.spec(
+            s.addr,
+            Visitors::Zipf(o.visitors),
+            None,
+            o.connections,
+            o.duration,
+        );
+        let m = self.measure(name, &s, Some(&store), spec)?;
+        s.stop();
+        self.measurements.push(m);
+        Ok(())
+    }
+
+    /// Tributary calling the three providers, their answers cached (`warm`, after one visit
+    /// of every visitor) or not.
+    fn with_providers(&mut self, scenario: Scenario, warm: bool) -> Result<(), String> {
+        let o = self.options.clone();
+        let name = scenario.name();
+        let catalog = catalogs::small(&self.providers, if warm { 3600 } else { 0 }, 80);
+        let (s, store) = self.tributary(name, catalog, "")?;
+        let visitors = if warm {
+            o.visitors.min(10_000)
+        } else {
+            o.visitors
+        };
+        if warm {
+            // Every visitor once, so that every answer is in its profile's cache.
+            let prime = LoadSpec {
+                visitors: Visitors::Sequential(visitors),
+                ..self.spec(
+                    s.addr,
+                    Visitors::Sequential(visitors),
+                    None,
+                    o.connections,
+                    o.duration,
+                )
+            };
+            prime_each_visitor(prime, visitors)?;
+        }
+        let spec = self.spec(
+            s.addr,
+            Visitors::Zipf(visitors),
+            None,
+            o.connections,
+            o.duration,
+        );
+        let mut m = self.measure(name, &s, Some(&store), spec)?;
+        if let Some(text) = http_get(s.addr, "/metrics") {
+            let calls = metric(&text, "tributary_provider_calls_total").unwrap_or(0.0);
+            m.extra.insert("provider_outcomes_total".into(), calls);
+        }
+        s.stop();
+        self.measurements.push(m);
+        Ok(())
+    }
+
     fn find(&self, scenario: Scenario) -> Option<&Measurement> {
         self.measurements
             .iter()
@@ -384,313 +793,25 @@ impl Bench {
         m.store_bytes = store.map(procstat::dir_size);
         Ok(m)
     }
+}
 
-    fn scenario(&mut self, scenario: Scenario) -> Result<(), String> {
-        let o = self.options.clone();
-        let name = scenario.name();
-        let zipf = Visitors::Zipf(o.visitors);
-        match scenario {
-            Scenario::HttpCeiling => {
-                let s = Service::spawn(name, &["bench-baseline".into(), "http".into()], &[])?;
-                let spec = self.spec(s.addr, zipf, None, o.connections, o.duration);
-                let m = self.measure(name, &s, None, spec)?;
-                s.stop();
-                self.measurements.push(m);
-            }
-            Scenario::FanoutCeiling => {
-                let mut args = vec!["bench-baseline".to_string(), "fanout".into()];
-                for p in &self.providers {
-                    args.push("--provider".into());
-                    args.push(p.url.clone());
-                }
-                let s = Service::spawn(name, &args, &[])?;
-                let spec = self.spec(s.addr, zipf, None, o.connections, o.duration);
-                let m = self.measure(name, &s, None, spec)?;
-                s.stop();
-                self.measurements.push(m);
-            }
-            Scenario::NoProviders | Scenario::Catalog100k => {
-                let catalog = if scenario == Scenario::NoProviders {
-                    catalogs::small(&[], 0, 80)
-                } else if o.is_smoke() {
-                    catalogs::large(2_000, 400)
-                } else {
-                    catalogs::large(100_000, 20_000)
-                };
-                let (s, store) = self.tributary(name, catalog, "")?;
-                let spec = self.spec(s.addr, zipf, None, o.connections, o.duration);
-                let m = self.measure(name, &s, Some(&store), spec)?;
-                s.stop();
-                self.measurements.push(m);
-            }
-            Scenario::NoProvidersRedis => {
-                if o.redis_urls.is_empty() {
-                    eprintln!("{name}: skipped (give --redis-urls to measure the Redis store)");
-                    return Ok(());
-                }
-                let before = store::cluster_usage(&o.redis_urls).map_err(|e| e.to_string())?;
-                let urls = o.redis_urls.join(",");
-                let prefix = format!("bench{:08x}", rand::random::<u32>());
-                let (s, _) = self.tributary_with_env(
-                    name,
-                    catalogs::small(&[], 0, 80),
-                    "",
-                    &[
-                        ("TRIBUTARY__STORE__BACKEND", "redis"),
-                        ("TRIBUTARY__STORE__REDIS_URLS", urls.as_str()),
-                        ("TRIBUTARY__STORE__REDIS_PREFIX", prefix.as_str()),
-                    ],
-                )?;
-                let spec = self.spec(s.addr, zipf, None, o.connections, o.duration);
-                let mut m = self.measure(name, &s, None, spec)?;
-                s.stop();
-                let after = store::cluster_usage(&o.redis_urls).map_err(|e| e.to_string())?;
-                let keys = after.1.saturating_sub(before.1);
-                if keys > 0 {
-                    m.extra.insert("redis_keys".into(), keys as f64);
-                    m.extra.insert(
-                        "redis_bytes_per_key".into(),
-                        after.0.saturating_sub(before.0) as f64 / keys as f64,
-                    );
-                }
-                self.measurements.push(m);
-            }
-            Scenario::ProvidersCold | Scenario::ProvidersWarm => {
-                let warm = scenario == Scenario::ProvidersWarm;
-                let catalog = catalogs::small(&self.providers, if warm { 3600 } else { 0 }, 80);
-                let (s, store) = self.tributary(name, catalog, "")?;
-                let visitors = if warm {
-                    o.visitors.min(10_000)
-                } else {
-                    o.visitors
-                };
-                if warm {
-                    // Every visitor once, so that every answer is in its profile's cache.
-                    let prime = LoadSpec {
-                        visitors: Visitors::Sequential(visitors),
-                        ..self.spec(
-                            s.addr,
-                            Visitors::Sequential(visitors),
-                            None,
-                            o.connections,
-                            o.duration,
-                        )
-                    };
-                    prime_each_visitor(prime, visitors)?;
-                }
-                let spec = self.spec(
-                    s.addr,
-                    Visitors::Zipf(visitors),
-                    None,
-                    o.connections,
-                    o.duration,
-                );
-                let mut m = self.measure(name, &s, Some(&store), spec)?;
-                if let Some(text) = http_get(s.addr, "/metrics") {
-                    let calls = metric(&text, "tributary_provider_calls_total").unwrap_or(0.0);
-                    m.extra.insert("provider_outcomes_total".into(), calls);
-                }
-                s.stop();
-                self.measurements.push(m);
-            }
-            Scenario::HangingProvider => {
-                let capacity = self
-                    .find(Scenario::ProvidersCold)
-                    .map(|m| m.events_per_sec)
-                    .unwrap_or(1000.0);
-                let providers = [&self.providers[0], &self.providers[1], &self.hanging];
-                let list: Vec<BenchProvider> = providers
-                    .iter()
-                    .map(|p| BenchProvider {
-                        pid: p.pid,
-                        name: p.name.clone(),
-                        url: p.url.clone(),
-                        data_source_id: p.data_source_id,
-                        segment: p.segment.clone(),
-                    })
-                    .collect();
-                // The hanging provider's own timeout is longer than the deadline, so only the
-                // deadline ends the wait. Its circuit would open after a few timeouts and stop
-                // the calls (the right thing in production); this scenario is about the
-                // deadline while calls hang, so the breaker is turned off.
-                let catalog = catalogs::small(&list, 0, 1000);
-                let (s, store) = self.tributary_with_env(
-                    name,
-                    catalog,
-                    "",
-                    &[("TRIBUTARY__REALTIME__CIRCUIT_FAILURES", "0")],
-                )?;
-                let rate = (capacity * 0.5).max(10.0);
-                let connections = connections_for(rate, DEADLINE_MS as f64 / 1000.0);
-                let spec = self.spec(s.addr, zipf, Some(rate), connections, o.duration);
-                let mut m = self.measure(name, &s, Some(&store), spec)?;
-                m.offered_per_sec = Some(rate);
-                s.stop();
-                self.measurements.push(m);
-            }
-            Scenario::Visitors1m => {
-                let (s, store) = self.tributary(name, catalogs::small(&[], 0, 80), "")?;
-                let total = if o.is_smoke() { 5_000 } else { 1_000_000 };
-                let rss_idle = procstat::rss_bytes(s.pid()).unwrap_or(0);
-                let started = Instant::now();
-                let spec = LoadSpec {
-                    // Long enough for every visitor once at the rates seen on small machines;
-                    // each connection stops when its share is done.
-                    ..self.spec(
-                        s.addr,
-                        Visitors::Sequential(total),
-                        None,
-                        o.connections,
-                        Duration::from_secs(600),
-                    )
-                };
-                let result = prime_each_visitor(spec, total)?;
-                let elapsed = started.elapsed();
-                let mut m = measurement(name, &result);
-                m.events_per_sec = result.requests as f64 / elapsed.as_secs_f64();
-                let metrics = http_get(s.addr, "/metrics").unwrap_or_default();
-                let sessions = metric(&metrics, "tributary_sessions_active").unwrap_or(0.0);
-                let rss = procstat::rss_bytes(s.pid()).unwrap_or(0);
-                m.peak_rss_bytes = procstat::peak_rss_bytes(s.pid());
-                s.stop();
-                let store_bytes = procstat::dir_size(&store);
-                m.store_bytes = Some(store_bytes);
-                m.extra.insert("visitors".into(), total as f64);
-                m.extra.insert("sessions_active_at_end".into(), sessions);
-                m.extra.insert("rss_bytes_at_end".into(), rss as f64);
-                m.extra.insert("rss_idle_bytes".into(), rss_idle as f64);
-                if sessions > 0.0 {
-                    m.extra.insert(
-                        "rss_bytes_per_active_session".into(),
-                        (rss.saturating_sub(rss_idle)) as f64 / sessions,
-                    );
-                }
-                m.extra.insert(
-                    "store_bytes_per_profile".into(),
-                    store_bytes as f64 / total as f64,
-                );
-                self.measurements.push(m);
-            }
-            Scenario::Overload => {
-                // One HTTP worker: the load generator (one thread) must be able to offer twice
-                // what the server can take, which on a small machine it cannot against a server
-                // using every core. The capacity is measured first, on this same server.
-                let (s, store) =
-                    self.tributary(name, catalogs::small(&[], 0, 80), "[server]\nworkers = 1\n")?;
-                let label = format!("{name}-capacity");
-                let spec = self.spec(s.addr, zipf.clone(), None, o.connections, o.duration);
-                let capacity = self.measure(&label, &s, Some(&store), spec)?;
-                let rate_of = |factor: f64| (capacity.events_per_sec * factor).max(10.0);
-                self.measurements.push(capacity.clone());
-                // Real overload comes from many clients: thousands of connections, so that the
-                // backlog builds up at the server (where it can be seen and shed), not inside
-                // a client that waits for one answer before sending the next.
-                let connections = connections_for(rate_of(2.0), DEADLINE_MS as f64 / 1000.0);
-                // Recovery: half the capacity from ordinary clients (keep-alive connections
-                // that each wait for an answer), right after the overload ends.
-                let phases = [
-                    ("overload", 2.0, connections),
-                    ("recovery", 0.5, o.connections),
-                ];
-                for (phase, factor, connections) in phases {
-                    let rate = rate_of(factor);
-                    let spec = self.spec(s.addr, zipf.clone(), Some(rate), connections, o.duration);
-                    let label = format!("{name}-{phase}");
-                    let mut m = self.measure_phase(&label, &s, Some(&store), spec)?;
-                    m.offered_per_sec = Some(rate);
-                    self.measurements.push(m);
-                }
-                s.stop();
-                // With thousands of connections this one-thread generator adds latency of its
-                // own; the bare HTTP ceiling driven the same way shows how much.
-                let floor = Service::spawn(
-                    "generator floor",
-                    &["bench-baseline".into(), "http".into()],
-                    &[],
-                )?;
-                let rate = rate_of(2.0);
-                let spec = self.spec(floor.addr, zipf, Some(rate), connections, o.duration);
-                let label = format!("{name}-generator-floor");
-                let mut m = self.measure_phase(&label, &floor, None, spec)?;
-                m.offered_per_sec = Some(rate);
-                floor.stop();
-                self.measurements.push(m);
-            }
-            Scenario::Soak => {
-                // The deployment shape (three providers, every event calls them) at 70% of the
-                // capacity this same server shows first.
-                let (s, store) =
-                    self.tributary(name, catalogs::small(&self.providers, 0, 80), "")?;
-                let label = format!("{name}-capacity");
-                let spec = self.spec(s.addr, zipf.clone(), None, o.connections, o.duration);
-                let capacity = self.measure(&label, &s, Some(&store), spec)?;
-                let rate = capacity.events_per_sec * 0.7;
-                self.measurements.push(capacity);
-                let connections = connections_for(rate, 0.05);
-                let spec = self.spec(s.addr, zipf, Some(rate), connections, o.soak);
-                let pid = s.pid();
-                let addr = s.addr;
-                let samples = Arc::new(std::sync::Mutex::new(Vec::<SoakSample>::new()));
-                let done = Arc::new(AtomicBool::new(false));
-                let sampler = {
-                    let samples = samples.clone();
-                    let done = done.clone();
-                    let store = store.clone();
-                    let started = Instant::now();
-                    std::thread::spawn(move || {
-                        while !done.load(Ordering::Relaxed) {
-                            let text = http_get(addr, "/metrics").unwrap_or_default();
-                            let sample = SoakSample {
-                                secs: started.elapsed().as_secs_f64().round(),
-                                rss_bytes: procstat::rss_bytes(pid).unwrap_or(0),
-                                sessions: metric(&text, "tributary_sessions_active").unwrap_or(0.0),
-                                pending_writes: metric(&text, "tributary_store_pending_writes")
-                                    .unwrap_or(0.0),
-                                store_bytes: procstat::dir_size(&store),
-                            };
-                            samples
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push(sample);
-                            std::thread::sleep(Duration::from_secs(5));
-                        }
-                    })
-                };
-                let result = with_progress(name, spec)?;
-                done.store(true, Ordering::Relaxed);
-                let _ = sampler.join();
-                let mut m = measurement(name, &result);
-                m.offered_per_sec = Some(rate);
-                m.store_bytes = Some(procstat::dir_size(&store));
-                m.peak_rss_bytes = procstat::peak_rss_bytes(pid);
-                let samples = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                if samples.len() >= 4 {
-                    // Growth from the end of the first quarter to the end, and what grew
-                    // with it.
-                    let first = &samples[samples.len() / 4];
-                    let last = &samples[samples.len() - 1];
-                    m.extra
-                        .insert("rss_first_quarter_bytes".into(), first.rss_bytes as f64);
-                    m.extra
-                        .insert("rss_end_bytes".into(), last.rss_bytes as f64);
-                    m.extra.insert(
-                        "rss_growth_ratio".into(),
-                        last.rss_bytes as f64 / (first.rss_bytes as f64).max(1.0),
-                    );
-                    m.extra
-                        .insert("sessions_first_quarter".into(), first.sessions);
-                    m.extra.insert("sessions_end".into(), last.sessions);
-                    m.extra.insert(
-                        "store_growth_bytes".into(),
-                        last.store_bytes as f64 - first.store_bytes as f64,
-                    );
-                }
-                m.series = samples;
-                s.stop();
-                self.measurements.push(m);
-            }
-        }
-        Ok(())
+/// `tributary_events_shed_total` by reason, from a server's /metrics (empty for servers
+/// without it, such as the ceilings).
+fn shed_counts(addr: SocketAddr) -> Vec<(String, f64)> {
+    http_get(addr, "/metrics")
+        .map(|text| prometheus::shed_counts(&text))
+        .unwrap_or_default()
+}
+
+/// The soaking server's state now.
+fn soak_sample(addr: SocketAddr, pid: u32, store: &Path, started: Instant) -> SoakSample {
+    let text = http_get(addr, "/metrics").unwrap_or_default();
+    SoakSample {
+        secs: started.elapsed().as_secs_f64().round(),
+        rss_bytes: procstat::rss_bytes(pid).unwrap_or(0),
+        sessions: metric(&text, "tributary_sessions_active").unwrap_or(0.0),
+        pending_writes: metric(&text, "tributary_store_pending_writes").unwrap_or(0.0),
+        store_bytes: procstat::dir_size(store),
     }
 }
 
