@@ -14,7 +14,7 @@ mod sled_store;
 /// The stored profile format, for tools and tests that prepare a store.
 pub use codec::{decode_profile, encode_profile};
 pub use profile_service::{ProfileService, Replay, SweepReport, MAX_SWAP_ATTEMPTS};
-pub use redis_store::{RedisSettings, RedisStore};
+pub use redis_store::{cluster_usage, RedisSettings, RedisStore};
 pub use sled_store::SledStore;
 
 use crate::core::catalog::{Catalog, Destination, Provider, Segment, Trait};

@@ -201,6 +201,34 @@ impl RedisStore {
     }
 }
 
+/// Memory used and keys held by the given nodes, summed (`INFO memory`, `DBSIZE` on each):
+/// what a run adds, per key, is the store's cost per profile (`tributary bench`). Give it the
+/// primaries; a replica would count its data twice.
+pub fn cluster_usage(urls: &[String]) -> Result<(u64, u64), StoreError> {
+    let failed = |url: &str, e: redis::RedisError| StoreError::Io(format!("redis {url}: {e}"));
+    let mut memory = 0;
+    let mut keys = 0;
+    for url in urls {
+        let client = redis::Client::open(url.as_str()).map_err(|e| failed(url, e))?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .map_err(|e| failed(url, e))?;
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query(&mut conn)
+            .map_err(|e| failed(url, e))?;
+        memory += info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        keys += redis::cmd("DBSIZE")
+            .query::<u64>(&mut conn)
+            .map_err(|e| failed(url, e))?;
+    }
+    Ok((memory, keys))
+}
+
 fn catalog_field(kind: CatalogKind, id: u64) -> String {
     let k = match kind {
         CatalogKind::Provider => 'p',

@@ -10,6 +10,10 @@
 //! event calls them) and warm (answers cached); one provider hanging at half load (deadline
 //! adherence); a 100,000-trait / 20,000-segment catalog; a million visitors (store growth and
 //! memory); overload at twice capacity (shedding) and recovery; optionally a soak.
+//!
+//! This file holds the options, the run and one function per scenario; what they share sits
+//! beside it: `process` (the child processes), `progress` (a load with a progress bar), `http`
+//! and `prometheus` (reading a server's /metrics), `report` (figures, targets, the table).
 
 pub mod baseline;
 pub mod catalogs;
@@ -17,20 +21,30 @@ pub mod engine;
 pub mod load;
 pub mod procstat;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod http;
+mod process;
+mod progress;
+mod prometheus;
+mod report;
+
+pub use report::{Check, Measurement, Report, SoakSample};
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use crate::store;
 use catalogs::BenchProvider;
-use load::{LoadResult, LoadSpec, Visitors};
+use http::http_get;
+use load::{LoadSpec, Visitors};
+use process::Service;
+use progress::{prime_each_visitor, with_progress};
+use prometheus::metric;
+use report::measurement;
 
 /// The deadline Tributary runs with in every scenario.
 pub const DEADLINE_MS: u64 = 100;
@@ -132,257 +146,6 @@ impl Scenario {
     }
 }
 
-/// Memory used and keys held by a cluster's primaries (`INFO memory`, `DBSIZE`): what a run
-/// added, per key, is the store's cost per profile.
-fn redis_usage(urls: &[String]) -> Result<(u64, u64), String> {
-    let mut memory = 0;
-    let mut keys = 0;
-    for url in urls {
-        let client = redis::Client::open(url.as_str()).map_err(|e| format!("{url}: {e}"))?;
-        let mut conn = client
-            .get_connection_with_timeout(Duration::from_secs(2))
-            .map_err(|e| format!("{url}: {e}"))?;
-        let info: String = redis::cmd("INFO")
-            .arg("memory")
-            .query(&mut conn)
-            .map_err(|e| format!("{url}: {e}"))?;
-        memory += info
-            .lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        keys += redis::cmd("DBSIZE")
-            .query::<u64>(&mut conn)
-            .map_err(|e| format!("{url}: {e}"))?;
-    }
-    Ok((memory, keys))
-}
-
-/// One measured phase.
-#[derive(Clone, Debug, Serialize)]
-pub struct Measurement {
-    pub scenario: String,
-    pub events_per_sec: f64,
-    pub requests: u64,
-    pub by_status: BTreeMap<u16, u64>,
-    pub failures: u64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub p999_ms: f64,
-    pub max_ms: f64,
-    /// Server CPU time per answered request, in microseconds.
-    pub cpu_us_per_event: Option<f64>,
-    pub peak_rss_bytes: Option<u64>,
-    pub store_bytes: Option<u64>,
-    /// Offered rate for open-loop phases.
-    pub offered_per_sec: Option<f64>,
-    /// Scenario-specific figures.
-    pub extra: BTreeMap<String, f64>,
-    /// Samples over time (the soak).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub series: Vec<SoakSample>,
-}
-
-/// The server's state at one moment of the soak.
-#[derive(Clone, Debug, Serialize)]
-pub struct SoakSample {
-    pub secs: f64,
-    pub rss_bytes: u64,
-    pub sessions: f64,
-    pub pending_writes: f64,
-    pub store_bytes: u64,
-}
-
-/// A target from the issue, checked against this run.
-#[derive(Clone, Debug, Serialize)]
-pub struct Check {
-    pub target: String,
-    pub value: String,
-    pub pass: bool,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    pub machine: BTreeMap<String, String>,
-    pub settings: BTreeMap<String, String>,
-    pub measurements: Vec<Measurement>,
-    pub checks: Vec<Check>,
-}
-
-/// A child process serving HTTP.
-struct Service {
-    name: String,
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Service {
-    /// Starts `exe args…` and waits for it to print `listening on http://<addr>`.
-    fn spawn(name: &str, args: &[String], env: &[(&str, String)]) -> Result<Service, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
-        let mut command = Command::new(exe);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        command.env("RUST_LOG", "warn,tributary::server=info");
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot start {name}: {e}"))?;
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let outputs: Vec<Box<dyn Read + Send>> = vec![
-            Box::new(child.stdout.take().ok_or("no stdout")?),
-            Box::new(child.stderr.take().ok_or("no stderr")?),
-        ];
-        for out in outputs {
-            let tx = tx.clone();
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    if let Some(url) = line.split("listening on http://").nth(1) {
-                        let addr = url.split(['/', ' ']).next().unwrap_or("").to_string();
-                        let _ = tx.send(addr);
-                    }
-                    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
-                    if log.len() < 200 {
-                        log.push(line);
-                    }
-                }
-            });
-        }
-        let give_up = Instant::now() + Duration::from_secs(120);
-        let announced = loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(addr) => break Ok(addr),
-                Err(_) if Instant::now() > give_up => break Err(()),
-                Err(_) => {
-                    if let Ok(Some(_)) = child.try_wait() {
-                        // Give the log readers a moment to collect the last lines.
-                        std::thread::sleep(Duration::from_millis(100));
-                        break Err(());
-                    }
-                }
-            }
-        };
-        match announced {
-            Ok(addr) => {
-                let addr = addr
-                    .parse()
-                    .map_err(|_| format!("{name} announced a bad address {addr:?}"))?;
-                Ok(Service {
-                    name: name.to_string(),
-                    child,
-                    addr,
-                    log,
-                })
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let log = log.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
-                Err(format!("{name} did not start:\n{log}"))
-            }
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log_text(&self) -> String {
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .join("\n")
-    }
-
-    /// SIGTERM, then SIGKILL if it does not stop within 10 s. A process that had already died
-    /// or stops with a failure gets its log printed.
-    fn stop(mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            eprintln!(
-                "{} had exited by itself ({status}); its log:\n{}",
-                self.name,
-                self.log_text()
-            );
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        let until = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < until {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                if !status.success() && status.code().is_some() {
-                    eprintln!(
-                        "{} stopped with {status}; its log:\n{}",
-                        self.name,
-                        self.log_text()
-                    );
-                }
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("{} did not stop in 10 s; killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A blocking `GET` returning the body (for /metrics and readiness checks).
-fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    text.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-}
-
-/// The value of a metric line (`name{labels} value`) in Prometheus text, summed over labels.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let series_name = series.split('{').next().unwrap_or("");
-        if series_name == name {
-            if let Ok(v) = value.parse::<f64>() {
-                *found.get_or_insert(0.0) += v;
-            }
-        }
-    }
-    found
-}
-
-/// `tributary_events_shed_total` by reason, from a server's /metrics (empty for servers
-/// without it, such as the ceilings).
-fn shed_counts(addr: SocketAddr) -> Vec<(String, f64)> {
-    let Some(text) = http_get(addr, "/metrics") else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter(|l| l.starts_with("tributary_events_shed_total{"))
-        .filter_map(|l| {
-            let reason = l.split("reason=\"").nth(1)?.split('"').next()?.to_string();
-            let value = l.rsplit_once(' ')?.1.parse().ok()?;
-            Some((reason, value))
-        })
-        .collect()
-}
-
 struct Bench {
     options: BenchOptions,
     dir: tempfile::TempDir,
@@ -402,6 +165,42 @@ pub fn run(options: BenchOptions) -> Result<Report, String> {
         .prefix("tributary-bench-")
         .tempdir()
         .map_err(|e| e.to_string())?;
+    let (services, providers, hanging) = start_providers()?;
+    let mut bench = Bench {
+        options,
+        dir,
+        providers,
+        hanging,
+        measurements: Vec::new(),
+    };
+    let scenarios = if bench.options.scenarios.is_empty() {
+        Scenario::all()
+    } else {
+        bench.options.scenarios.clone()
+    };
+    let outcome = scenarios.iter().try_for_each(|s| bench.scenario(*s));
+    for s in services {
+        s.stop();
+    }
+    outcome?;
+
+    let report = Report {
+        machine: report::machine(),
+        settings: report::settings(&bench.options),
+        checks: report::checks(&bench.measurements),
+        measurements: bench.measurements,
+    };
+    report::print_report(&report);
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(&bench.options.out, json)
+        .map_err(|e| format!("cannot write {}: {e}", bench.options.out.display()))?;
+    println!("\nJSON report: {}", bench.options.out.display());
+    Ok(report)
+}
+
+/// The mock providers every provider scenario calls (`p1`…`p3`, answering in 1-3 ms) and one
+/// that never answers in time (`hang`, standing in for `p3`), with the processes serving them.
+fn start_providers() -> Result<(Vec<Service>, Vec<BenchProvider>, BenchProvider), String> {
     let mut services = Vec::new();
     let mut providers = Vec::new();
     for i in 1..=3u32 {
@@ -452,80 +251,417 @@ pub fn run(options: BenchOptions) -> Result<Report, String> {
         segment: "seg-3".into(),
     };
     services.push(hang);
-
-    let mut bench = Bench {
-        options,
-        dir,
-        providers,
-        hanging,
-        measurements: Vec::new(),
-    };
-    let scenarios = if bench.options.scenarios.is_empty() {
-        Scenario::all()
-    } else {
-        bench.options.scenarios.clone()
-    };
-    let outcome = scenarios.iter().try_for_each(|s| bench.scenario(*s));
-    for s in services {
-        s.stop();
-    }
-    outcome?;
-
-    let report = Report {
-        machine: machine(),
-        settings: BTreeMap::from([
-            (
-                "duration_secs".into(),
-                format!("{}", bench.options.duration.as_secs_f64()),
-            ),
-            (
-                "warmup_secs".into(),
-                format!("{}", bench.options.warmup.as_secs_f64()),
-            ),
-            ("connections".into(), bench.options.connections.to_string()),
-            ("visitors".into(), bench.options.visitors.to_string()),
-            ("deadline_ms".into(), DEADLINE_MS.to_string()),
-            (
-                "build".into(),
-                if cfg!(debug_assertions) {
-                    "debug"
-                } else {
-                    "release"
-                }
-                .into(),
-            ),
-        ]),
-        checks: checks(&bench.measurements),
-        measurements: bench.measurements,
-    };
-    print_report(&report);
-    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-    std::fs::write(&bench.options.out, json)
-        .map_err(|e| format!("cannot write {}: {e}", bench.options.out.display()))?;
-    println!("\nJSON report: {}", bench.options.out.display());
-    Ok(report)
+    Ok((services, providers, hanging))
 }
 
-fn machine() -> BTreeMap<String, String> {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    BTreeMap::from([
-        ("cpu".into(), cpu),
-        ("cores".into(), cores.to_string()),
-        ("tributary".into(), env!("CARGO_PKG_VERSION").into()),
-    ])
-}
-
+/// The scenarios, in the order of the report's rows.
 impl Bench {
+    fn scenario(&mut self, scenario: Scenario) -> Result<(), String> {
+        match scenario {
+            Scenario::HttpCeiling => self.http_ceiling(),
+            Scenario::NoProviders => self.no_providers(),
+            Scenario::NoProvidersRedis => self.no_providers_redis(),
+            Scenario::FanoutCeiling => self.fanout_ceiling(),
+            Scenario::ProvidersCold => self.providers_cold(),
+            Scenario::ProvidersWarm => self.providers_warm(),
+            Scenario::HangingProvider => self.hanging_provider(),
+            Scenario::Catalog100k => self.catalog_100k(),
+            Scenario::Visitors1m => self.visitors_1m(),
+            Scenario::Overload => self.overload(),
+            Scenario::Soak => self.soak(),
+        }
+    }
+
+    /// What any HTTP server on this machine answers: fixed JSON, no logic.
+    fn http_ceiling(&mut self) -> Result<(), String> {
+        self.ceiling(
+            Scenario::HttpCeiling,
+            &["bench-baseline".into(), "http".into()],
+        )
+    }
+
+    /// Tributary with no providers: the pipeline's own cost.
+    fn no_providers(&mut self) -> Result<(), String> {
+        self.without_providers(Scenario::NoProviders, catalogs::small(&[], 0, 80))
+    }
+
+    /// `no-providers` on a Redis Cluster, and what each stored key costs there.
+    fn no_providers_redis(&mut self) -> Result<(), String> {
+        let o = self.options.clone();
+        let name = Scenario::NoProvidersRedis.name();
+        if o.redis_urls.is_empty() {
+            eprintln!("{name}: skipped (give --redis-urls to measure the Redis store)");
+            return Ok(());
+        }
+        let before = store::cluster_usage(&o.redis_urls).map_err(|e| e.to_string())?;
+        let urls = o.redis_urls.join(",");
+        let prefix = format!("bench{:08x}", rand::random::<u32>());
+        let (s, _) = self.tributary_with_env(
+            name,
+            catalogs::small(&[], 0, 80),
+            "",
+            &[
+                ("TRIBUTARY__STORE__BACKEND", "redis"),
+                ("TRIBUTARY__STORE__REDIS_URLS", urls.as_str()),
+                ("TRIBUTARY__STORE__REDIS_PREFIX", prefix.as_str()),
+            ],
+        )?;
+        let spec = self.spec(
+            s.addr,
+            Visitors::Zipf(o.visitors),
+            None,
+            o.connections,
+            o.duration,
+        );
+        let mut m = self.measure(name, &s, None, spec)?;
+        s.stop();
+        let after = store::cluster_usage(&o.redis_urls).map_err(|e| e.to_string())?;
+        let keys = after.1.saturating_sub(before.1);
+        if keys > 0 {
+            m.extra.insert("redis_keys".into(), keys as f64);
+            m.extra.insert(
+                "redis_bytes_per_key".into(),
+                after.0.saturating_sub(before.0) as f64 / keys as f64,
+            );
+        }
+        self.measurements.push(m);
+        Ok(())
+    }
+
+    /// What calling the three providers costs at best: a server that only fans out to them.
+    fn fanout_ceiling(&mut self) -> Result<(), String> {
+        let mut args = vec!["bench-baseline".to_string(), "fanout".into()];
+        for p in &self.providers {
+            args.push("--provider".into());
+            args.push(p.url.clone());
+        }
+        self.ceiling(Scenario::FanoutCeiling, &args)
+    }
+
+    /// Three providers, called on every event (no answer cached).
+    fn providers_cold(&mut self) -> Result<(), String> {
+        self.with_providers(Scenario::ProvidersCold, false)
+    }
+
+    /// Three providers whose answers every visitor has in its profile's cache.
+    fn providers_warm(&mut self) -> Result<(), String> {
+        self.with_providers(Scenario::ProvidersWarm, true)
+    }
+
+    /// One of three providers never answers, at half the `providers-cold` rate: the deadline
+    /// holds.
+    fn hanging_provider(&mut self) -> Result<(), String> {
+        let o = self.options.clone();
+        let name = Scenario::HangingProvider.name();
+        let capacity = self
+            .find(Scenario::ProvidersCold)
+            .map(|m| m.events_per_sec)
+            .unwrap_or(1000.0);
+        let providers = [&self.providers[0], &self.providers[1], &self.hanging];
+        let list: Vec<BenchProvider> = providers
+            .iter()
+            .map(|p| BenchProvider {
+                pid: p.pid,
+                name: p.name.clone(),
+                url: p.url.clone(),
+                data_source_id: p.data_source_id,
+                segment: p.segment.clone(),
+            })
+            .collect();
+        // The hanging provider's own timeout is longer than the deadline, so only the
+        // deadline ends the wait. Its circuit would open after a few timeouts and stop
+        // the calls (the right thing in production); this scenario is about the
+        // deadline while calls hang, so the breaker is turned off.
+        let catalog = catalogs::small(&list, 0, 1000);
+        let (s, store) = self.tributary_with_env(
+            name,
+            catalog,
+            "",
+            &[("TRIBUTARY__REALTIME__CIRCUIT_FAILURES", "0")],
+        )?;
+        let rate = (capacity * 0.5).max(10.0);
+        let connections = connections_for(rate, DEADLINE_MS as f64 / 1000.0);
+        let spec = self.spec(
+            s.addr,
+            Visitors::Zipf(o.visitors),
+            Some(rate),
+            connections,
+            o.duration,
+        );
+        let mut m = self.measure(name, &s, Some(&store), spec)?;
+        m.offered_per_sec = Some(rate);
+        s.stop();
+        self.measurements.push(m);
+        Ok(())
+    }
+
+    /// 100,000 traits and 20,000 segments (a fiftieth of that in a smoke run), no providers.
+    fn catalog_100k(&mut self) -> Result<(), String> {
+        let catalog = if self.options.is_smoke() {
+            catalogs::large(2_000, 400)
+        } else {
+            catalogs::large(100_000, 20_000)
+        };
+        self.without_providers(Scenario::Catalog100k, catalog)
+    }
+
+    /// A million visitors once each: the memory each active session holds and the store's
+    /// cost per profile.
+    fn visitors_1m(&mut self) -> Result<(), String> {
+        let o = self.options.clone();
+        let name = Scenario::Visitors1m.name();
+        let (s, store) = self.tributary(name, catalogs::small(&[], 0, 80), "")?;
+        let total = if o.is_smoke() { 5_000 } else { 1_000_000 };
+        let rss_idle = procstat::rss_bytes(s.pid()).unwrap_or(0);
+        let started = Instant::now();
+        let spec = LoadSpec {
+            // Long enough for every visitor once at the rates seen on small machines;
+            // each connection stops when its share is done.
+            ..self.spec(
+                s.addr,
+                Visitors::Sequential(total),
+                None,
+                o.connections,
+                Duration::from_secs(600),
+            )
+        };
+        let result = prime_each_visitor(spec, total)?;
+        let elapsed = started.elapsed();
+        let mut m = measurement(name, &result);
+        m.events_per_sec = result.requests as f64 / elapsed.as_secs_f64();
+        let metrics = http_get(s.addr, "/metrics").unwrap_or_default();
+        let sessions = metric(&metrics, "tributary_sessions_active").unwrap_or(0.0);
+        let rss = procstat::rss_bytes(s.pid()).unwrap_or(0);
+        m.peak_rss_bytes = procstat::peak_rss_bytes(s.pid());
+        s.stop();
+        let store_bytes = procstat::dir_size(&store);
+        m.store_bytes = Some(store_bytes);
+        m.extra.insert("visitors".into(), total as f64);
+        m.extra.insert("sessions_active_at_end".into(), sessions);
+        m.extra.insert("rss_bytes_at_end".into(), rss as f64);
+        m.extra.insert("rss_idle_bytes".into(), rss_idle as f64);
+        if sessions > 0.0 {
+            m.extra.insert(
+                "rss_bytes_per_active_session".into(),
+                (rss.saturating_sub(rss_idle)) as f64 / sessions,
+            );
+        }
+        m.extra.insert(
+            "store_bytes_per_profile".into(),
+            store_bytes as f64 / total as f64,
+        );
+        self.measurements.push(m);
+        Ok(())
+    }
+
+    /// Twice the capacity (shedding with explicit 429s), then half of it right after
+    /// (recovery), and the load generator's own latency at that many connections.
+    fn overload(&mut self) -> Result<(), String> {
+        let o = self.options.clone();
+        let name = Scenario::Overload.name();
+        let zipf = Visitors::Zipf(o.visitors);
+        // One HTTP worker: the load generator (one thread) must be able to offer twice
+        // what the server can take, which on a small machine it cannot against a server
+        // using every core. The capacity is measured first, on this same server.
+        let (s, store) =
+            self.tributary(name, catalogs::small(&[], 0, 80), "[server]\nworkers = 1\n")?;
+        let label = format!("{name}-capacity");
+        let spec = self.spec(s.addr, zipf.clone(), None, o.connections, o.duration);
+        let capacity = self.measure(&label, &s, Some(&store), spec)?;
+        let rate_of = |factor: f64| (capacity.events_per_sec * factor).max(10.0);
+        self.measurements.push(capacity.clone());
+        // Real overload comes from many clients: thousands of connections, so that the
+        // backlog builds up at the server (where it can be seen and shed), not inside
+        // a client that waits for one answer before sending the next.
+        let connections = connections_for(rate_of(2.0), DEADLINE_MS as f64 / 1000.0);
+        // Recovery: half the capacity from ordinary clients (keep-alive connections
+        // that each wait for an answer), right after the overload ends.
+        let phases = [
+            ("overload", 2.0, connections),
+            ("recovery", 0.5, o.connections),
+        ];
+        for (phase, factor, connections) in phases {
+            let rate = rate_of(factor);
+            let spec = self.spec(s.addr, zipf.clone(), Some(rate), connections, o.duration);
+            let label = format!("{name}-{phase}");
+            let mut m = self.measure_phase(&label, &s, Some(&store), spec)?;
+            m.offered_per_sec = Some(rate);
+            self.measurements.push(m);
+        }
+        s.stop();
+        // With thousands of connections this one-thread generator adds latency of its
+        // own; the bare HTTP ceiling driven the same way shows how much.
+        let floor = Service::spawn(
+            "generator floor",
+            &["bench-baseline".into(), "http".into()],
+            &[],
+        )?;
+        let rate = rate_of(2.0);
+        let spec = self.spec(floor.addr, zipf, Some(rate), connections, o.duration);
+        let label = format!("{name}-generator-floor");
+        let mut m = self.measure_phase(&label, &floor, None, spec)?;
+        m.offered_per_sec = Some(rate);
+        floor.stop();
+        self.measurements.push(m);
+        Ok(())
+    }
+
+    /// The deployment shape (three providers, every event calls them) at 70% of the capacity
+    /// this same server shows first, for `--soak-secs` (only when `--scenario soak` is given):
+    /// whether memory and the store keep growing.
+    fn soak(&mut self) -> Result<(), String> {
+        let o = self.options.clone();
+        let name = Scenario::Soak.name();
+        let zipf = Visitors::Zipf(o.visitors);
+        let (s, store) = self.tributary(name, catalogs::small(&self.providers, 0, 80), "")?;
+        let label = format!("{name}-capacity");
+        let spec = self.spec(s.addr, zipf.clone(), None, o.connections, o.duration);
+        let capacity = self.measure(&label, &s, Some(&store), spec)?;
+        let rate = capacity.events_per_sec * 0.7;
+        self.measurements.push(capacity);
+        let connections = connections_for(rate, 0.05);
+        let spec = self.spec(s.addr, zipf, Some(rate), connections, o.soak);
+        let pid = s.pid();
+        let addr = s.addr;
+        let samples = Arc::new(Mutex::new(Vec::<SoakSample>::new()));
+        let done = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let samples = samples.clone();
+            let done = done.clone();
+            let store = store.clone();
+            let started = Instant::now();
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    let sample = soak_sample(addr, pid, &store, started);
+                    samples
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(sample);
+                    std::thread::sleep(Duration::from_secs(5));
+                }
+            })
+        };
+        let result = with_progress(name, spec)?;
+        done.store(true, Ordering::Relaxed);
+        let _ = sampler.join();
+        let mut m = measurement(name, &result);
+        m.offered_per_sec = Some(rate);
+        m.store_bytes = Some(procstat::dir_size(&store));
+        m.peak_rss_bytes = procstat::peak_rss_bytes(pid);
+        let samples = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if samples.len() >= 4 {
+            // Growth from the end of the first quarter to the end, and what grew with it.
+            let first = &samples[samples.len() / 4];
+            let last = &samples[samples.len() - 1];
+            m.extra
+                .insert("rss_first_quarter_bytes".into(), first.rss_bytes as f64);
+            m.extra
+                .insert("rss_end_bytes".into(), last.rss_bytes as f64);
+            m.extra.insert(
+                "rss_growth_ratio".into(),
+                last.rss_bytes as f64 / (first.rss_bytes as f64).max(1.0),
+            );
+            m.extra
+                .insert("sessions_first_quarter".into(), first.sessions);
+            m.extra.insert("sessions_end".into(), last.sessions);
+            m.extra.insert(
+                "store_growth_bytes".into(),
+                last.store_bytes as f64 - first.store_bytes as f64,
+            );
+        }
+        m.series = samples;
+        s.stop();
+        self.measurements.push(m);
+        Ok(())
+    }
+}
+
+/// What the scenarios share: the processes they start, the load they drive and how a phase is
+/// measured.
+impl Bench {
+    /// A ceiling (`bench-baseline …`) under closed-loop load.
+    fn ceiling(&mut self, scenario: Scenario, args: &[String]) -> Result<(), String> {
+        let o = self.options.clone();
+        let name = scenario.name();
+        let s = Service::spawn(name, args, &[])?;
+        let spec = self.spec(
+            s.addr,
+            Visitors::Zipf(o.visitors),
+            None,
+            o.connections,
+            o.duration,
+        );
+        let m = self.measure(name, &s, None, spec)?;
+        s.stop();
+        self.measurements.push(m);
+        Ok(())
+    }
+
+    /// Tributary with `catalog` (no providers) under closed-loop load.
+    fn without_providers(
+        &mut self,
+        scenario: Scenario,
+        catalog: serde_json::Value,
+    ) -> Result<(), String> {
+        let o = self.options.clone();
+        let name = scenario.name();
+        let (s, store) = self.tributary(name, catalog, "")?;
+        let spec = self.spec(
+            s.addr,
+            Visitors::Zipf(o.visitors),
+            None,
+            o.connections,
+            o.duration,
+        );
+        let m = self.measure(name, &s, Some(&store), spec)?;
+        s.stop();
+        self.measurements.push(m);
+        Ok(())
+    }
+
+    /// Tributary calling the three providers, their answers cached (`warm`, after one visit
+    /// of every visitor) or not.
+    fn with_providers(&mut self, scenario: Scenario, warm: bool) -> Result<(), String> {
+        let o = self.options.clone();
+        let name = scenario.name();
+        let catalog = catalogs::small(&self.providers, if warm { 3600 } else { 0 }, 80);
+        let (s, store) = self.tributary(name, catalog, "")?;
+        let visitors = if warm {
+            o.visitors.min(10_000)
+        } else {
+            o.visitors
+        };
+        if warm {
+            // Every visitor once, so that every answer is in its profile's cache.
+            let prime = LoadSpec {
+                visitors: Visitors::Sequential(visitors),
+                ..self.spec(
+                    s.addr,
+                    Visitors::Sequential(visitors),
+                    None,
+                    o.connections,
+                    o.duration,
+                )
+            };
+            prime_each_visitor(prime, visitors)?;
+        }
+        let spec = self.spec(
+            s.addr,
+            Visitors::Zipf(visitors),
+            None,
+            o.connections,
+            o.duration,
+        );
+        let mut m = self.measure(name, &s, Some(&store), spec)?;
+        if let Some(text) = http_get(s.addr, "/metrics") {
+            let calls = metric(&text, "tributary_provider_calls_total").unwrap_or(0.0);
+            m.extra.insert("provider_outcomes_total".into(), calls);
+        }
+        s.stop();
+        self.measurements.push(m);
+        Ok(())
+    }
+
     fn find(&self, scenario: Scenario) -> Option<&Measurement> {
         self.measurements
             .iter()
@@ -657,313 +793,25 @@ impl Bench {
         m.store_bytes = store.map(procstat::dir_size);
         Ok(m)
     }
+}
 
-    fn scenario(&mut self, scenario: Scenario) -> Result<(), String> {
-        let o = self.options.clone();
-        let name = scenario.name();
-        let zipf = Visitors::Zipf(o.visitors);
-        match scenario {
-            Scenario::HttpCeiling => {
-                let s = Service::spawn(name, &["bench-baseline".into(), "http".into()], &[])?;
-                let spec = self.spec(s.addr, zipf, None, o.connections, o.duration);
-                let m = self.measure(name, &s, None, spec)?;
-                s.stop();
-                self.measurements.push(m);
-            }
-            Scenario::FanoutCeiling => {
-                let mut args = vec!["bench-baseline".to_string(), "fanout".into()];
-                for p in &self.providers {
-                    args.push("--provider".into());
-                    args.push(p.url.clone());
-                }
-                let s = Service::spawn(name, &args, &[])?;
-                let spec = self.spec(s.addr, zipf, None, o.connections, o.duration);
-                let m = self.measure(name, &s, None, spec)?;
-                s.stop();
-                self.measurements.push(m);
-            }
-            Scenario::NoProviders | Scenario::Catalog100k => {
-                let catalog = if scenario == Scenario::NoProviders {
-                    catalogs::small(&[], 0, 80)
-                } else if o.is_smoke() {
-                    catalogs::large(2_000, 400)
-                } else {
-                    catalogs::large(100_000, 20_000)
-                };
-                let (s, store) = self.tributary(name, catalog, "")?;
-                let spec = self.spec(s.addr, zipf, None, o.connections, o.duration);
-                let m = self.measure(name, &s, Some(&store), spec)?;
-                s.stop();
-                self.measurements.push(m);
-            }
-            Scenario::NoProvidersRedis => {
-                if o.redis_urls.is_empty() {
-                    eprintln!("{name}: skipped (give --redis-urls to measure the Redis store)");
-                    return Ok(());
-                }
-                let before = redis_usage(&o.redis_urls)?;
-                let urls = o.redis_urls.join(",");
-                let prefix = format!("bench{:08x}", rand::random::<u32>());
-                let (s, _) = self.tributary_with_env(
-                    name,
-                    catalogs::small(&[], 0, 80),
-                    "",
-                    &[
-                        ("TRIBUTARY__STORE__BACKEND", "redis"),
-                        ("TRIBUTARY__STORE__REDIS_URLS", urls.as_str()),
-                        ("TRIBUTARY__STORE__REDIS_PREFIX", prefix.as_str()),
-                    ],
-                )?;
-                let spec = self.spec(s.addr, zipf, None, o.connections, o.duration);
-                let mut m = self.measure(name, &s, None, spec)?;
-                s.stop();
-                let after = redis_usage(&o.redis_urls)?;
-                let keys = after.1.saturating_sub(before.1);
-                if keys > 0 {
-                    m.extra.insert("redis_keys".into(), keys as f64);
-                    m.extra.insert(
-                        "redis_bytes_per_key".into(),
-                        after.0.saturating_sub(before.0) as f64 / keys as f64,
-                    );
-                }
-                self.measurements.push(m);
-            }
-            Scenario::ProvidersCold | Scenario::ProvidersWarm => {
-                let warm = scenario == Scenario::ProvidersWarm;
-                let catalog = catalogs::small(&self.providers, if warm { 3600 } else { 0 }, 80);
-                let (s, store) = self.tributary(name, catalog, "")?;
-                let visitors = if warm {
-                    o.visitors.min(10_000)
-                } else {
-                    o.visitors
-                };
-                if warm {
-                    // Every visitor once, so that every answer is in its profile's cache.
-                    let prime = LoadSpec {
-                        visitors: Visitors::Sequential(visitors),
-                        ..self.spec(
-                            s.addr,
-                            Visitors::Sequential(visitors),
-                            None,
-                            o.connections,
-                            o.duration,
-                        )
-                    };
-                    prime_each_visitor(prime, visitors)?;
-                }
-                let spec = self.spec(
-                    s.addr,
-                    Visitors::Zipf(visitors),
-                    None,
-                    o.connections,
-                    o.duration,
-                );
-                let mut m = self.measure(name, &s, Some(&store), spec)?;
-                if let Some(text) = http_get(s.addr, "/metrics") {
-                    let calls = metric(&text, "tributary_provider_calls_total").unwrap_or(0.0);
-                    m.extra.insert("provider_outcomes_total".into(), calls);
-                }
-                s.stop();
-                self.measurements.push(m);
-            }
-            Scenario::HangingProvider => {
-                let capacity = self
-                    .find(Scenario::ProvidersCold)
-                    .map(|m| m.events_per_sec)
-                    .unwrap_or(1000.0);
-                let providers = [&self.providers[0], &self.providers[1], &self.hanging];
-                let list: Vec<BenchProvider> = providers
-                    .iter()
-                    .map(|p| BenchProvider {
-                        pid: p.pid,
-                        name: p.name.clone(),
-                        url: p.url.clone(),
-                        data_source_id: p.data_source_id,
-                        segment: p.segment.clone(),
-                    })
-                    .collect();
-                // The hanging provider's own timeout is longer than the deadline, so only the
-                // deadline ends the wait. Its circuit would open after a few timeouts and stop
-                // the calls (the right thing in production); this scenario is about the
-                // deadline while calls hang, so the breaker is turned off.
-                let catalog = catalogs::small(&list, 0, 1000);
-                let (s, store) = self.tributary_with_env(
-                    name,
-                    catalog,
-                    "",
-                    &[("TRIBUTARY__REALTIME__CIRCUIT_FAILURES", "0")],
-                )?;
-                let rate = (capacity * 0.5).max(10.0);
-                let connections = connections_for(rate, DEADLINE_MS as f64 / 1000.0);
-                let spec = self.spec(s.addr, zipf, Some(rate), connections, o.duration);
-                let mut m = self.measure(name, &s, Some(&store), spec)?;
-                m.offered_per_sec = Some(rate);
-                s.stop();
-                self.measurements.push(m);
-            }
-            Scenario::Visitors1m => {
-                let (s, store) = self.tributary(name, catalogs::small(&[], 0, 80), "")?;
-                let total = if o.is_smoke() { 5_000 } else { 1_000_000 };
-                let rss_idle = procstat::rss_bytes(s.pid()).unwrap_or(0);
-                let started = Instant::now();
-                let spec = LoadSpec {
-                    // Long enough for every visitor once at the rates seen on small machines;
-                    // each connection stops when its share is done.
-                    ..self.spec(
-                        s.addr,
-                        Visitors::Sequential(total),
-                        None,
-                        o.connections,
-                        Duration::from_secs(600),
-                    )
-                };
-                let result = prime_each_visitor(spec, total)?;
-                let elapsed = started.elapsed();
-                let mut m = measurement(name, &result);
-                m.events_per_sec = result.requests as f64 / elapsed.as_secs_f64();
-                let metrics = http_get(s.addr, "/metrics").unwrap_or_default();
-                let sessions = metric(&metrics, "tributary_sessions_active").unwrap_or(0.0);
-                let rss = procstat::rss_bytes(s.pid()).unwrap_or(0);
-                m.peak_rss_bytes = procstat::peak_rss_bytes(s.pid());
-                s.stop();
-                let store_bytes = procstat::dir_size(&store);
-                m.store_bytes = Some(store_bytes);
-                m.extra.insert("visitors".into(), total as f64);
-                m.extra.insert("sessions_active_at_end".into(), sessions);
-                m.extra.insert("rss_bytes_at_end".into(), rss as f64);
-                m.extra.insert("rss_idle_bytes".into(), rss_idle as f64);
-                if sessions > 0.0 {
-                    m.extra.insert(
-                        "rss_bytes_per_active_session".into(),
-                        (rss.saturating_sub(rss_idle)) as f64 / sessions,
-                    );
-                }
-                m.extra.insert(
-                    "store_bytes_per_profile".into(),
-                    store_bytes as f64 / total as f64,
-                );
-                self.measurements.push(m);
-            }
-            Scenario::Overload => {
-                // One HTTP worker: the load generator (one thread) must be able to offer twice
-                // what the server can take, which on a small machine it cannot against a server
-                // using every core. The capacity is measured first, on this same server.
-                let (s, store) =
-                    self.tributary(name, catalogs::small(&[], 0, 80), "[server]\nworkers = 1\n")?;
-                let label = format!("{name}-capacity");
-                let spec = self.spec(s.addr, zipf.clone(), None, o.connections, o.duration);
-                let capacity = self.measure(&label, &s, Some(&store), spec)?;
-                let rate_of = |factor: f64| (capacity.events_per_sec * factor).max(10.0);
-                self.measurements.push(capacity.clone());
-                // Real overload comes from many clients: thousands of connections, so that the
-                // backlog builds up at the server (where it can be seen and shed), not inside
-                // a client that waits for one answer before sending the next.
-                let connections = connections_for(rate_of(2.0), DEADLINE_MS as f64 / 1000.0);
-                // Recovery: half the capacity from ordinary clients (keep-alive connections
-                // that each wait for an answer), right after the overload ends.
-                let phases = [
-                    ("overload", 2.0, connections),
-                    ("recovery", 0.5, o.connections),
-                ];
-                for (phase, factor, connections) in phases {
-                    let rate = rate_of(factor);
-                    let spec = self.spec(s.addr, zipf.clone(), Some(rate), connections, o.duration);
-                    let label = format!("{name}-{phase}");
-                    let mut m = self.measure_phase(&label, &s, Some(&store), spec)?;
-                    m.offered_per_sec = Some(rate);
-                    self.measurements.push(m);
-                }
-                s.stop();
-                // With thousands of connections this one-thread generator adds latency of its
-                // own; the bare HTTP ceiling driven the same way shows how much.
-                let floor = Service::spawn(
-                    "generator floor",
-                    &["bench-baseline".into(), "http".into()],
-                    &[],
-                )?;
-                let rate = rate_of(2.0);
-                let spec = self.spec(floor.addr, zipf, Some(rate), connections, o.duration);
-                let label = format!("{name}-generator-floor");
-                let mut m = self.measure_phase(&label, &floor, None, spec)?;
-                m.offered_per_sec = Some(rate);
-                floor.stop();
-                self.measurements.push(m);
-            }
-            Scenario::Soak => {
-                // The deployment shape (three providers, every event calls them) at 70% of the
-                // capacity this same server shows first.
-                let (s, store) =
-                    self.tributary(name, catalogs::small(&self.providers, 0, 80), "")?;
-                let label = format!("{name}-capacity");
-                let spec = self.spec(s.addr, zipf.clone(), None, o.connections, o.duration);
-                let capacity = self.measure(&label, &s, Some(&store), spec)?;
-                let rate = capacity.events_per_sec * 0.7;
-                self.measurements.push(capacity);
-                let connections = connections_for(rate, 0.05);
-                let spec = self.spec(s.addr, zipf, Some(rate), connections, o.soak);
-                let pid = s.pid();
-                let addr = s.addr;
-                let samples = Arc::new(std::sync::Mutex::new(Vec::<SoakSample>::new()));
-                let done = Arc::new(AtomicBool::new(false));
-                let sampler = {
-                    let samples = samples.clone();
-                    let done = done.clone();
-                    let store = store.clone();
-                    let started = Instant::now();
-                    std::thread::spawn(move || {
-                        while !done.load(Ordering::Relaxed) {
-                            let text = http_get(addr, "/metrics").unwrap_or_default();
-                            let sample = SoakSample {
-                                secs: started.elapsed().as_secs_f64().round(),
-                                rss_bytes: procstat::rss_bytes(pid).unwrap_or(0),
-                                sessions: metric(&text, "tributary_sessions_active").unwrap_or(0.0),
-                                pending_writes: metric(&text, "tributary_store_pending_writes")
-                                    .unwrap_or(0.0),
-                                store_bytes: procstat::dir_size(&store),
-                            };
-                            samples
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push(sample);
-                            std::thread::sleep(Duration::from_secs(5));
-                        }
-                    })
-                };
-                let result = with_progress(name, spec)?;
-                done.store(true, Ordering::Relaxed);
-                let _ = sampler.join();
-                let mut m = measurement(name, &result);
-                m.offered_per_sec = Some(rate);
-                m.store_bytes = Some(procstat::dir_size(&store));
-                m.peak_rss_bytes = procstat::peak_rss_bytes(pid);
-                let samples = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                if samples.len() >= 4 {
-                    // Growth from the end of the first quarter to the end, and what grew
-                    // with it.
-                    let first = &samples[samples.len() / 4];
-                    let last = &samples[samples.len() - 1];
-                    m.extra
-                        .insert("rss_first_quarter_bytes".into(), first.rss_bytes as f64);
-                    m.extra
-                        .insert("rss_end_bytes".into(), last.rss_bytes as f64);
-                    m.extra.insert(
-                        "rss_growth_ratio".into(),
-                        last.rss_bytes as f64 / (first.rss_bytes as f64).max(1.0),
-                    );
-                    m.extra
-                        .insert("sessions_first_quarter".into(), first.sessions);
-                    m.extra.insert("sessions_end".into(), last.sessions);
-                    m.extra.insert(
-                        "store_growth_bytes".into(),
-                        last.store_bytes as f64 - first.store_bytes as f64,
-                    );
-                }
-                m.series = samples;
-                s.stop();
-                self.measurements.push(m);
-            }
-        }
-        Ok(())
+/// `tributary_events_shed_total` by reason, from a server's /metrics (empty for servers
+/// without it, such as the ceilings).
+fn shed_counts(addr: SocketAddr) -> Vec<(String, f64)> {
+    http_get(addr, "/metrics")
+        .map(|text| prometheus::shed_counts(&text))
+        .unwrap_or_default()
+}
+
+/// The soaking server's state now.
+fn soak_sample(addr: SocketAddr, pid: u32, store: &Path, started: Instant) -> SoakSample {
+    let text = http_get(addr, "/metrics").unwrap_or_default();
+    SoakSample {
+        secs: started.elapsed().as_secs_f64().round(),
+        rss_bytes: procstat::rss_bytes(pid).unwrap_or(0),
+        sessions: metric(&text, "tributary_sessions_active").unwrap_or(0.0),
+        pending_writes: metric(&text, "tributary_store_pending_writes").unwrap_or(0.0),
+        store_bytes: procstat::dir_size(store),
     }
 }
 
@@ -972,273 +820,9 @@ fn connections_for(rate: f64, latency: f64) -> usize {
     ((rate * latency * 1.5).ceil() as usize).clamp(16, 4096)
 }
 
-/// Visits each of `visitors` once (sequentially), whatever the rate; returns what happened.
-fn prime_each_visitor(spec: LoadSpec, visitors: u64) -> Result<LoadResult, String> {
-    let progress = Arc::new(AtomicU64::new(0));
-    let spec = LoadSpec {
-        progress: Some(progress.clone()),
-        ..spec
-    };
-    // Each connection visits ids k, k+C, k+2C…; stop once all ids had their visit.
-    let stop_at = visitors;
-    let bar = bar("priming", Some(stop_at));
-    let watcher_progress = progress.clone();
-    let done = Arc::new(AtomicBool::new(false));
-    let watcher_done = done.clone();
-    let watcher = std::thread::spawn(move || {
-        while !watcher_done.load(Ordering::Relaxed) {
-            bar.set_position(watcher_progress.load(Ordering::Relaxed).min(stop_at));
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        bar.finish_and_clear();
-    });
-    let result = load::run(LoadSpec { once: true, ..spec }).map_err(|e| e.to_string());
-    done.store(true, Ordering::Relaxed);
-    let _ = watcher.join();
-    result
-}
-
-fn bar(label: &str, length: Option<u64>) -> ProgressBar {
-    let bar = match length {
-        Some(n) => ProgressBar::new(n),
-        None => ProgressBar::new_spinner(),
-    };
-    if let Ok(style) = ProgressStyle::with_template("{prefix:>22} [{bar:30}] {pos}/{len} {msg}") {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix(label.to_string());
-    bar
-}
-
-/// Runs a load with a progress bar showing elapsed time and the current rate.
-fn with_progress(label: &str, spec: LoadSpec) -> Result<LoadResult, String> {
-    let progress = Arc::new(AtomicU64::new(0));
-    let duration = spec.duration;
-    let spec = LoadSpec {
-        progress: Some(progress.clone()),
-        ..spec
-    };
-    let bar = bar(label, Some(duration.as_millis() as u64));
-    let done = Arc::new(AtomicBool::new(false));
-    let watcher_done = done.clone();
-    let watcher = std::thread::spawn(move || {
-        let started = Instant::now();
-        let mut last = (Instant::now(), 0u64);
-        while !watcher_done.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(250));
-            let n = progress.load(Ordering::Relaxed);
-            let rate = (n - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-3);
-            last = (Instant::now(), n);
-            bar.set_position(
-                (started.elapsed().as_millis() as u64).min(duration.as_millis() as u64),
-            );
-            bar.set_message(format!("{rate:>9.0} req/s"));
-        }
-        bar.finish_and_clear();
-    });
-    let result = load::run(spec).map_err(|e| e.to_string());
-    done.store(true, Ordering::Relaxed);
-    let _ = watcher.join();
-    result
-}
-
-fn measurement(scenario: &str, r: &LoadResult) -> Measurement {
-    Measurement {
-        scenario: scenario.to_string(),
-        events_per_sec: r.per_second(),
-        requests: r.requests,
-        by_status: r.by_status.clone(),
-        failures: r.failures,
-        p50_ms: r.quantile_ms(0.5),
-        p99_ms: r.quantile_ms(0.99),
-        p999_ms: r.quantile_ms(0.999),
-        max_ms: r.max_ms(),
-        cpu_us_per_event: None,
-        peak_rss_bytes: None,
-        store_bytes: None,
-        offered_per_sec: None,
-        extra: r
-            .failure_kinds
-            .iter()
-            .map(|(kind, n)| (format!("failures {kind}"), *n as f64))
-            .collect(),
-        series: Vec::new(),
-    }
-}
-
-/// The issue's targets, where this run measured what they need.
-fn checks(ms: &[Measurement]) -> Vec<Check> {
-    let get = |name: &str| ms.iter().find(|m| m.scenario == name);
-    let mut out = Vec::new();
-    let mut ratio = |target: &str, a: &str, b: &str, min: f64| {
-        if let (Some(a), Some(b)) = (get(a), get(b)) {
-            let r = a.events_per_sec / b.events_per_sec.max(1e-9);
-            out.push(Check {
-                target: target.into(),
-                value: format!("{r:.2}"),
-                pass: r >= min,
-            });
-        }
-    };
-    ratio(
-        "providers-cold ≥ 0.85 × fanout-ceiling",
-        "providers-cold",
-        "fanout-ceiling",
-        0.85,
-    );
-    ratio(
-        "no-providers ≥ 0.50 × http-ceiling",
-        "no-providers",
-        "http-ceiling",
-        0.50,
-    );
-    ratio(
-        "providers-warm ≥ 3 × providers-cold",
-        "providers-warm",
-        "providers-cold",
-        3.0,
-    );
-    ratio(
-        "no-providers-redis ≥ 0.50 × no-providers (sled)",
-        "no-providers-redis",
-        "no-providers",
-        0.50,
-    );
-    ratio(
-        "catalog-100k ≥ 0.90 × no-providers (10 traits)",
-        "catalog-100k",
-        "no-providers",
-        0.90,
-    );
-    if let Some(h) = get("hanging-provider") {
-        let limit = DEADLINE_MS as f64;
-        out.push(Check {
-            target: format!("hanging-provider p99 ≤ {} ms", limit + 5.0),
-            value: format!("{:.1} ms", h.p99_ms),
-            pass: h.p99_ms <= limit + 5.0,
-        });
-        out.push(Check {
-            target: format!("hanging-provider max ≤ {} ms", limit + 20.0),
-            value: format!("{:.1} ms", h.max_ms),
-            pass: h.max_ms <= limit + 20.0,
-        });
-    }
-    if let (Some(over), Some(rec)) = (get("overload-overload"), get("overload-recovery")) {
-        let shed = over.by_status.get(&429).copied().unwrap_or(0);
-        let floor = get("overload-generator-floor").map_or(0.0, |f| f.p99_ms);
-        out.push(Check {
-            target: "overload (2× capacity): explicit 429s, p99 ≤ deadline + generator floor p99"
-                .into(),
-            value: format!(
-                "{shed} × 429, p99 {:.1} ms (floor {floor:.1} ms)",
-                over.p99_ms
-            ),
-            pass: shed > 0 && over.p99_ms <= DEADLINE_MS as f64 + floor,
-        });
-        let rec_shed = rec.by_status.get(&429).copied().unwrap_or(0);
-        let share = rec_shed as f64 / rec.requests.max(1) as f64;
-        out.push(Check {
-            target: "recovery (0.5× capacity, right after): ≤ 1% 429 (the backlog), p99 ≤ deadline"
-                .into(),
-            value: format!(
-                "{rec_shed} × 429 ({:.2}%), p99 {:.1} ms",
-                share * 100.0,
-                rec.p99_ms
-            ),
-            pass: share <= 0.01 && rec.p99_ms <= DEADLINE_MS as f64,
-        });
-    }
-    if let Some(s) = get("soak") {
-        if let Some(g) = s.extra.get("rss_growth_ratio") {
-            out.push(Check {
-                target: "soak at 70%: RSS growth ≤ 10% after the first quarter".into(),
-                value: format!("{g:.3}"),
-                pass: *g <= 1.10,
-            });
-        }
-    }
-    out
-}
-
-fn print_report(r: &Report) {
-    println!();
-    println!(
-        "{:<20} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10}",
-        "scenario",
-        "events/s",
-        "p50 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "max ms",
-        "CPU µs/ev",
-        "RSS MiB",
-        "store MiB",
-        "non-200"
-    );
-    for m in &r.measurements {
-        let non_ok: u64 = m
-            .by_status
-            .iter()
-            .filter(|(s, _)| **s != 200)
-            .map(|(_, n)| n)
-            .sum::<u64>()
-            + m.failures;
-        println!(
-            "{:<20} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>8} {:>10} {:>10}",
-            m.scenario,
-            m.events_per_sec,
-            m.p50_ms,
-            m.p99_ms,
-            m.p999_ms,
-            m.max_ms,
-            m.cpu_us_per_event.map_or("-".into(), |c| format!("{c:.0}")),
-            m.peak_rss_bytes
-                .map_or("-".into(), |b| format!("{:.0}", b as f64 / 1048576.0)),
-            m.store_bytes
-                .map_or("-".into(), |b| format!("{:.1}", b as f64 / 1048576.0)),
-            non_ok,
-        );
-    }
-    for m in &r.measurements {
-        if !m.extra.is_empty() {
-            let extras: Vec<String> = m
-                .extra
-                .iter()
-                .map(|(k, v)| {
-                    if v.abs() < 10.0 {
-                        format!("{k}={v:.2}")
-                    } else {
-                        format!("{k}={v:.0}")
-                    }
-                })
-                .collect();
-            println!("  {}: {}", m.scenario, extras.join(", "));
-        }
-    }
-    if !r.checks.is_empty() {
-        println!("\ntargets:");
-        for c in &r.checks {
-            println!(
-                "  [{}] {} — {}",
-                if c.pass { "pass" } else { "MISS" },
-                c.target,
-                c.value
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metric_sums_series_and_skips_blank_lines() {
-        let text = "# HELP x\n\nx{a=\"1\"} 2\nx{a=\"2\"} 3.5\nxy 9\n\ny 1\n";
-        assert_eq!(metric(text, "x"), Some(5.5));
-        assert_eq!(metric(text, "y"), Some(1.0));
-        assert_eq!(metric(text, "z"), None);
-    }
 
     #[test]
     fn connections_cover_rate_times_latency() {
