@@ -9,8 +9,9 @@
 //! - sends each destination its deliveries in order, `batchSize` visitors per POST, one request
 //!   at a time per destination and destinations side by side;
 //! - removes them from the store once the destination answers 2xx; any other answer, a
-//!   timeout (`[s2s] timeout_ms`) or a connection error is retried after a backoff that doubles
-//!   from `retry_initial_ms` up to `retry_max_ms`, for as long as `max_age_hours`;
+//!   timeout (`[s2s] timeout_ms`, over the whole exchange: sending, the head and the body) or a
+//!   connection error is retried after a backoff that doubles from `retry_initial_ms` up to
+//!   `retry_max_ms`, for as long as `max_age_hours`;
 //! - drops (and counts) the deliveries of a destination that was deleted or is no longer S2S;
 //!   an inactive destination's deliveries wait;
 //! - keeps at most `[s2s] max_waiting` deliveries per destination in memory (and in the
@@ -143,9 +144,10 @@ async fn run(
     settings: OutboxSettings,
     mut rx: mpsc::UnboundedReceiver<Command>,
 ) {
+    // No client-level timeout: the one around each POST covers the whole exchange.
     let client = awc::Client::builder()
         .disable_redirects()
-        .timeout(settings.timeout)
+        .disable_timeout()
         .finish();
     let mut queues: BTreeMap<u64, Queue> = BTreeMap::new();
     let waiting = {
@@ -200,18 +202,28 @@ async fn run(
                         Some(s) => request.insert_header((signing::SIGNATURE_HEADER, s)),
                         None => request,
                     };
+                    let timeout = settings.timeout;
                     flights.push(async move {
-                        let result = match request.send_body(body).await {
-                            Ok(mut response) => {
-                                // Read (a little of) the body so the connection can be reused.
-                                let _ = response.body().limit(64 * 1024).await;
-                                if response.status().is_success() {
-                                    Ok(())
-                                } else {
-                                    Err(format!("status {}", response.status().as_u16()))
+                        let exchange = async {
+                            match request.send_body(body).await {
+                                Ok(mut response) => {
+                                    // Read (a little of) the body so the connection can be reused.
+                                    let _ = response.body().limit(64 * 1024).await;
+                                    if response.status().is_success() {
+                                        Ok(())
+                                    } else {
+                                        Err(format!("status {}", response.status().as_u16()))
+                                    }
                                 }
+                                Err(e) => Err(e.to_string()),
                             }
-                            Err(e) => Err(e.to_string()),
+                        };
+                        // One timeout over the send and the body read, so a destination that
+                        // trickles its answer cannot keep the POST (and its queue) in flight:
+                        // awc's own timeout stops at the response head.
+                        let result = match tokio::time::timeout(timeout, exchange).await {
+                            Ok(result) => result,
+                            Err(_) => Err(format!("no whole answer within {timeout:?}")),
                         };
                         Flight {
                             destination_id: id,
