@@ -24,7 +24,7 @@ pub(super) async fn run(
     store: Arc<dyn OutboxStore>,
     catalog: CatalogHandle,
     settings: OutboxSettings,
-    mut rx: mpsc::UnboundedReceiver<Command>,
+    mut rx: mpsc::Receiver<Command>,
 ) {
     let mut task = DeliveryTask::new(store, catalog, settings);
     task.load_waiting().await;
@@ -54,7 +54,7 @@ pub(super) async fn run(
 /// batch), up to a `Stop`, which is returned.
 fn gather(
     first: Command,
-    rx: &mut mpsc::UnboundedReceiver<Command>,
+    rx: &mut mpsc::Receiver<Command>,
 ) -> (Vec<Delivery>, Option<oneshot::Sender<()>>) {
     let (mut deliveries, mut stop) = match first {
         Command::Queue(queued) => (queued, None),
