@@ -21,6 +21,11 @@
 //! | `tributary_store_write_errors_total` | counter | |
 //! | `tributary_store_pending_writes` | gauge | (the write-behind backlog) |
 //! | `tributary_catalog_traits`, `_segments`, `_providers`, `_version` | gauge | |
+//! | `tributary_s2s_queued_total` | counter | |
+//! | `tributary_s2s_delivered_total` | counter | `destination` |
+//! | `tributary_s2s_requests_total` | counter | `destination`, `result` (`ok`, `error`) |
+//! | `tributary_s2s_dropped_total` | counter | `reason` (`expired`, `no_destination`, `overflow`, `queue_full`) |
+//! | `tributary_s2s_waiting` | gauge | (deliveries in the outbox) |
 //! | `tributary_build_info` | gauge (1) | `version` |
 
 use std::sync::OnceLock;

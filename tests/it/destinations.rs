@@ -345,3 +345,166 @@ async fn s2s_outbox_keeps_the_newest_deliveries_within_its_cap() {
     assert_eq!(receiver.attempts.load(Ordering::SeqCst), 1);
     receiver.handle.stop(true).await;
 }
+
+/// An S2S endpoint on a raw socket: while `trickling` is set it answers `200` headers with a
+/// `Content-Length` and then one body byte every 50 ms (a destination that keeps a request
+/// open without failing it); otherwise `200` at once, keeping the JSON bodies it received.
+struct TricklingReceiver {
+    url: String,
+    trickling: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    attempts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    accepted: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    task: actix_rt::task::JoinHandle<()>,
+}
+
+impl TricklingReceiver {
+    async fn start() -> TricklingReceiver {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/aam", listener.local_addr().unwrap());
+        let trickling = Arc::new(AtomicBool::new(true));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let (t, n, a) = (trickling.clone(), attempts.clone(), accepted.clone());
+        let task = actix_rt::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let (t, n, a) = (t.clone(), n.clone(), a.clone());
+                actix_rt::spawn(async move {
+                    // Keep-alive: the client may send the next request on this connection.
+                    while let Some(body) = read_request(&mut socket).await {
+                        n.fetch_add(1, Ordering::SeqCst);
+                        if t.load(Ordering::SeqCst) {
+                            let head = "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n";
+                            if socket.write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            for _ in 0..1000 {
+                                actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+                                if socket.write_all(b" ").await.is_err() {
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
+                        a.lock()
+                            .unwrap()
+                            .push(serde_json::from_slice(&body).expect("JSON body"));
+                        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        if socket.write_all(ok.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        TricklingReceiver {
+            url,
+            trickling,
+            attempts,
+            accepted,
+            task,
+        }
+    }
+
+    /// The `AAM_UUID` of every accepted user entry, in the order received.
+    fn uuids(&self) -> Vec<String> {
+        self.accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|body| body["Users"].as_array().unwrap().clone())
+            .map(|u| u["AAM_UUID"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+impl Drop for TricklingReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One HTTP/1.1 request with a `Content-Length` body: its body, or `None` once the client
+/// closed the connection.
+async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some(buf[head_end..head_end + length].to_vec())
+}
+
+/// `[s2s] timeout_ms` covers the whole exchange: a destination that sends its headers and
+/// then trickles the body fails the POST when the time is up, so the delivery is retried
+/// instead of staying in flight, and arrives once the destination behaves.
+#[actix_web::test]
+async fn s2s_destination_that_trickles_its_answer_is_timed_out_and_retried() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    let receiver = TricklingReceiver::start().await;
+    let mut cat = catalog(
+        vec![],
+        json!([{"sid": 11, "name": "cars", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == cars", "dataSourceId": 1}]),
+        json!([{"sid": 101, "name": "cars", "segmentRule": "11T", "dataSourceId": 1}]),
+    );
+    cat.destinations = serde_json::from_value(json!([
+        // An id of its own: the metrics below are shared by every server of the process.
+        {"destinationId": 15, "name": "partner", "destinationType": "S2S", "url": receiver.url,
+         "mappings": [{"sid": 101}]}
+    ]))
+    .unwrap();
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut config = test_config(dir.path(), &cat);
+    // The trickle would take 50 s to finish; the timeout is far shorter than the wait below.
+    config.s2s.timeout_ms = 200;
+    config.s2s.retry_initial_ms = 20;
+    config.s2s.retry_max_ms = 100;
+    let server = TestServer::start_config(config, dir.clone()).await;
+    const A: &str = "11111111111111111111111111111111111111";
+    const B: &str = "22222222222222222222222222222222222222";
+    for visitor in [A, B] {
+        let reply = get(&server.url(&format!("/event?c_page=cars&d_uuid={visitor}"))).await;
+        assert_eq!(reply.status, 200);
+    }
+    wait_for("a second attempt after a timed-out one", || {
+        receiver.attempts.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    assert!(receiver.uuids().is_empty());
+    let metrics = String::from_utf8(get(&server.url("/metrics")).await.body).unwrap();
+    assert!(
+        metrics.contains(r#"tributary_s2s_requests_total{destination="15",result="error"}"#),
+        "a timed-out POST counts as failed: {metrics}"
+    );
+
+    receiver.trickling.store(false, Ordering::SeqCst);
+    wait_for("the deliveries once the destination answers", || {
+        receiver.uuids().len() >= 2
+    })
+    .await;
+    assert_eq!(receiver.uuids(), [A, B]);
+    server.stop().await;
+}
