@@ -489,7 +489,7 @@ async fn s2s_destination_that_trickles_its_answer_is_timed_out_and_retried() {
         let reply = get(&server.url(&format!("/event?c_page=cars&d_uuid={visitor}"))).await;
         assert_eq!(reply.status, 200);
     }
-    wait_for("a second attempt after a timed-out one", || {
+    wait_until("a second attempt after a timed-out one", DELIVERY, || {
         receiver.attempts.load(Ordering::SeqCst) >= 2
     })
     .await;
@@ -501,9 +501,11 @@ async fn s2s_destination_that_trickles_its_answer_is_timed_out_and_retried() {
     );
 
     receiver.trickling.store(false, Ordering::SeqCst);
-    wait_for("the deliveries once the destination answers", || {
-        receiver.uuids().len() >= 2
-    })
+    wait_until(
+        "the deliveries once the destination answers",
+        DELIVERY,
+        || receiver.uuids().len() >= 2,
+    )
     .await;
     assert_eq!(receiver.uuids(), [A, B]);
     server.stop().await;
