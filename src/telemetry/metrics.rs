@@ -4,7 +4,7 @@
 //!
 //! | metric | kind | labels |
 //! | --- | --- | --- |
-//! | `tributary_events_total` | counter | `result` (`ok`, `opted_out`, `ignored`, `timeout`, `error`) |
+//! | `tributary_events_total` | counter | `result` (below) |
 //! | `tributary_event_duration_seconds` | histogram | |
 //! | `tributary_provider_calls_total` | counter | `provider`, `outcome` |
 //! | `tributary_provider_wait_seconds` | histogram | `provider` |
@@ -21,6 +21,9 @@
 //! | `tributary_store_pending_writes` | gauge | (the write-behind backlog) |
 //! | `tributary_catalog_traits`, `_segments`, `_providers`, `_version` | gauge | |
 //! | `tributary_build_info` | gauge (1) | `version` |
+//!
+//! `result` of `tributary_events_total`: `ok`, `timeout`, `error`, `opted_out`, `no_consent`,
+//! `coppa`, `ignored`.
 
 use std::sync::OnceLock;
 
