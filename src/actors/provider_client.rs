@@ -2,7 +2,8 @@
 //!
 //! awc's `Client` is `!Send`, so there is one client actor per provider per arbiter, found
 //! through a thread-local registry ([`client_for`]); a session only ever talks to the clients
-//! of its own thread. Each client keeps its own keep-alive pool (HTTP/1.1 only: CRATES.md F2).
+//! of its own thread. Each client keeps its own keep-alive pool (HTTP/1.1 only: see
+//! `docs/architecture.md`, Dependency notes).
 //!
 //! A call is never cut short by the event's deadline: the session stops *waiting* at the
 //! deadline, but the call runs on here until the provider's own timeout. Dropping it would
@@ -35,7 +36,7 @@ use crate::core::signing::{self, signature, SIGNATURE_HEADER};
 #[rtype(result = "ProviderReply")]
 pub struct LookupSegments {
     pub tid: Tid,
-    /// The JSON request body (DESIGN.md §3).
+    /// The JSON request body (`docs/provider-protocol.md`, The request).
     pub body: Bytes,
 }
 
@@ -59,7 +60,8 @@ pub enum CallError {
     /// must not pile up connections and timers without bound).
     #[error("not called: {0} calls already in flight")]
     Saturated(usize),
-    /// Not called: the provider's circuit is open (it kept failing; DESIGN.md §3, Health).
+    /// Not called: the provider's circuit is open (it kept failing; `docs/provider-protocol.md`,
+    /// Health).
     #[error("not called: the circuit is open")]
     CircuitOpen,
 }

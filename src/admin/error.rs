@@ -1,6 +1,6 @@
 //! Every error the admin API answers, mapped to its status and JSON body in one place:
-//! `{"error": {"code", "message", "field"?, "offset"?}}` (DESIGN.md §5). Nothing on the admin
-//! listener answers with actix's default plain-text errors.
+//! `{"error": {"code", "message", "field"?, "offset"?}}` (`docs/admin-api.md`, Errors). Nothing
+//! on the admin listener answers with actix's default plain-text errors.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};

@@ -1,4 +1,4 @@
-//! The admin REST API (DESIGN.md §5; AAM-REFERENCE.md §6), on its own listener.
+//! The admin REST API (`docs/admin-api.md`), on its own listener.
 //!
 //! Every request needs `Authorization: Bearer <[admin] token>` (compared in constant time);
 //! otherwise `401`. JSON in, JSON out; errors are [`AdminError`]s. Resources, with AAM's
@@ -13,7 +13,7 @@
 //!   to it (a trait a segment uses, a segment a destination maps).
 //! - `POST /v1/traits/validate`, `POST /v1/segments/validate` — `{"code": "<rule>"}`: `200
 //!   {"valid": true}` or the `400` with the error's byte offset.
-//! - `GET /v1/profiles/{uuid}`, `DELETE /v1/profiles/{uuid}` (see [`profiles`]).
+//! - `GET /v1/profiles/{uuid}`, `DELETE /v1/profiles/{uuid}` (see `profiles.rs`).
 //!
 //! Changes go through [`CatalogWriter`]: durable before answered, live for the next event.
 //! `GET /openapi.json` and `GET /docs` describe all of this (no token needed; see [`openapi`]).

@@ -1,5 +1,5 @@
 //! `GET` and `DELETE /v1/profiles/{uuid}`: what Tributary remembers about a visitor, and its
-//! erasure (DESIGN.md §5, §6 Erasure).
+//! erasure (`docs/admin-api.md`, Profiles; `docs/privacy.md`, Erasure).
 //!
 //! Times are Unix seconds. `GET` shows the latest saved state (a profile is saved after every
 //! event, written to disk within `store.write_delay_ms`). `DELETE` goes through the visitor's

@@ -1,4 +1,5 @@
-//! The catalog: providers, traits and segments, with AAM's field names (DESIGN.md §5).
+//! The catalog: providers, traits, segments and destinations, with AAM's field names
+//! (`docs/admin-api.md`).
 //!
 //! These are the objects admins write and the store keeps; [`Catalog::validate`] is the one
 //! gate every catalog passes before it is stored or compiled, so an invalid rule, a dangling
@@ -36,7 +37,8 @@ pub enum AskFor {
     Synced,
 }
 
-/// A third-party data provider asked in real time (DESIGN.md §3).
+/// A third-party data provider asked in real time (`docs/provider-protocol.md`, The provider
+/// object).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Provider {
@@ -145,7 +147,7 @@ pub struct Catalog {
     pub destinations: Vec<Destination>,
 }
 
-/// Where segments are handed for targeting (AAM-REFERENCE.md §5): a cookie (`ADS`), a URL the
+/// Where segments are handed for targeting (`docs/destinations.md`): a cookie (`ADS`), a URL the
 /// browser fires (`PUSH`), or a server endpoint Tributary calls (`S2S`). The fields of the
 /// other types are ignored; each type's own required ones are checked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -1,6 +1,6 @@
-//! A provider's circuit breaker (DESIGN.md §3, Health): stop calling a provider that keeps
-//! failing, try again after a cool-down, resume on success. Pure logic over injected instants,
-//! no actix, so every transition is unit-tested without sleeping.
+//! A provider's circuit breaker (`docs/provider-protocol.md`, Health): stop calling a provider
+//! that keeps failing, try again after a cool-down, resume on success. Pure logic over injected
+//! instants, no actix, so every transition is unit-tested without sleeping.
 //!
 //! ```text
 //!            N consecutive failures, or ≥ rate failures in the last W calls

@@ -1,18 +1,19 @@
-//! The visitor's privacy strings (DESIGN.md §6): IAB TCF v2 (`gdpr`, `gdpr_consent`), US
+//! The visitor's privacy strings (`docs/privacy.md`): IAB TCF v2 (`gdpr`, `gdpr_consent`), US
 //! Privacy (`us_privacy`) and GPP (`gpp`, `gpp_sid`), judged once per request.
 //!
 //! Every string is untrusted and is read within a length cap, by code that returns an error
 //! for any input rather than panic or allocate in proportion to what the string claims.
 //!
-//! The decoders are our own, not `iab_gpp`'s (CRATES.md §4 recommends that crate, with
-//! `catch_unwind`), for two reasons found while building this:
+//! The decoders are our own, not `iab_gpp`'s (the crate first chosen for this, to be wrapped in
+//! `catch_unwind`), for two reasons found while building this (`docs/architecture.md`,
+//! Dependency notes):
 //! - `iab_gpp` 0.1.2 expands every vendor range of a TC string into a list of ids: one 3.9 KB
 //!   string of ranges `1-65535` took it 15 s (debug build) and 65,535 × 700 pushes. Here a
 //!   range stays a range, and nothing costs more than one pass over the string's bits.
-//! - Its GPP header decoder overflows on some inputs (CRATES.md F3); the `consent` fuzz target
-//!   found one within seconds again. `catch_unwind` would contain it, but the panic still
-//!   prints, and a fuzzer cannot run past it. Only the GPP header is read here (the section
-//!   ids), with checked arithmetic.
+//! - Its GPP header decoder overflows on some inputs; the `consent` fuzz target found one
+//!   within seconds again. `catch_unwind` would contain it, but the panic still prints, and a
+//!   fuzzer cannot run past it. Only the GPP header is read here (the section ids), with
+//!   checked arithmetic.
 //!
 //! `iab_gpp` remains a dev-dependency: the tests check that both read the same strings alike.
 //!
@@ -989,7 +990,8 @@ mod tests {
         }
         assert!(gpp_sections("DBABTA").is_err());
         assert!(gpp_sections("garbage").is_err());
-        // The headers that overflow inside iab_gpp (CRATES.md F3, and the fuzz target's find).
+        // The headers that overflow inside iab_gpp (`docs/architecture.md`, Dependency notes, and
+        // the fuzz target's find).
         assert!(gpp_sections("DBAVVWBLA~BVVVVVVVVWA").is_err());
         assert!(gpp_sections("DBATBND48G0AP48G0AEsACCPLAkEgABABTA~1YNN").is_err());
         assert_eq!(parse_gpp_sid("2,6"), Some([2, 6].into()));

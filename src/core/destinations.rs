@@ -1,5 +1,5 @@
 //! What cookie (`ADS`) and URL (`PUSH`) destinations put in an `/event` answer
-//! (AAM-REFERENCE.md §5.2–5.3): `stuff` entries and `dests` URLs built from the visitor's
+//! (`docs/destinations.md`): `stuff` entries and `dests` URLs built from the visitor's
 //! segments and the destinations' mappings. Pure functions, free of actix.
 //!
 //! Choices where AAM is vague:

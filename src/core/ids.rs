@@ -1,8 +1,8 @@
 //! Identifiers that cross the wire: visitor ids (the `demdex` cookie, `d_uuid`, `uuid`) and
 //! transaction ids (`tid`).
 //!
-//! Both are AAM formats (AAM-REFERENCE.md §1.7, §1.10): a visitor id is a 38-digit decimal
-//! string, a `tid` is 12 characters of base64 (8 bytes).
+//! Both are AAM formats (`docs/dcs-api.md`, Visitor identity and The answer): a visitor id is
+//! a 38-digit decimal string, a `tid` is 12 characters of base64 (8 bytes).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +12,7 @@ use base64::Engine as _;
 use rand::RngExt as _;
 
 /// Smallest freshly generated visitor id: new ids are drawn from [10^37, 10^38) so that they
-/// print as 38 digits without padding (DESIGN.md §2).
+/// print as 38 digits without padding (`docs/dcs-api.md`, Visitor identity).
 const NEW_ID_MIN: u128 = 10u128.pow(37);
 /// One past the largest 38-digit number; it fits in a u128 (10^38 < 2^128).
 const ID_LIMIT: u128 = 10u128.pow(38);

@@ -1,6 +1,6 @@
 //! ID synchronization: declared ids (`d_cid`, `d_cid_ic`, `d_dpid`+`d_dpuuid`) and the `/ibs`
-//! call (DESIGN.md §2; AAM-REFERENCE.md §1.7, §2.4, §2.5). Pure logic, free of actix, so it
-//! can be unit-tested and fuzzed.
+//! call (`docs/dcs-api.md`, Declared ids and `/ibs`). Pure logic, free of actix, so it can be
+//! unit-tested and fuzzed.
 //!
 //! A declared id names a data source (by id, or by integration code) and the visitor's id in
 //! that data source. Accepted ids become mappings kept both ways: the visitor's profile holds

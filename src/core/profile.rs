@@ -54,7 +54,8 @@ impl Realization {
     ///
     /// A realization on day d with a TTL of n days counts through day d + n and is gone at the
     /// UTC midnight that starts day d + n + 1: AAM's rule for one-day TTLs (realized at 01:00
-    /// → 47 hours, at 23:00 → 25 hours) generalised to n days as AAM-REFERENCE.md §3.4 reads it.
+    /// → 47 hours, at 23:00 → 25 hours) generalised to n days (`docs/rules.md`, TTL and
+    /// realizations).
     /// Each new realization therefore extends the trait's life, as AAM's "a new qualification
     /// resets the TTL".
     pub fn expire(&mut self, today: u32, ttl_days: u32) -> bool {
@@ -87,7 +88,8 @@ impl Realization {
     }
 }
 
-/// A provider's answer kept for reuse while fresh (DESIGN.md §3, `ttl`/`cacheTtlSecs`).
+/// A provider's answer kept for reuse while fresh (`ttl`/`cacheTtlSecs`;
+/// `docs/provider-protocol.md`, Caching).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CachedAnswer {
     /// The provider's segment ids; empty for a "no data" answer.

@@ -1,5 +1,5 @@
-//! The provider protocol (DESIGN.md §3), free of actix: the request body the DCS sends, the
-//! answer it accepts, and the per-provider outcome of a call.
+//! The provider protocol (`docs/provider-protocol.md`), free of actix: the request body the DCS
+//! sends, the answer it accepts, and the per-provider outcome of a call.
 //!
 //! Answers are untrusted. Anything but a well-formed `200` OpenRTB `user.data` body or a `204`
 //! is that provider's failure for this call and nothing more; well-formed answers are bounded
@@ -286,7 +286,7 @@ impl Answer {
 ///
 /// `tmax` = what is really left of the deadline, minus the network buffer (the answer's trip
 /// back) and the reply reserve (evaluation, persistence, writing the reply), capped by the
-/// provider's own timeout (DESIGN.md §3).
+/// provider's own timeout (`docs/provider-protocol.md`, Budgets).
 pub fn budget(
     remaining: Duration,
     provider_timeout: Duration,

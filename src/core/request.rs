@@ -1,4 +1,5 @@
-//! Parsing of `/event` parameters (DESIGN.md §2), free of actix so it can be tested and fuzzed.
+//! Parsing of `/event` parameters (`docs/dcs-api.md`), free of actix so it can be tested and
+//! fuzzed.
 //!
 //! Input is the raw query string and, for `POST`, the raw form body; both are
 //! `application/x-www-form-urlencoded` (`+` is a space, `%XX` a byte). Parameters from the
@@ -7,7 +8,7 @@
 //! Outcomes, from worst to mildest:
 //! - a hostile `d_cb` name → [`RequestError::BadCallback`] (the caller answers `400`);
 //! - broken percent-encoding or invalid UTF-8 anywhere → [`RequestError::InvalidEncoding`]
-//!   (AAM error 311: the whole request is ignored, AAM-REFERENCE.md §1.3);
+//!   (AAM error 311: as AAM does, the whole request is ignored; `docs/dcs-api.md`, Encoding);
 //! - an unusable value (`d_uuid` that is not 38 digits, a non-numeric `d_sid`, a malformed
 //!   signal key) → an entry in [`EventRequest::errors`], and the rest of the call proceeds.
 
@@ -35,8 +36,8 @@ pub enum RequestError {
     BadCallback,
 }
 
-/// Privacy parameters, kept as sent; interpreted by the privacy layer (DESIGN.md §6) and passed
-/// to providers in `regs`.
+/// Privacy parameters, kept as sent; interpreted by the privacy layer (`docs/privacy.md`) and
+/// passed to providers in `regs`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PrivacyParams {
     pub gdpr: Option<String>,
@@ -151,8 +152,8 @@ fn finish_legacy_pair(
 }
 
 /// A parsed `/ibs` call: `/ibs:dpid=<dpid>&dpuuid=<id>[&redir=<url>]` or
-/// `/ibs:d_cid=<dpid>%01<id>` (AAM-REFERENCE.md §2.4). The parameters after the colon and those
-/// of a query string are read alike.
+/// `/ibs:d_cid=<dpid>%01<id>` (`docs/dcs-api.md`, `/ibs`). The parameters after the colon and
+/// those of a query string are read alike.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IbsRequest {
     pub declared: Vec<RawDeclaredId>,
@@ -317,8 +318,8 @@ fn parse_sids(req: &mut EventRequest, value: &str) {
     }
 }
 
-/// JSONP names are restricted to `^[A-Za-z_$][A-Za-z0-9_$.]{0,63}$` (DESIGN.md §2): enough for
-/// `jQuery123.cb`, never enough to inject script.
+/// JSONP names are restricted to `^[A-Za-z_$][A-Za-z0-9_$.]{0,63}$` (`docs/dcs-api.md`):
+/// enough for `jQuery123.cb`, never enough to inject script.
 pub fn is_valid_callback(name: &str) -> bool {
     let bytes = name.as_bytes();
     match bytes.split_first() {
@@ -333,8 +334,8 @@ pub fn is_valid_callback(name: &str) -> bool {
     }
 }
 
-/// Signal keys (AAM-REFERENCE.md §1.3): letters, digits, `-`, `_` (and `.`, which SDKs send),
-/// with at least one letter.
+/// Signal keys (`docs/dcs-api.md`, Parameters): letters, digits, `-`, `_` (and `.`, which SDKs
+/// send), with at least one letter.
 fn is_valid_signal_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= MAX_KEY_BYTES
@@ -345,8 +346,8 @@ fn is_valid_signal_key(key: &str) -> bool {
 }
 
 /// Splits a serialized value `v1,v2,"v 3"` into its values. A value wrapped in double quotes
-/// keeps its commas and loses the quotes (`age="41 to 55"`, AAM-REFERENCE.md §1.3). An empty
-/// value stays one empty value, so `c_flag=` is a present key.
+/// keeps its commas and loses the quotes (`age="41 to 55"`, as AAM reads it). An empty value
+/// stays one empty value, so `c_flag=` is a present key.
 pub fn split_values(value: &str) -> Vec<String> {
     let mut values = Vec::new();
     let mut current = String::new();

@@ -1,5 +1,5 @@
-//! Rendering of `/event` answers (DESIGN.md §2), free of actix: the AAM JSON body, its JSONP
-//! form, the `X-Error` header value and the 1×1 pixel.
+//! Rendering of `/event` answers (`docs/dcs-api.md`, The answer), free of actix: the AAM JSON
+//! body, its JSONP form, the `X-Error` header value and the 1×1 pixel.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -1,11 +1,11 @@
-//! Server-to-server destinations (AAM-REFERENCE.md §2, §5.4): what is delivered, and how.
+//! Server-to-server destinations (`docs/destinations.md`): what is delivered, and how.
 //!
 //! When a visitor's membership of the segments mapped to an `S2S` destination changes, one
 //! [`Delivery`] is queued for that destination: every mapped segment the visitor is now in
 //! (status 1) and every one it just left (status 0), as AAM's real-time messages list all of a
 //! visitor's segments. An erasure or an opt-out queues status 0 for every mapped segment the
 //! visitor was in. Deliveries are kept in the store's outbox until the destination accepts
-//! them (see `actors::s2s_dispatcher`).
+//! them (see `src/outbox.rs`).
 //!
 //! The body follows AAM's outbound real-time format ("IRIS"), numbers as JSON strings as in
 //! AAM's sample: `ProcessTime`, `AAM_Destination_Id`, `User_count`, and `Users` with

@@ -1,9 +1,9 @@
 //! The key/values an event carries, as trait rules see them.
 //!
-//! One map holds every kind of signal, keyed exactly as sent (DESIGN.md §2): customer
-//! signals (`c_…` and unprefixed keys), private signals (`p_…`, usable by this event's rules
-//! only) and header signals (`h_…`, filled by the DCS). What may leave the process is decided
-//! by [`Signals::shareable`], not by the caller.
+//! One map holds every kind of signal, keyed exactly as sent (`docs/dcs-api.md`, Parameters):
+//! customer signals (`c_…` and unprefixed keys), private signals (`p_…`, usable by this event's
+//! rules only) and header signals (`h_…`, filled by the DCS). What may leave the process is
+//! decided by [`Signals::shareable`], not by the caller.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -75,8 +75,8 @@ impl Signals {
     }
 
     /// Signals that may be sent to providers or logged: private (`p_`) and header (`h_`)
-    /// signals are left out — private ones must never leave the event (DESIGN.md §6), header
-    /// ones travel in the provider request's `site`/`device` objects instead.
+    /// signals are left out — private ones must never leave the event (`docs/privacy.md`),
+    /// header ones travel in the provider request's `site`/`device` objects instead.
     pub fn shareable(&self) -> impl Iterator<Item = (&str, &[String])> {
         self.map
             .iter()

@@ -1,5 +1,6 @@
-//! Load shedding: when the server cannot keep up, `/event` answers `429` at once (AAM's
-//! answer to excess traffic, AAM-REFERENCE.md §1.11) instead of letting every answer wait.
+//! Load shedding: when the server cannot keep up, `/event` and `/ibs` answer `429` at once
+//! (AAM's answer to excess traffic; `docs/dcs-api.md`, Load shedding) instead of letting every
+//! answer wait.
 //!
 //! Three signals, each checked before any work is done for an event:
 //! - **worker lag**: each worker thread measures how late a 5 ms timer fires. A late timer means

@@ -17,7 +17,7 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why a request body could not be read.
 pub enum BodyError {
     TooLarge,
-    /// Broken, or not received within [`BODY_READ_TIMEOUT`].
+    /// Broken, or not received within `BODY_READ_TIMEOUT`.
     Unreadable(String),
 }
 
@@ -35,7 +35,7 @@ pub fn media_type(req: &HttpRequest) -> Option<String> {
     )
 }
 
-/// Reads a request body of at most `limit` bytes within [`BODY_READ_TIMEOUT`].
+/// Reads a request body of at most `limit` bytes within `BODY_READ_TIMEOUT`.
 pub async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,

@@ -1,4 +1,5 @@
-//! Persistence. This module is the only one that touches sled (DESIGN.md §1) or Redis.
+//! Persistence. This module is the only one that touches sled or Redis (`docs/architecture.md`,
+//! Invariants).
 //!
 //! Everything else talks to the [`ProfileStore`], [`CatalogStore`] and [`OutboxStore`] traits
 //! ([`Store`] is all three), implemented by [`SledStore`] (one node) and [`RedisStore`] (many

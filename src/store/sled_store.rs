@@ -339,7 +339,7 @@ impl CatalogStore for SledStore {
         }
         self.catalog
             .insert([KIND_VERSION], &version.to_be_bytes()[..])?;
-        // An acknowledged catalog change must survive a crash (DESIGN.md §5).
+        // An acknowledged catalog change must survive a crash (`docs/admin-api.md`, Changes).
         self.db.flush()?;
         Ok(version)
     }

@@ -4,7 +4,7 @@
 //!
 //! | metric | kind | labels |
 //! | --- | --- | --- |
-//! | `tributary_events_total` | counter | `result` (`ok`, `opted_out`, `ignored`, `timeout`, `error`) |
+//! | `tributary_events_total` | counter | `result` (below) |
 //! | `tributary_event_duration_seconds` | histogram | |
 //! | `tributary_provider_calls_total` | counter | `provider`, `outcome` |
 //! | `tributary_provider_wait_seconds` | histogram | `provider` |
@@ -27,6 +27,9 @@
 //! | `tributary_s2s_dropped_total` | counter | `reason` (`expired`, `no_destination`, `overflow`, `queue_full`) |
 //! | `tributary_s2s_waiting` | gauge | (deliveries in the outbox) |
 //! | `tributary_build_info` | gauge (1) | `version` |
+//!
+//! `result` of `tributary_events_total`: `ok`, `timeout`, `error`, `opted_out`, `no_consent`,
+//! `coppa`, `ignored`.
 
 use std::sync::OnceLock;
 

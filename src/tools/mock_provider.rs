@@ -1,5 +1,6 @@
-//! A sample data provider speaking the provider protocol (DESIGN.md §3): used by the demo,
-//! by `tributary mock-provider`, and as the stand-in for real providers in benchmarks.
+//! A sample data provider speaking the provider protocol (`docs/provider-protocol.md`): used by
+//! the demo, by `tributary mock-provider`, and as the stand-in for real providers in
+//! benchmarks.
 //!
 //! Which segments a visitor gets is a deterministic function of its `user.ext.uuid`, so
 //! repeated visits of one visitor see the same answer, as with a real provider.

@@ -3,7 +3,7 @@
 //!
 //! - [`demo`]: the whole real-time path on one machine (sample providers, catalog, store).
 //! - [`mock_provider`]: a sample data provider speaking the provider protocol.
-//! - [`bench`]: `tributary bench`, scenarios measured against ceilings in the same run.
+//! - [`bench`](mod@bench): `tributary bench`, scenarios measured against ceilings in the same run.
 //! - [`tc_string`]: prints or decodes TCF v2 consent strings, to try `gdpr=1` calls.
 
 pub mod bench;

@@ -11,10 +11,10 @@
 //! profile evaluated and saved). That is what makes two concurrent hits of one visitor safe —
 //! they are applied one after the other to the same profile, and both count.
 //!
-//! The session never waits past the event's deadline for providers ([`fanout`]). The route
+//! The session never waits past the event's deadline for providers (`fanout.rs`). The route
 //! waits for the session only until the deadline too; if the engine is slow, the route answers
 //! without segments and the session still finishes the event, so no realization is lost.
-//! Calls still running at the cut-off are merged when they answer ([`late_answers`]).
+//! Calls still running at the cut-off are merged when they answer (`late_answers.rs`).
 
 mod fanout;
 mod late_answers;

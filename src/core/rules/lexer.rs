@@ -1,4 +1,4 @@
-//! Tokens of the trait and segment rule languages (DESIGN.md §4).
+//! Tokens of the trait and segment rule languages (`docs/rules.md`, Tokens).
 //!
 //! One lexer serves both languages: keywords (`AND`, `contains`, `FREQUENCY`…) and trait
 //! references (`123T`) are bare words that the parsers recognise, so the lexer never has to

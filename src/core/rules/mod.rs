@@ -1,4 +1,4 @@
-//! The rule languages (DESIGN.md §4): trait rules over signals, segment rules over traits.
+//! The rule languages (`docs/rules.md`): trait rules over signals, segment rules over traits.
 //!
 //! Both languages share one Boolean skeleton, parsed here by recursive descent:
 //!

@@ -8,7 +8,7 @@
 //! FOP     := ">=" | "<=" | "==" | "=" | "=>"
 //! ```
 //!
-//! Semantics (DESIGN.md §4, AAM-REFERENCE.md §4.1), made exact:
+//! Semantics (`docs/rules.md`, Segment rules), made exact:
 //! - the traits of a `FREQUENCY` list are OR-ed: their unexpired realizations are counted
 //!   together;
 //! - recency is in whole UTC days: a realization's *age* is today's UTC day number minus the

@@ -7,7 +7,7 @@
 //! VALUE   := "string" | 'string' | bare-word | number
 //! ```
 //!
-//! Semantics (DESIGN.md §4):
+//! Semantics (`docs/rules.md`, Trait rules):
 //! - keys and values are case-sensitive; keywords and named operators are not;
 //! - a key absent from the event matches nothing, `!=` and `not in` included;
 //! - a multi-valued key matches when any of its values matches;
@@ -403,7 +403,8 @@ fn compile_regex(pattern: &str, offset: usize) -> Result<Regex, RuleError> {
         ));
     }
     // The defaults (10 MiB program, 2 MiB lazy DFA per regex) would multiply across thousands
-    // of rules; these bounds keep a regex-heavy catalog small (CRATES.md §3, F9).
+    // of rules; these bounds keep a regex-heavy catalog small (`docs/architecture.md`,
+    // Dependency notes: regex).
     RegexBuilder::new(pattern)
         .size_limit(1 << 20)
         .dfa_size_limit(256 << 10)
