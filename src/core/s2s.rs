@@ -5,7 +5,7 @@
 //! (status 1) and every one it just left (status 0), as AAM's real-time messages list all of a
 //! visitor's segments. An erasure or an opt-out queues status 0 for every mapped segment the
 //! visitor was in. Deliveries are kept in the store's outbox until the destination accepts
-//! them (see `src/outbox.rs`).
+//! them (see `src/outbox/`).
 //!
 //! The body follows AAM's outbound real-time format ("IRIS"), numbers as JSON strings as in
 //! AAM's sample: `ProcessTime`, `AAM_Destination_Id`, `User_count`, and `Users` with

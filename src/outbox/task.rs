@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::header;
+use actix_web::http::{header, Version};
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
@@ -106,7 +106,10 @@ struct DeliveryTask {
 impl DeliveryTask {
     fn new(store: Arc<dyn OutboxStore>, catalog: CatalogHandle, settings: OutboxSettings) -> Self {
         // No client-level timeout: the one around each POST covers the whole exchange.
+        // HTTP/1.1 only, as for providers (docs/architecture.md, "HTTP/1.1 only"); no awc
+        // timeout, as `send` bounds the whole exchange, body included.
         let client = awc::Client::builder()
+            .max_http_version(Version::HTTP_11)
             .disable_redirects()
             .disable_timeout()
             .finish();

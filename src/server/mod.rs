@@ -37,7 +37,8 @@ use tasks::RetentionSweep;
 /// How [`start`] runs the server.
 #[derive(Clone, Copy, Debug)]
 pub struct StartOptions {
-    /// Stop gracefully on SIGINT/SIGTERM (the binary); tests stop servers themselves.
+    /// Stop on SIGTERM (gracefully) and SIGINT/SIGQUIT (actix: without waiting for requests in
+    /// flight), then flush: the binary. Tests stop their servers themselves.
     pub handle_signals: bool,
 }
 
