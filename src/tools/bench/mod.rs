@@ -454,6 +454,18 @@ impl Bench {
         Ok(())
     }
 
+    /// `<name>-capacity`: what this server serves closed-loop (after a warm-up), recorded as a
+    /// measurement; the events/s that open-loop phases are offered a share of.
+    fn capacity(&mut self, name: &str, s: &Service, store: &Path) -> Result<f64, String> {
+        let o = &self.options;
+        let zipf = Visitors::Zipf(o.visitors);
+        let spec = self.spec(s.addr, zipf, None, o.connections, o.duration);
+        let capacity = self.measure(&format!("{name}-capacity"), s, Some(store), spec)?;
+        let rate = capacity.events_per_sec;
+        self.measurements.push(capacity);
+        Ok(rate)
+    }
+
     /// Twice the capacity (shedding with explicit 429s), then half of it right after
     /// (recovery), and the load generator's own latency at that many connections.
     fn overload(&mut self) -> Result<(), String> {
@@ -465,11 +477,8 @@ impl Bench {
         // using every core. The capacity is measured first, on this same server.
         let (s, store) =
             self.tributary(name, catalogs::small(&[], 0, 80), "[server]\nworkers = 1\n")?;
-        let label = format!("{name}-capacity");
-        let spec = self.spec(s.addr, zipf.clone(), None, o.connections, o.duration);
-        let capacity = self.measure(&label, &s, Some(&store), spec)?;
-        let rate_of = |factor: f64| (capacity.events_per_sec * factor).max(10.0);
-        self.measurements.push(capacity.clone());
+        let capacity = self.capacity(name, &s, &store)?;
+        let rate_of = |factor: f64| (capacity * factor).max(10.0);
         // Real overload comes from many clients: thousands of connections, so that the
         // backlog builds up at the server (where it can be seen and shed), not inside
         // a client that waits for one answer before sending the next.
@@ -514,11 +523,7 @@ impl Bench {
         let name = Scenario::Soak.name();
         let zipf = Visitors::Zipf(o.visitors);
         let (s, store) = self.tributary(name, catalogs::small(&self.providers, 0, 80), "")?;
-        let label = format!("{name}-capacity");
-        let spec = self.spec(s.addr, zipf.clone(), None, o.connections, o.duration);
-        let capacity = self.measure(&label, &s, Some(&store), spec)?;
-        let rate = capacity.events_per_sec * 0.7;
-        self.measurements.push(capacity);
+        let rate = self.capacity(name, &s, &store)? * 0.7;
         let connections = connections_for(rate, 0.05);
         let spec = self.spec(s.addr, zipf, Some(rate), connections, o.soak);
         let pid = s.pid();
