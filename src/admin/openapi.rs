@@ -141,6 +141,7 @@ pub fn document() -> Value {
         "traits": {"type": "array", "items": {"type": "object", "properties": {"sid": {"type": "integer"},
             "firstRealization": {"type": "integer"}, "lastRealization": {"type": "integer"}, "count": {"type": "integer"}}}},
         "segments": {"type": "array", "items": {"type": "integer"}},
+        "ecid": {"type": "string", "description": "the device's Experience Cloud id, when one is linked"},
         "syncedIds": {"type": "array", "items": {"type": "object", "properties": {"dataSourceId": {"type": "integer"}, "id": {"type": "string"}}}},
         "providerAnswers": {"type": "array", "items": {"type": "object", "properties": {"pid": {"type": "integer"},
             "segments": {"type": "array", "items": {"type": "string"}}, "expiresAt": {"type": "integer"}}}}}});

@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use super::error::{clip, AdminError};
 use super::AdminState;
-use crate::actors::visitor_session::erase;
-use crate::core::ids::VisitorId;
+use crate::actors::visitor_session::{erase, Erasure};
+use crate::core::ids::{VisitorId, ECID_DATA_SOURCE};
 use crate::core::profile::Profile;
 
 #[derive(Serialize)]
@@ -25,6 +25,10 @@ struct ProfileView {
     catalog_version: u64,
     traits: Vec<TraitView>,
     segments: Vec<u64>,
+    /// The device's Experience Cloud id, when one is linked (also listed in `syncedIds`,
+    /// under its namespace, data source 4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ecid: Option<String>,
     synced_ids: Vec<SyncedView>,
     provider_answers: Vec<AnswerView>,
 }
@@ -71,6 +75,7 @@ fn view(visitor: VisitorId, p: Profile) -> ProfileView {
             })
             .collect(),
         segments: p.segments,
+        ecid: p.synced_ids.get(&ECID_DATA_SOURCE).cloned(),
         synced_ids: p
             .synced_ids
             .into_iter()
@@ -114,6 +119,6 @@ pub async fn delete_profile(
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, AdminError> {
     let visitor = visitor_of(&req)?;
-    erase(&state.deps, visitor).await?;
+    erase(&state.deps, visitor, Erasure::Everything).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -19,6 +19,7 @@ use crate::core::catalog::{Catalog, Provider};
 use crate::telemetry::logging::LogFormat;
 
 mod admin;
+mod id_service;
 mod privacy;
 mod realtime;
 mod s2s;
@@ -26,6 +27,7 @@ mod server;
 mod store;
 
 pub use admin::AdminConfig;
+pub use id_service::IdServiceConfig;
 pub use privacy::PrivacyConfig;
 pub use realtime::RealtimeConfig;
 pub use s2s::S2sConfig;
@@ -54,6 +56,8 @@ pub struct Config {
     pub privacy: PrivacyConfig,
     #[serde(default)]
     pub s2s: S2sConfig,
+    #[serde(default)]
+    pub id_service: IdServiceConfig,
     /// Seed providers, added to the seed file's (AAM field names, as in the admin API).
     #[serde(default)]
     pub providers: Vec<Provider>,
@@ -160,6 +164,7 @@ impl Config {
         self.realtime.validate()?;
         self.s2s.validate()?;
         self.privacy.validate()?;
+        self.id_service.validate()?;
 
         if !self.providers.is_empty() {
             let catalog = Catalog {

@@ -32,6 +32,14 @@ impl DcsError {
         }
     }
 
+    /// Code 101: `d_mid` is not an Experience Cloud id; the call continues as if it were absent.
+    pub fn invalid_ecid() -> Self {
+        DcsError {
+            code: 101,
+            msg: "Invalid Experience Cloud id passed in".into(),
+        }
+    }
+
     /// Code 102: `d_uuid` is not a 38-digit id; the call continues as if it were absent.
     pub fn invalid_aam_id() -> Self {
         DcsError {

@@ -1,8 +1,9 @@
-//! Identifiers that cross the wire: visitor ids (the `demdex` cookie, `d_uuid`, `uuid`) and
-//! transaction ids (`tid`).
+//! Identifiers that cross the wire: visitor ids (the `demdex` cookie, `d_uuid`, `uuid`),
+//! Experience Cloud ids (ECIDs, `d_mid`) and transaction ids (`tid`).
 //!
-//! Both are AAM formats (`docs/dcs-api.md`, Visitor identity and The answer): a visitor id is
-//! a 38-digit decimal string, a `tid` is 12 characters of base64 (8 bytes).
+//! All are AAM formats (`docs/dcs-api.md`, Visitor identity and The answer): a visitor id is
+//! a 38-digit decimal string, an ECID what Adobe's VisitorAPI accepts (38 decimal digits when
+//! minted, by it or by us), a `tid` is 12 characters of base64 (8 bytes).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +60,62 @@ impl VisitorId {
 impl fmt::Display for VisitorId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:038}", self.0)
+    }
+}
+
+/// The data source (namespace) under which a device's ECID is linked to its visitor, like an
+/// ID-synced id: AAM's reserved namespace for ECIDs, so `/profile/4/<ecid>`-style lookups and a
+/// provider that knows devices by ECID work as they do with AAM.
+pub const ECID_DATA_SOURCE: u32 = 4;
+
+/// Longest ECID accepted. VisitorAPI's own ids are 38 digits; its check (`[0-9a-fA-F-]+`)
+/// sets no length, this is a bound on what a client can make us store.
+const MAX_ECID_BYTES: usize = 64;
+
+/// An Experience Cloud id (ECID, AAM's `d_mid`): the device id Adobe's VisitorAPI keeps in the
+/// site's own first-party cookie, and so the one id a browser that blocks third-party cookies
+/// still sends on every call.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct Ecid(String);
+
+impl Ecid {
+    /// Parses `d_mid` as VisitorAPI checks it (hex digits and `-`), upper-cased as it stores
+    /// it; `None` for anything else, a numeric-looking overflow included.
+    pub fn parse(text: &str) -> Option<Self> {
+        let ok = !text.is_empty()
+            && text.len() <= MAX_ECID_BYTES
+            && text.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+        ok.then(|| Ecid(text.to_ascii_uppercase()))
+    }
+
+    /// The ECID Tributary mints for a visitor that has none: derived from the visitor id, so
+    /// the same visitor always gets the same one (AAM derives its MIDs the same way), and in
+    /// the shape VisitorAPI mints its own: two 19-digit halves, each within a signed 64-bit
+    /// integer, the first without a leading zero.
+    pub fn for_visitor(visitor: VisitorId) -> Self {
+        let mut input = b"tributary-ecid\0".to_vec();
+        input.extend_from_slice(&visitor.to_be_bytes());
+        let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+        let half = |bytes: &[u8]| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[..8]);
+            u64::from_be_bytes(word) & (i64::MAX as u64)
+        };
+        let (hi, lo) = (half(&digest.as_ref()[..8]), half(&digest.as_ref()[8..16]));
+        // The first half in [10^18, i64::MAX], so the text never starts with a zero.
+        const LOW: u64 = 1_000_000_000_000_000_000;
+        let hi = LOW + hi % (i64::MAX as u64 - LOW + 1);
+        Ecid(format!("{hi:019}{:019}", lo))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Ecid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -169,6 +226,49 @@ mod tests {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/'));
             assert!(seen.insert(tid), "duplicate tid {s}");
         }
+    }
+
+    #[test]
+    fn ecids_are_parsed_as_visitorapi_checks_them() {
+        let mid = "07955261652886032950143702505894272138";
+        assert_eq!(
+            Ecid::parse(mid).map(|e| e.to_string()),
+            Some(mid.to_string())
+        );
+        assert_eq!(
+            Ecid::parse("ab-12").map(|e| e.to_string()),
+            Some("AB-12".to_string())
+        );
+        let long = "1".repeat(MAX_ECID_BYTES + 1);
+        for bad in [
+            "",
+            "NOTARGET",
+            "12 34",
+            "12%2034",
+            "١٢",
+            "0x12",
+            long.as_str(),
+        ] {
+            assert_eq!(Ecid::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn minted_ecids_are_stable_per_visitor_and_shaped_like_visitorapis() {
+        for _ in 0..1000 {
+            let visitor = VisitorId::generate();
+            let ecid = Ecid::for_visitor(visitor);
+            assert_eq!(ecid, Ecid::for_visitor(visitor));
+            let text = ecid.as_str();
+            assert_eq!(text.len(), 38, "{text}");
+            assert_ne!(text.as_bytes()[0], b'0', "{text}");
+            for half in [&text[..19], &text[19..]] {
+                assert!(half.parse::<i64>().is_ok(), "{text}");
+            }
+            assert_eq!(Ecid::parse(text), Some(ecid.clone()));
+        }
+        let (a, b) = (VisitorId::generate(), VisitorId::generate());
+        assert_ne!(Ecid::for_visitor(a), Ecid::for_visitor(b));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`idsync`]: declared ids and `/ibs` (parsing, AAM's limits, safe redirects).
 //! - [`event`]: an identified event as the session, the providers and the engine see it.
 //! - [`error`]: AAM's `errors` entries (the codes the DCS answers with).
+//! - [`id_service`]: the `/id` answer VisitorAPI reads, and ID sync partners.
 //! - [`response`]: rendering AAM's JSON/JSONP answer, `X-Error`, the pixel.
 //! - [`rules`]: the trait and segment rule languages (lexer, parser, compiled rules).
 //! - [`catalog`]: providers, traits, segments, destinations (AAM field names) and their
@@ -30,6 +31,7 @@ pub mod destinations;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod id_service;
 pub mod ids;
 pub mod idsync;
 pub mod profile;

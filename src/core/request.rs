@@ -13,7 +13,7 @@
 //!   signal key) → an entry in [`EventRequest::errors`], and the rest of the call proceeds.
 
 use crate::core::error::{truncate, DcsError};
-use crate::core::ids::VisitorId;
+use crate::core::ids::{Ecid, VisitorId};
 use crate::core::idsync::{parse_cid, parse_pair, RawDeclaredId};
 use crate::core::signals::Signals;
 
@@ -57,6 +57,8 @@ pub struct EventRequest {
     pub signals: Signals,
     /// `d_uuid`, when it is a valid id.
     pub d_uuid: Option<VisitorId>,
+    /// `d_mid`, the device's Experience Cloud id, when it is a valid one.
+    pub d_mid: Option<Ecid>,
     /// `d_rtbd=json` (or a JSONP callback): answer with JSON rather than a pixel.
     pub json: bool,
     /// `d_cb`: a validated JSONP callback name.
@@ -159,6 +161,7 @@ pub struct IbsRequest {
     pub declared: Vec<RawDeclaredId>,
     pub redir: Option<String>,
     pub d_uuid: Option<VisitorId>,
+    pub d_mid: Option<Ecid>,
     pub privacy: PrivacyParams,
     pub errors: Vec<DcsError>,
 }
@@ -177,10 +180,8 @@ pub fn parse_ibs(path_params: &[u8], query: &[u8]) -> Result<IbsRequest, Request
             }
             match key.as_str() {
                 "redir" => req.redir = Some(value),
-                "d_uuid" => match VisitorId::parse(&value) {
-                    Some(id) => req.d_uuid = Some(id),
-                    None => req.errors.push(DcsError::invalid_aam_id()),
-                },
+                "d_uuid" => req.d_uuid = parse_uuid(&value, &mut req.errors),
+                "d_mid" => req.d_mid = parse_mid(&value, &mut req.errors),
                 _ => apply_privacy(&mut req.privacy, &key, value),
             }
         }
@@ -189,6 +190,56 @@ pub fn parse_ibs(path_params: &[u8], query: &[u8]) -> Result<IbsRequest, Request
     if req.declared.is_empty() && req.errors.is_empty() {
         req.errors.push(DcsError::invalid_customer_id(""));
     }
+    Ok(req)
+}
+
+/// `d_uuid`: an invalid one is reported (102) and the call goes on without it.
+fn parse_uuid(value: &str, errors: &mut Vec<DcsError>) -> Option<VisitorId> {
+    let id = VisitorId::parse(value);
+    if id.is_none() {
+        errors.push(DcsError::invalid_aam_id());
+    }
+    id
+}
+
+/// `d_mid`: an invalid one is reported (101) and the call goes on without it.
+fn parse_mid(value: &str, errors: &mut Vec<DcsError>) -> Option<Ecid> {
+    let id = Ecid::parse(value);
+    if id.is_none() {
+        errors.push(DcsError::invalid_ecid());
+    }
+    id
+}
+
+/// A parsed `GET /id` (or `/optOutStatus`) call, the ID service as Adobe's VisitorAPI calls
+/// it (`docs/dcs-api.md`, `/id`): the device's ECID, customer ids, consent. Other parameters
+/// (`d_visid_ver`, `d_fieldgroup`, `d_orgid`, `d_nsid`, `d_blob`, `ts`…) are accepted and
+/// ignored: the answer is the same whichever field group asks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdRequest {
+    pub d_mid: Option<Ecid>,
+    pub d_uuid: Option<VisitorId>,
+    pub declared: Vec<RawDeclaredId>,
+    pub privacy: PrivacyParams,
+    pub errors: Vec<DcsError>,
+}
+
+/// Parses an `/id` query string.
+pub fn parse_id(query: &[u8]) -> Result<IdRequest, RequestError> {
+    let mut req = IdRequest::default();
+    let mut pair = (None, None);
+    for kv in form_pairs(query) {
+        let (key, value) = kv?;
+        if collect_declared(&key, &value, &mut pair, &mut req.declared, &mut req.errors) {
+            continue;
+        }
+        match key.as_str() {
+            "d_mid" => req.d_mid = parse_mid(&value, &mut req.errors),
+            "d_uuid" => req.d_uuid = parse_uuid(&value, &mut req.errors),
+            _ => apply_privacy(&mut req.privacy, &key, value),
+        }
+    }
+    finish_legacy_pair(&mut pair, &mut req.declared, &mut req.errors);
     Ok(req)
 }
 
@@ -255,10 +306,8 @@ fn apply(req: &mut EventRequest, key: String, value: String) -> Result<(), Reque
         return Ok(());
     }
     match key.as_str() {
-        "d_uuid" => match VisitorId::parse(&value) {
-            Some(id) => req.d_uuid = Some(id),
-            None => req.errors.push(DcsError::invalid_aam_id()),
-        },
+        "d_uuid" => req.d_uuid = parse_uuid(&value, &mut req.errors),
+        "d_mid" => req.d_mid = parse_mid(&value, &mut req.errors),
         "d_rtbd" => req.json |= value == "json",
         "d_cb" => {
             if !is_valid_callback(&value) {
@@ -279,7 +328,7 @@ fn apply(req: &mut EventRequest, key: String, value: String) -> Result<(), Reque
         "gdpr" | "gdpr_consent" | "us_privacy" | "gpp" | "gpp_sid" | "d_coppa" => {
             apply_privacy(&mut req.privacy, &key, value)
         }
-        // Accepted and otherwise unused (d_orgid, d_ptfm, d_nsid, d_jsonv, d_mid, d_blob, d_ld,
+        // Accepted and otherwise unused (d_orgid, d_ptfm, d_nsid, d_jsonv, d_blob, d_ld,
         // cache busters…): AAM reserves every d_ key, so none of them is a signal.
         k if k.starts_with("d_") || k == "dcs_region" || k == "_ts" => {}
         // The DCS fills h_ signals from the real request; a client may not forge them.
@@ -547,6 +596,48 @@ mod tests {
             parse_ibs(b":dpid=%zz", b""),
             Err(RequestError::InvalidEncoding { .. })
         ));
+    }
+
+    #[test]
+    fn ecids_on_every_route() {
+        let mid = "07955261652886032950143702505894272138";
+        let r = parse(&format!("d_mid={mid}&c_a=1"));
+        assert_eq!(r.d_mid.as_ref().map(Ecid::as_str), Some(mid));
+        assert!(r.errors.is_empty() && !r.signals.contains_key("d_mid"));
+        let r = parse_ibs(b":dpid=5&dpuuid=x", format!("d_mid={mid}").as_bytes()).unwrap();
+        assert_eq!(r.d_mid.as_ref().map(Ecid::as_str), Some(mid));
+        for bad in ["NOTARGET", "", "12%2034"] {
+            let r = parse(&format!("d_mid={bad}"));
+            assert_eq!(r.d_mid, None, "{bad:?}");
+            assert_eq!(r.errors.iter().map(|e| e.code).collect::<Vec<_>>(), [101]);
+        }
+    }
+
+    #[test]
+    fn id_service_calls_as_visitorapi_sends_them() {
+        let mid = "07955261652886032950143702505894272138";
+        let r = parse_id(
+            format!(
+                "d_visid_ver=5.5.0&d_fieldgroup=MC&gdpr=1&gdpr_consent=CO1&d_rtbd=json&d_ver=2\
+                 &d_orgid=ABC%40AdobeOrg&d_nsid=0&d_mid={mid}&d_coppa=true&d_blob=xyz\
+                 &d_cid_ic=crm%01u-1%011&d_cid_ic=AVID%01abc&ts=1700000000000"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(r.d_mid.as_ref().map(Ecid::as_str), Some(mid));
+        assert_eq!(r.privacy.gdpr.as_deref(), Some("1"));
+        assert_eq!(r.privacy.gdpr_consent.as_deref(), Some("CO1"));
+        assert!(r.privacy.coppa);
+        assert_eq!(r.declared.len(), 2);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let r = parse_id(b"d_mid=%3Cscript%3E&d_cid_ic=%01").unwrap();
+        assert_eq!(r.d_mid, None);
+        assert_eq!(
+            r.errors.iter().map(|e| e.code).collect::<Vec<_>>(),
+            [101, 300]
+        );
+        assert!(parse_id(b"d_mid=%zz").is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::core::error::DcsError;
+use crate::core::id_service::IdBody;
 use crate::core::ids::Tid;
 use crate::core::response::{x_error, EventBody, PIXEL_GIF};
 
@@ -24,6 +25,8 @@ pub enum Body<'a> {
         body: &'a EventBody,
         callback: Option<&'a str>,
     },
+    /// The ID service's JSON object (`/id`, `/optOutStatus`).
+    Id(&'a IdBody),
     /// `302` to this (already checked) location: an `/ibs` redirect.
     Redirect(String),
 }
@@ -66,6 +69,7 @@ impl Answer<'_> {
                     .content_type(content_type)
                     .body(body.render(callback))
             }
+            Body::Id(body) => builder.content_type("application/json").body(body.render()),
             Body::Redirect(url) => builder.insert_header((header::LOCATION, url)).finish(),
         }
     }

@@ -97,6 +97,7 @@ fn claims(request: &mut EventRequest) -> Claims {
     Claims {
         privacy: std::mem::take(&mut request.privacy),
         d_uuid: request.d_uuid,
+        d_mid: request.d_mid.take(),
         declared: std::mem::take(&mut request.declared),
     }
 }

@@ -50,6 +50,7 @@ pub async fn ibs(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let claims = Claims {
         privacy: parsed.privacy,
         d_uuid: parsed.d_uuid,
+        d_mid: parsed.d_mid,
         declared: parsed.declared,
     };
     let catalog = state.deps.catalog.current();

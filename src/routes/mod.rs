@@ -2,6 +2,7 @@
 //!
 //! - [`event`]: `GET|POST|OPTIONS /event`, the DCS call.
 //! - [`ibs`]: `GET /ibs:…`, ID syncs.
+//! - [`id`]: `GET /id` and `/optOutStatus`, the ID service as Adobe's VisitorAPI calls it.
 //! - [`opt_out`]: `GET /demoptout.jpg`, the global opt-out.
 //! - [`ops`]: `GET /health`, `/ready`, `/metrics`.
 //!
@@ -19,6 +20,7 @@ pub mod cookies;
 pub mod cors;
 pub mod event;
 pub mod ibs;
+pub mod id;
 pub mod ops;
 pub mod opt_out;
 pub mod pipeline;
@@ -27,9 +29,10 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use actix_web::dev::HttpServiceFactory;
 use actix_web::http::Method;
 use actix_web::middleware::from_fn;
-use actix_web::web;
+use actix_web::{web, Route};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::actors::visitor_session::SessionDeps;
@@ -82,16 +85,15 @@ impl AppState {
 
 /// The public routes; anything else is a JSON `404`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/event")
-            .wrap(from_fn(cors::cors))
-            .route(web::get().to(event::event))
-            .route(web::post().to(event::event))
-            .route(web::method(Method::OPTIONS).to(cors::preflight))
-            .default_service(web::to(|| async {
-                HttpError::MethodNotAllowed.into_response()
-            })),
-    )
+    cfg.service(cross_origin(
+        "/event",
+        vec![web::get().to(event::event), web::post().to(event::event)],
+    ))
+    .service(cross_origin("/id", vec![web::get().to(id::id)]))
+    .service(cross_origin(
+        "/optOutStatus",
+        vec![web::get().to(id::opt_out_status)],
+    ))
     .route("/demoptout.jpg", web::get().to(opt_out::opt_out))
     .route("/demoptout", web::get().to(opt_out::opt_out))
     // AAM's ID sync URL has no '?': `/ibs:dpid=1&dpuuid=x`. The tail is checked in `ibs`.
@@ -100,4 +102,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/ready", web::get().to(ops::ready))
     .route("/metrics", web::get().to(ops::metrics))
     .default_service(web::to(|| async { HttpError::NotFound.into_response() }));
+}
+
+/// A route pages call from other origins with credentials: CORS and its preflight, `405` for
+/// other methods.
+fn cross_origin(path: &str, routes: Vec<Route>) -> impl HttpServiceFactory {
+    routes
+        .into_iter()
+        .fold(web::resource(path), |resource, route| resource.route(route))
+        .route(web::method(Method::OPTIONS).to(cors::preflight))
+        .default_service(web::to(|| async {
+            HttpError::MethodNotAllowed.into_response()
+        }))
+        .wrap(from_fn(cors::cors))
 }

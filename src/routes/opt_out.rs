@@ -1,5 +1,5 @@
-//! `GET /demoptout.jpg` (and `/demoptout`): the visitor of the cookie, and the one named by
-//! `d_uuid`, opt out. Each is recorded as opted out (durably, and refused at once by every
+//! `GET /demoptout.jpg` (and `/demoptout`): the visitor of the cookie, the one named by
+//! `d_uuid` and the one the device's ECID (`d_mid`) is linked to opt out. Each is recorded as opted out (durably, and refused at once by every
 //! listener) and erased — profile, cached answers, ID-sync mappings — through its session,
 //! after any event already queued for it. The answer is the pixel with `demdex=NOTARGET` for
 //! 10 years, also for a browser without a visitor id, so that it is never given one.
@@ -8,10 +8,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::answer::{Answer, Body};
 use super::{cookies, AppState};
-use crate::actors::visitor_session::erase;
+use crate::actors::visitor_session::{erase, Erasure};
 use crate::core::clock::unix_now;
 use crate::core::error::DcsError;
-use crate::core::ids::VisitorId;
+use crate::core::ids::{VisitorId, ECID_DATA_SOURCE};
 use crate::core::request::{parse_event, RequestError};
 
 pub async fn opt_out(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
@@ -23,7 +23,30 @@ pub async fn opt_out(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
     match parse_event(req.query_string().as_bytes(), None) {
         Ok(parsed) => {
             visitors.extend(parsed.d_uuid.filter(|v| !visitors.contains(v)));
-            errors.extend(parsed.errors.into_iter().filter(|e| e.code == 102));
+            errors.extend(
+                parsed
+                    .errors
+                    .into_iter()
+                    .filter(|e| e.code == 101 || e.code == 102),
+            );
+            // A browser that sends no third-party cookie is known by its ECID.
+            if let Some(ecid) = parsed.d_mid {
+                match state
+                    .deps
+                    .profiles
+                    .lookup_link(ECID_DATA_SOURCE, ecid.as_str())
+                    .await
+                {
+                    Ok(Some(link)) if !visitors.contains(&link.visitor) => {
+                        visitors.push(link.visitor)
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        log::error!("opt-out: the ECID's visitor not read: {e}");
+                        errors.push(DcsError::id_links_unreadable());
+                    }
+                }
+            }
         }
         Err(RequestError::InvalidEncoding { param }) => {
             errors.push(DcsError::invalid_parameters(&param))
@@ -35,7 +58,7 @@ pub async fn opt_out(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
     for visitor in visitors {
         let erased = async {
             deps.profiles.opt_out(visitor, now).await?;
-            erase(deps, visitor).await
+            erase(deps, visitor, Erasure::OptOut).await
         };
         match erased.await {
             Ok(()) => metrics::counter!("tributary_optouts_total").increment(1),

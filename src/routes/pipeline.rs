@@ -27,10 +27,10 @@ use crate::actors::visitor_session::VisitorSession;
 use crate::core::consent::{judge, Judgement, Refusal, VendorConsent};
 use crate::core::engine::CompiledCatalog;
 use crate::core::error::DcsError;
-use crate::core::ids::{Tid, VisitorId};
-use crate::core::idsync::{resolve, DataSources, DeclaredId, RawDeclaredId};
+use crate::core::ids::{Ecid, Tid, VisitorId, ECID_DATA_SOURCE};
+use crate::core::idsync::{resolve, AuthState, DataSources, DeclaredId, RawDeclaredId};
 use crate::core::request::{identify as identify_by_id, Identity, PrivacyParams, MAX_QUERY_BYTES};
-use crate::store::StoreError;
+use crate::store::{IdLink, StoreError};
 
 /// An admitted call: it counts as in flight (for shedding) until dropped.
 pub struct Call {
@@ -70,6 +70,9 @@ impl Call {
 pub struct Claims {
     pub privacy: PrivacyParams,
     pub d_uuid: Option<VisitorId>,
+    /// The device's ECID (`d_mid`): linked to the visitor like an ID-synced id, so a browser
+    /// that sends no third-party cookie is still recognised.
+    pub d_mid: Option<Ecid>,
     pub declared: Vec<RawDeclaredId>,
 }
 
@@ -111,6 +114,7 @@ pub async fn identify(
     let Claims {
         mut privacy,
         d_uuid,
+        d_mid,
         declared,
     } = claims;
     let cookie = cookies::sent(req);
@@ -128,6 +132,7 @@ pub async fn identify(
     }
     let (mut declared, id_errors) = resolve_declared(state, catalog, &declared);
     errors.extend(id_errors);
+    declared.extend(d_mid.map(ecid_link));
     let found = find_visitor(state, cookie, d_uuid, &mut declared, deadline, errors).await;
     let (visitor, new_visitor) = match found {
         Identity::Known(v) if !state.deps.profiles.is_opted_out(v) => (v, false),
@@ -171,6 +176,17 @@ fn refusal(
     }
 }
 
+/// The device's ECID as a declared id of the ECID namespace: looked up, synced, erased and
+/// expired with the rest of the visitor's ids. It is not counted in AAM's per-request limits,
+/// which are about the ids a page declares.
+pub fn ecid_link(ecid: Ecid) -> DeclaredId {
+    DeclaredId {
+        dpid: ECID_DATA_SOURCE,
+        id: ecid.as_str().to_string(),
+        auth: AuthState::Unknown,
+    }
+}
+
 /// The data sources declared ids may name: the catalog's, and the integration codes'.
 struct KnownSources<'a> {
     catalog: &'a CompiledCatalog,
@@ -196,12 +212,13 @@ fn resolve_declared(
     resolve(raw, &state.integration_codes, &known)
 }
 
-/// Who the visitor is: the cookie's id, else `d_uuid`, else the visitor a declared id is
-/// mapped to (the most recent mapping among them), else a new id. The cookie wins over a
-/// declared id, so a person who logs in on a second device moves their declared id's mapping
-/// to that device (AAM: the most recent mapping wins). If the mappings cannot be read by the
-/// deadline, the declared ids are dropped for this call (error 201): linking them to a new id
-/// could take them away from the visitor they belong to.
+/// Who the visitor is: the cookie's id, else `d_uuid`, else the visitor the device's ECID is
+/// linked to, else the visitor a declared id is mapped to (the most recent mapping among
+/// them), else a new id. The cookie and the ECID (the device) win over a declared id (the
+/// person), so a person who logs in on a second device moves their declared id's mapping to
+/// that device (AAM: the most recent mapping wins). If the mappings cannot be read by the
+/// deadline, the declared ids and the ECID are dropped for this call (error 201): linking them
+/// to a new id could take them away from the visitor they belong to.
 async fn find_visitor(
     state: &AppState,
     cookie: Option<&str>,
@@ -232,7 +249,15 @@ async fn find_visitor(
     };
     match found {
         Ok(links) => {
-            let latest = links.into_iter().flatten().max_by_key(|l| l.at);
+            let device = |(d, _): &(&&DeclaredId, _)| d.dpid == ECID_DATA_SOURCE;
+            let (devices, people): (Vec<_>, Vec<_>) = linking.iter().zip(links).partition(device);
+            let latest = |found: Vec<(&&DeclaredId, Option<IdLink>)>| {
+                found
+                    .into_iter()
+                    .filter_map(|(_, l)| l)
+                    .max_by_key(|l| l.at)
+            };
+            let latest = latest(devices).or_else(|| latest(people));
             let result = if latest.is_some() { "found" } else { "none" };
             metrics::counter!("tributary_declared_id_lookups_total", "result" => result)
                 .increment(1);

@@ -6,6 +6,7 @@
 //! | --- | --- | --- |
 //! | `tributary_events_total` | counter | `result` (below) |
 //! | `tributary_event_duration_seconds` | histogram | |
+//! | `tributary_id_total` | counter | `result` (`ok`, `timeout`, `opted_out`, `no_consent`, `coppa`, `status`, `invalid`, `shed`) |
 //! | `tributary_provider_calls_total` | counter | `provider`, `outcome` |
 //! | `tributary_provider_wait_seconds` | histogram | `provider` |
 //! | `tributary_provider_circuit_transitions_total` | counter | `provider`, `to` (`open`, `half_open`, `closed`) |

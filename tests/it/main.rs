@@ -6,6 +6,7 @@ mod common;
 mod demo;
 mod destinations;
 mod event_api;
+mod id_service;
 mod idsync;
 mod privacy;
 mod providers;

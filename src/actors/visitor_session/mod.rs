@@ -39,7 +39,7 @@ use crate::core::clock::unix_now;
 use crate::core::engine::CatalogHandle;
 use crate::core::error::DcsError;
 use crate::core::event::EventData;
-use crate::core::ids::{Tid, VisitorId};
+use crate::core::ids::{Tid, VisitorId, ECID_DATA_SOURCE};
 use crate::core::idsync::DeclaredId;
 use crate::core::profile::Profile;
 use crate::core::provider::Outcome;
@@ -84,6 +84,18 @@ pub struct SyncIds {
 #[rtype(result = "Result<(), StoreError>")]
 pub struct EraseProfile {
     pub pending: Option<PendingGuard>,
+    pub erasure: Erasure,
+}
+
+/// What an erasure leaves behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Erasure {
+    /// Nothing (admin `DELETE /v1/profiles/{uuid}`).
+    Everything,
+    /// An opt-out: everything but the device's ECID link, which now leads to the opted-out
+    /// visitor and so keeps the device opted out when its browser sends no third-party cookie
+    /// (`docs/privacy.md`, Opt-out).
+    OptOut,
 }
 
 /// Stops the session: the directory has removed it (idle, or too many sessions) and no event
@@ -414,11 +426,16 @@ fn sync_ids(
 
 /// Erases the visitor through its session (started if none runs), after any event already
 /// queued for it.
-pub async fn erase(deps: &SessionDeps, visitor: VisitorId) -> Result<(), StoreError> {
+pub async fn erase(
+    deps: &SessionDeps,
+    visitor: VisitorId,
+    erasure: Erasure,
+) -> Result<(), StoreError> {
     let (session, pending) = deps.session_for(visitor);
     session
         .send(EraseProfile {
             pending: Some(pending),
+            erasure,
         })
         .await
         .map_err(|e| StoreError::Io(format!("visitor session unavailable: {e}")))?
@@ -443,7 +460,12 @@ impl Handler<EraseProfile> for VisitorSession {
                     Ok(None) | Err(_) => Profile::default(),
                 },
             };
-            let ids = erased.synced_ids.into_iter().collect();
+            let keep_device = msg.erasure == Erasure::OptOut;
+            let ids = erased
+                .synced_ids
+                .into_iter()
+                .filter(|(dpid, _)| !(keep_device && *dpid == ECID_DATA_SOURCE))
+                .collect();
             let result = async {
                 profiles.delete(visitor).await?;
                 profiles.unlink(visitor, ids).await
