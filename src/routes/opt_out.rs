@@ -11,48 +11,12 @@ use super::{cookies, AppState};
 use crate::actors::visitor_session::{erase, Erasure};
 use crate::core::clock::unix_now;
 use crate::core::error::DcsError;
-use crate::core::ids::{VisitorId, ECID_DATA_SOURCE};
+use crate::core::ids::{Ecid, VisitorId, ECID_DATA_SOURCE};
 use crate::core::request::{parse_event, RequestError};
 
 pub async fn opt_out(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let mut visitors = Vec::new();
-    if let Some(v) = cookies::sent(&req).and_then(|c| VisitorId::parse(c.value())) {
-        visitors.push(v);
-    }
     let mut errors = Vec::new();
-    match parse_event(req.query_string().as_bytes(), None) {
-        Ok(parsed) => {
-            visitors.extend(parsed.d_uuid.filter(|v| !visitors.contains(v)));
-            errors.extend(
-                parsed
-                    .errors
-                    .into_iter()
-                    .filter(|e| e.code == 101 || e.code == 102),
-            );
-            // A browser that sends no third-party cookie is known by its ECID.
-            if let Some(ecid) = parsed.d_mid {
-                match state
-                    .deps
-                    .profiles
-                    .lookup_link(ECID_DATA_SOURCE, ecid.as_str())
-                    .await
-                {
-                    Ok(Some(link)) if !visitors.contains(&link.visitor) => {
-                        visitors.push(link.visitor)
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        log::error!("opt-out: the ECID's visitor not read: {e}");
-                        errors.push(DcsError::id_links_unreadable());
-                    }
-                }
-            }
-        }
-        Err(RequestError::InvalidEncoding { param }) => {
-            errors.push(DcsError::invalid_parameters(&param))
-        }
-        Err(RequestError::BadCallback) => {}
-    }
+    let visitors = who(&req, &state, &mut errors).await;
     let now = unix_now();
     let deps = &state.deps;
     for visitor in visitors {
@@ -76,4 +40,54 @@ pub async fn opt_out(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
         tid: None,
     }
     .into_response()
+}
+
+/// The visitors the call names: the cookie's, `d_uuid`'s, and the one the device's ECID is
+/// linked to (how a browser that sends no third-party cookie is known), each once.
+async fn who(req: &HttpRequest, state: &AppState, errors: &mut Vec<DcsError>) -> Vec<VisitorId> {
+    let mut visitors = Vec::new();
+    if let Some(v) = cookies::sent(req).and_then(|c| VisitorId::parse(c.value())) {
+        visitors.push(v);
+    }
+    let parsed = match parse_event(req.query_string().as_bytes(), None) {
+        Ok(parsed) => parsed,
+        Err(RequestError::InvalidEncoding { param }) => {
+            errors.push(DcsError::invalid_parameters(&param));
+            return visitors;
+        }
+        Err(RequestError::BadCallback) => return visitors,
+    };
+    errors.extend(
+        parsed
+            .errors
+            .into_iter()
+            .filter(|e| e.code == 101 || e.code == 102),
+    );
+    let linked = match parsed.d_mid {
+        Some(ecid) => device_visitor(state, &ecid, errors).await,
+        None => None,
+    };
+    for v in parsed.d_uuid.into_iter().chain(linked) {
+        if !visitors.contains(&v) {
+            visitors.push(v);
+        }
+    }
+    visitors
+}
+
+/// The visitor the device's ECID is linked to.
+async fn device_visitor(
+    state: &AppState,
+    ecid: &Ecid,
+    errors: &mut Vec<DcsError>,
+) -> Option<VisitorId> {
+    let profiles = &state.deps.profiles;
+    match profiles.lookup_link(ECID_DATA_SOURCE, ecid.as_str()).await {
+        Ok(link) => link.map(|l| l.visitor),
+        Err(e) => {
+            log::error!("opt-out: the ECID's visitor not read: {e}");
+            errors.push(DcsError::id_links_unreadable());
+            None
+        }
+    }
 }
