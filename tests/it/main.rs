@@ -13,4 +13,5 @@ mod redis_backend;
 mod restart;
 mod rules;
 mod store_conformance;
+mod tls;
 mod visitors;
