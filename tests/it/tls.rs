@@ -1,11 +1,11 @@
 //! Built-in TLS on the public listener (`[server] tls_cert`, `tls_key`): `/event` over HTTPS
 //! with the `SameSite=None; Secure` cookie browsers need, HTTP/1.1 only whatever the client
-//! offers, and start-up errors that name the key.
+//! offers, start-up errors that name the key, and `tributary demo --tls`.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -278,4 +278,78 @@ async fn serve_exits_with_the_message_on_a_bad_certificate() {
     );
     // Refused before the store was opened.
     assert!(!dir.path().join("store").exists());
+}
+
+#[actix_web::test]
+async fn the_demo_serves_https_with_a_certificate_of_its_own() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["demo", "--tls"])
+        .env("TRIBUTARY__SERVER__BIND", "127.0.0.1:0")
+        .env("TRIBUTARY__ADMIN__BIND", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tributary demo --tls");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let done = line.starts_with("Metrics:");
+            lines.push(line);
+            if done {
+                let _ = tx.send(lines.clone());
+            }
+        }
+    });
+    let printed = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the demo prints its walkthrough");
+    let endpoint = printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("DCS endpoint: "))
+        .expect("endpoint printed")
+        .to_string();
+    assert!(endpoint.starts_with("https://127.0.0.1:"), "{endpoint}");
+    let cert = printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("certificate:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("certificate path printed: {printed:#?}"));
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains(&format!("curl --cacert {} -s", cert.display()))),
+        "the walkthrough's curl trusts the certificate: {printed:#?}"
+    );
+    let pem = std::fs::read_to_string(&cert).expect("certificate written");
+
+    let res = https_client(&pem)
+        .get(format!("{endpoint}?d_rtbd=json&d_cts=2&c_page=cars"))
+        .send()
+        .await
+        .expect("HTTPS request trusting the printed certificate");
+    let reply = read(res).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["providers"]["acme"], "ok", "{}", reply.json());
+    let cookie = reply.header("set-cookie").unwrap();
+    assert!(
+        cookie.contains("SameSite=None") && cookie.contains("; Secure"),
+        "{cookie}"
+    );
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the demo stops cleanly on SIGTERM: {status:?}"
+    );
+    assert!(
+        !cert.exists(),
+        "the certificate goes with the demo's temporary directory"
+    );
 }
