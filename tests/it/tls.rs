@@ -280,18 +280,41 @@ async fn serve_exits_with_the_message_on_a_bad_certificate() {
     assert!(!dir.path().join("store").exists());
 }
 
+/// The demo process, stopped with SIGTERM when dropped, so a failed assertion leaves no
+/// demo running.
+struct Demo(std::process::Child);
+
+impl Demo {
+    fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            self.terminate();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[actix_web::test]
 async fn the_demo_serves_https_with_a_certificate_of_its_own() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(["demo", "--tls"])
-        .env("TRIBUTARY__SERVER__BIND", "127.0.0.1:0")
-        .env("TRIBUTARY__ADMIN__BIND", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tributary demo --tls");
-    let stdout = child.stdout.take().unwrap();
+    let mut demo = Demo(
+        Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .args(["demo", "--tls"])
+            .env("TRIBUTARY__SERVER__BIND", "127.0.0.1:0")
+            .env("TRIBUTARY__ADMIN__BIND", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tributary demo --tls"),
+    );
+    let stdout = demo.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = Vec::new();
@@ -340,10 +363,8 @@ async fn the_demo_serves_https_with_a_certificate_of_its_own() {
         "{cookie}"
     );
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
+    demo.terminate();
+    let status = demo.0.wait().unwrap();
     assert!(
         status.success(),
         "the demo stops cleanly on SIGTERM: {status:?}"
