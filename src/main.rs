@@ -36,6 +36,10 @@ enum Command {
         /// Server settings to use (the catalog and store are the demo's own).
         #[arg(long, default_value = "config.toml")]
         config: PathBuf,
+        /// Serve HTTPS, with a self-signed certificate for localhost and 127.0.0.1 made in the
+        /// demo's temporary directory (the admin API stays plain HTTP).
+        #[arg(long)]
+        tls: bool,
     },
     /// Run a sample data provider (the provider protocol's other side).
     MockProvider {
@@ -200,7 +204,7 @@ fn main() -> ExitCode {
             }),
             Err(e) => Err(e.to_string()),
         },
-        Command::Demo { config } => system.block_on(tributary::tools::demo::run(&config)),
+        Command::Demo { config, tls } => system.block_on(tributary::tools::demo::run(&config, tls)),
         Command::TcString {
             purposes,
             vendors,

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -35,6 +36,11 @@ pub struct ServerConfig {
     /// Integration codes `d_cid_ic` may name, with their data source ids (`crm = 9001`).
     /// Matched case-insensitively; `DSID_<n>` always names data source `n`.
     pub integration_codes: HashMap<String, u32>,
+    /// PEM certificate chain (leaf first) to serve HTTPS on `bind` itself; empty, with
+    /// `tls_key` empty too, = plain HTTP (TLS ends at the load balancer).
+    pub tls_cert: PathBuf,
+    /// PEM private key of `tls_cert` (PKCS#8, RSA or SEC1, unencrypted).
+    pub tls_key: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -51,13 +57,26 @@ impl Default for ServerConfig {
             max_in_flight: 20_000,
             idsync_redirect_hosts: Vec::new(),
             integration_codes: HashMap::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
         }
     }
 }
 
 impl ServerConfig {
-    /// `bind` needs no check here: it was parsed when the configuration was read.
+    /// The certificate chain and key files, when the public listener serves HTTPS itself.
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        if self.tls_cert.as_os_str().is_empty() {
+            None
+        } else {
+            Some((&self.tls_cert, &self.tls_key))
+        }
+    }
+
+    /// `bind` needs no check here: it was parsed when the configuration was read. The TLS
+    /// files' contents are read at start-up (`server::tls`); only their presence is checked here.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_tls()?;
         range("server.shed_lag_ms", self.shed_lag_ms, 0, 10_000)?;
         range(
             "server.max_in_flight",
@@ -113,6 +132,42 @@ impl ServerConfig {
                     "server.integration_codes",
                     format!("{code:?}: data source ids start at 1"),
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Both TLS files or neither; given, they must be files.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let cert = !self.tls_cert.as_os_str().is_empty();
+        let key = !self.tls_key.as_os_str().is_empty();
+        match (cert, key) {
+            (false, false) => return Ok(()),
+            (true, false) => {
+                return Err(bad(
+                    "server.tls_key",
+                    "must be set with server.tls_cert (both for HTTPS, neither for HTTP)",
+                ))
+            }
+            (false, true) => {
+                return Err(bad(
+                    "server.tls_cert",
+                    "must be set with server.tls_key (both for HTTPS, neither for HTTP)",
+                ))
+            }
+            (true, true) => {}
+        }
+        for (name, path) in [
+            ("server.tls_cert", &self.tls_cert),
+            ("server.tls_key", &self.tls_key),
+        ] {
+            if !path.is_file() {
+                let problem = if path.exists() {
+                    "is not a file"
+                } else {
+                    "does not exist"
+                };
+                return Err(bad(name, format!("{} {problem}", path.display())));
             }
         }
         Ok(())
@@ -195,6 +250,60 @@ mod tests {
         assert_eq!(
             (e.key.as_str(), e.message.as_str()),
             ("server.bind", "not an address:port (\"localhost:80\")")
+        );
+    }
+
+    #[test]
+    fn tls_files_go_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, "").unwrap();
+        std::fs::write(&key, "").unwrap();
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+
+        let c = Config::from_toml("", env(&[])).unwrap();
+        assert_eq!(c.server.tls(), None);
+        let c = Config::from_toml("[server]\ntls_cert = \"\"\ntls_key = \"\"\n", env(&[])).unwrap();
+        assert_eq!(c.server.tls(), None);
+        let c = Config::from_toml(
+            "",
+            env(&[
+                ("TRIBUTARY__SERVER__TLS_CERT", &cert),
+                ("TRIBUTARY__SERVER__TLS_KEY", &key),
+            ]),
+        )
+        .unwrap();
+        let (c_path, k_path) = c.server.tls().expect("TLS on");
+        assert_eq!(
+            (c_path.to_str(), k_path.to_str()),
+            (Some(&*cert), Some(&*key))
+        );
+
+        assert_eq!(
+            error(&format!("[server]\ntls_cert = {cert:?}\n"), &[]),
+            "config key server.tls_key: must be set with server.tls_cert (both for HTTPS, \
+             neither for HTTP)"
+        );
+        assert_eq!(
+            error("", &[("TRIBUTARY__SERVER__TLS_KEY", &key)]),
+            "config key server.tls_cert: must be set with server.tls_key (both for HTTPS, \
+             neither for HTTP)"
+        );
+        let missing = dir.path().join("missing.pem").display().to_string();
+        assert_eq!(
+            error(
+                &format!("[server]\ntls_cert = {missing:?}\ntls_key = {key:?}\n"),
+                &[]
+            ),
+            format!("config key server.tls_cert: {missing} does not exist")
+        );
+        let folder = dir.path().display().to_string();
+        assert_eq!(
+            error(
+                &format!("[server]\ntls_cert = {cert:?}\ntls_key = {folder:?}\n"),
+                &[]
+            ),
+            format!("config key server.tls_key: {folder} is not a file")
         );
     }
 

@@ -6,8 +6,10 @@
 
 mod running;
 mod tasks;
+pub mod tls;
 
 pub use running::Running;
+pub use tls::TlsError;
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,7 +17,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_http::HttpService;
+use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::{AppConfig, Server};
 use actix_web::{web, App, HttpServer};
 
 use crate::actors::directory::SessionDirectory;
@@ -52,11 +56,18 @@ pub enum StartError {
     Catalog(#[from] CatalogError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: io::Error },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Starts everything; see the module doc. Must be called inside a running actix `System`.
 pub async fn start(config: Config, options: StartOptions) -> Result<Running, StartError> {
     let config = Arc::new(config);
+    // Before the store is touched: a bad certificate or key stops the start at once.
+    let tls = match config.server.tls() {
+        Some((cert, key)) => Some(tls::server_config(cert, key)?),
+        None => None,
+    };
     let metrics = crate::telemetry::metrics::install();
 
     let store = open_store(&config)?;
@@ -95,12 +106,17 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         metrics,
         ready.clone(),
     ));
-    let public = listen_public(&config, options, state)?;
+    let public = listen_public(&config, options, state, tls)?;
     let token = admin_token(&config);
     let admin_state = web::Data::new(AdminState::new(writer.clone(), deps, &token));
     let admin = listen_admin(&config, admin_state)?;
     let (public, admin) = (public.spawn(), admin.spawn());
-    log::info!("listening on http://{}", public.addr);
+    let scheme = if config.server.tls().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    log::info!("listening on {scheme}://{}", public.addr);
     log::info!("admin API on http://{}/v1", admin.addr);
 
     let sweep = RetentionSweep {
@@ -225,13 +241,17 @@ fn start_outbox(
     )
 }
 
-/// The public listener: `[server] workers` threads, HTTP/1.x only (TLS and HTTP/2 belong to
-/// the load balancer in front).
+/// The public listener: `[server] workers` threads, HTTP/1.x only (HTTP/2 belongs to the load
+/// balancer in front). Plain HTTP, or HTTPS with `tls` (from `[server] tls_cert` and `tls_key`).
 fn listen_public(
     config: &Config,
     options: StartOptions,
     state: web::Data<AppState>,
+    tls: Option<rustls::ServerConfig>,
 ) -> Result<Bound, StartError> {
+    if let Some(tls) = tls {
+        return listen_public_tls(config, options, state, tls);
+    }
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -245,6 +265,67 @@ fn listen_public(
     let bind = config.server.bind;
     let server = server.bind(bind).map_err(bind_failed(bind))?;
     Ok(Bound::new(server.addrs(), bind, server.run()))
+}
+
+/// The public listener over TLS, put together as `HttpServer` does it and with its defaults,
+/// but with actix-http's HTTP/1 service alone. `HttpServer::bind_rustls_0_23` would put `h2`
+/// in front of the ALPN protocols of `tls` (actix-http's `http2` feature is always on, through
+/// awc), and browsers would then speak HTTP/2 to the h2 0.3 code (docs/architecture.md,
+/// "HTTP/1.1 only").
+fn listen_public_tls(
+    config: &Config,
+    options: StartOptions,
+    state: web::Data<AppState>,
+    tls: rustls::ServerConfig,
+) -> Result<Bound, StartError> {
+    let bind = config.server.bind;
+    let listener = tcp_listener(bind).map_err(bind_failed(bind))?;
+    let addr = listener.local_addr().map_err(bind_failed(bind))?;
+    let mut builder = Server::build()
+        .workers(config.worker_count())
+        .shutdown_timeout(config.server.shutdown_timeout_secs);
+    if !options.handle_signals {
+        builder = builder.disable_signals();
+    }
+    let shutdown = builder.graceful_shutdown_signal();
+    let builder = builder
+        .listen("tributary-public-https", listener, move || {
+            let app = App::new()
+                .app_data(state.clone())
+                .configure(routes::configure)
+                .into_factory()
+                .map_err(|e: actix_web::Error| e.error_response());
+            let host = addr.to_string();
+            let shutdown = shutdown.clone();
+            HttpService::build()
+                // HttpServer's value (actix-http's own default is none).
+                .client_disconnect_timeout(Duration::from_secs(1))
+                // Idle keep-alive connections close as a graceful stop begins.
+                .graceful_shutdown_signal(move || {
+                    let shutdown = shutdown.clone();
+                    async move { shutdown.notified().await }
+                })
+                // `secure`: `connection_info().scheme()` is "https", so the `demdex` cookie is
+                // `SameSite=None; Secure` (routes/cookies.rs).
+                .h1(map_config(app, move |_| {
+                    AppConfig::__priv_test_new(true, host.clone(), addr)
+                }))
+                .rustls_0_23(tls.clone())
+        })
+        .map_err(bind_failed(bind))?;
+    Ok(Bound::new(vec![addr], bind, builder.run()))
+}
+
+/// A listening socket as `HttpServer::bind` makes one: address reuse, a backlog of 1024.
+fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)?.into_std()
 }
 
 /// The admin listener: one worker (admins are few; changes are serialised by the writer).

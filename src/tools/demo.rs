@@ -3,10 +3,12 @@
 //! Starts three sample providers on loopback — `acme` (fast, answers cached for a minute),
 //! `slowco` (sometimes slower than the deadline) and `idco` (asked only about visitors it knows
 //! through an ID sync) — seeds the sample catalog (`demo/catalog.json`, compiled in) into a
-//! store in a temporary directory, and serves until Ctrl-C.
+//! store in a temporary directory, and serves until Ctrl-C. With `--tls`, the public listener
+//! serves HTTPS with a self-signed certificate for localhost made in that directory, so a page
+//! on another origin can be given the `SameSite=None; Secure` cookie.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::core::catalog::{AskFor, Catalog, Provider};
@@ -16,9 +18,14 @@ use crate::tools::mock_provider::{self, MockBehavior};
 /// The sample catalog's traits and segments.
 pub const DEMO_CATALOG: &str = include_str!("../../demo/catalog.json");
 
+/// How long the demo's certificate is valid: one run's worth and more, and well within what
+/// browsers accept of a certificate (Apple's platforms refuse more than 825 days).
+const DEMO_CERT_DAYS: i64 = 30;
+
 /// Runs the demo with the settings of `config_path` (if it exists) and an embedded store in a
-/// temporary directory. Must be called inside an actix `System`.
-pub async fn run(config_path: &Path) -> Result<(), String> {
+/// temporary directory; `tls`: HTTPS with a self-signed certificate made there. Must be called
+/// inside an actix `System`.
+pub async fn run(config_path: &Path, tls: bool) -> Result<(), String> {
     let mut config = if config_path.exists() {
         Config::load(config_path).map_err(|e| e.to_string())?
     } else {
@@ -29,6 +36,14 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
         .tempdir()
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     config.store.path = dir.path().join("store");
+    let demo_cert = if tls {
+        let (cert, key) = self_signed_certificate(dir.path())?;
+        config.server.tls_cert = cert.clone();
+        config.server.tls_key = key;
+        Some(cert)
+    } else {
+        None
+    };
 
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
     let acme = mock_provider::start(
@@ -91,6 +106,7 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
     config.catalog.seed = Some(seed);
     config.providers.clear();
 
+    let config_tls = config.server.tls().is_some();
     let running = server::start(
         config,
         StartOptions {
@@ -99,13 +115,27 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
     )
     .await
     .map_err(|e| e.to_string())?;
-    let base = format!("http://{}", running.addr());
+    let scheme = if config_tls { "https" } else { "http" };
+    let base = format!("{scheme}://{}", running.addr());
+    // curl must be told to trust the demo's own certificate.
+    let curl = match &demo_cert {
+        Some(cert) => format!("curl --cacert {}", cert.display()),
+        None => "curl".to_string(),
+    };
     println!();
     println!(
         "Tributary demo is running (store in {}).",
         dir.path().display()
     );
     println!("  DCS endpoint: {base}/event");
+    if let Some(cert) = &demo_cert {
+        println!(
+            "  certificate:  {} (self-signed for localhost and 127.0.0.1, valid {DEMO_CERT_DAYS} days)",
+            cert.display()
+        );
+        println!("                curl: --cacert as below; a browser: open {base}/health once and accept");
+        println!("                the warning, or add the file to its trusted authorities (new every run)");
+    }
     println!(
         "  admin API:    http://{}/v1 (bearer token: [admin] token, or the one logged above; docs at /docs)",
         running.admin_addr()
@@ -126,12 +156,12 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
     );
     println!();
     println!("Try (the calls share a visitor cookie; the second shows acme `cached`):");
-    println!("  curl -s -c /tmp/tributary.jar -b /tmp/tributary.jar '{base}/event?d_rtbd=json&d_cts=2&c_page=cars&c_section=sport'");
-    println!("  curl -s -c /tmp/tributary.jar -b /tmp/tributary.jar '{base}/event?d_rtbd=json&d_cts=2&c_basket=150'");
+    println!("  {curl} -s -c /tmp/tributary.jar -b /tmp/tributary.jar '{base}/event?d_rtbd=json&d_cts=2&c_page=cars&c_section=sport'");
+    println!("  {curl} -s -c /tmp/tributary.jar -b /tmp/tributary.jar '{base}/event?d_rtbd=json&d_cts=2&c_basket=150'");
     println!("Sync the visitor with idco (as idco's own sync pixel would), then idco is asked too (segment 106):");
-    println!("  curl -s -o /dev/null -w '%{{http_code}}\\n' -c /tmp/tributary.jar -b /tmp/tributary.jar '{base}/ibs:dpid=1003&dpuuid=idco-user-42'");
+    println!("  {curl} -s -o /dev/null -w '%{{http_code}}\\n' -c /tmp/tributary.jar -b /tmp/tributary.jar '{base}/ibs:dpid=1003&dpuuid=idco-user-42'");
     println!(
-        "  curl -s -c /tmp/tributary.jar -b /tmp/tributary.jar '{base}/event?d_rtbd=json&d_cts=2'"
+        "  {curl} -s -c /tmp/tributary.jar -b /tmp/tributary.jar '{base}/event?d_rtbd=json&d_cts=2'"
     );
     println!("Metrics: {base}/metrics   Press Ctrl-C to stop.");
     println!();
@@ -141,6 +171,35 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
     idco.stop().await;
     drop(dir);
     Ok(())
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1` and its key, written as PEM into
+/// `dir/tls/`: (certificate, key).
+fn self_signed_certificate(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let failed = |e: rcgen::Error| format!("cannot make the demo certificate: {e}");
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .map_err(failed)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Tributary demo (localhost)");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    // A day back, for clocks a little behind.
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(DEMO_CERT_DAYS);
+    let key = rcgen::KeyPair::generate().map_err(failed)?;
+    let cert = params.self_signed(&key).map_err(failed)?;
+
+    let tls_dir = dir.join("tls");
+    std::fs::create_dir_all(&tls_dir)
+        .map_err(|e| format!("cannot create {}: {e}", tls_dir.display()))?;
+    let cert_path = tls_dir.join("cert.pem");
+    let key_path = tls_dir.join("key.pem");
+    for (path, text) in [(&cert_path, cert.pem()), (&key_path, key.serialize_pem())] {
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok((cert_path, key_path))
 }
 
 fn demo_provider(

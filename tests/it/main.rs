@@ -14,4 +14,5 @@ mod redis_backend;
 mod restart;
 mod rules;
 mod store_conformance;
+mod tls;
 mod visitors;
