@@ -2,6 +2,7 @@
 
 mod actors;
 mod admin;
+mod browser;
 mod common;
 mod demo;
 mod destinations;
