@@ -5,6 +5,7 @@ mod admin;
 mod browser;
 mod common;
 mod demo;
+mod dest5;
 mod destinations;
 mod event_api;
 mod idsync;
