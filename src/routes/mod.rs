@@ -4,6 +4,7 @@
 //! - [`ibs`]: `GET /ibs:…`, ID syncs.
 //! - [`id`]: `GET /id` and `/optOutStatus`, the ID service as Adobe's VisitorAPI calls it.
 //! - [`opt_out`]: `GET /demoptout.jpg`, the global opt-out.
+//! - [`dest5`]: `GET /dest5.html`, the destination-publishing frame.
 //! - [`ops`]: `GET /health`, `/ready`, `/metrics`.
 //!
 //! What they share: [`pipeline`] (admission, consent, COPPA, identification, opt-out, the
@@ -18,6 +19,7 @@ pub mod answer;
 pub mod body;
 pub mod cookies;
 pub mod cors;
+pub mod dest5;
 pub mod event;
 pub mod ibs;
 pub mod id;
@@ -98,6 +100,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/demoptout", web::get().to(opt_out::opt_out))
     // AAM's ID sync URL has no '?': `/ibs:dpid=1&dpuuid=x`. The tail is checked in `ibs`.
     .route("/ibs{tail:.*}", web::get().to(ibs::ibs))
+    .service(
+        web::resource("/dest5.html")
+            .route(web::get().to(dest5::dest5))
+            .route(web::head().to(dest5::dest5))
+            .default_service(web::to(|| async {
+                HttpError::MethodNotAllowed.into_response()
+            })),
+    )
     .route("/health", web::get().to(ops::health))
     .route("/ready", web::get().to(ops::ready))
     .route("/metrics", web::get().to(ops::metrics))

@@ -2,8 +2,10 @@
 
 mod actors;
 mod admin;
+mod browser;
 mod common;
 mod demo;
+mod dest5;
 mod destinations;
 mod event_api;
 mod id_service;

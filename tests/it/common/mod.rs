@@ -1,6 +1,7 @@
 //! Shared test harness: real Tributary servers and real provider servers on 127.0.0.1:0,
 //! real sled stores in temporary directories.
 
+pub mod browser;
 mod redis_cluster;
 pub use redis_cluster::{unique_prefix, RedisCluster};
 
