@@ -356,7 +356,9 @@ async fn the_demo_serves_https_with_a_certificate_of_its_own() {
         .expect("HTTPS request trusting the printed certificate");
     let reply = read(res).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.json()["providers"]["acme"], "ok", "{}", reply.json());
+    // acme answers every visitor, with segments for some of them (`nodata` for the others).
+    let acme = reply.json()["providers"]["acme"].clone();
+    assert!(acme == "ok" || acme == "nodata", "{}", reply.json());
     let cookie = reply.header("set-cookie").unwrap();
     assert!(
         cookie.contains("SameSite=None") && cookie.contains("; Secure"),
