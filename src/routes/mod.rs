@@ -5,17 +5,20 @@
 //! - [`id`]: `GET /id` and `/optOutStatus`, the ID service as Adobe's VisitorAPI calls it.
 //! - [`opt_out`]: `GET /demoptout.jpg`, the global opt-out.
 //! - [`dest5`]: `GET /dest5.html`, the destination-publishing frame.
+//! - [`tag`]: `GET /tributary.js`, Tributary's own site tag.
 //! - [`ops`]: `GET /health`, `/ready`, `/metrics`.
 //!
 //! What they share: [`pipeline`] (admission, consent, COPPA, identification, opt-out, the
 //! session call — every visitor-facing route goes through it), [`admission`] (load shedding),
-//! [`cookies`] (the `demdex` cookie), [`cors`], [`body`] (bounded body reading, also used by
-//! the admin API) and [`answer`], the one place answers and refusals are written.
+//! [`cookies`] (the `demdex` cookie), [`cors`], [`assets`] (constant files, cacheable),
+//! [`body`] (bounded body reading, also used by the admin API) and [`answer`], the one place
+//! answers and refusals are written.
 //!
 //! The wire contract of these routes is `docs/dcs-api.md`.
 
 pub mod admission;
 pub mod answer;
+pub mod assets;
 pub mod body;
 pub mod cookies;
 pub mod cors;
@@ -26,6 +29,7 @@ pub mod id;
 pub mod ops;
 pub mod opt_out;
 pub mod pipeline;
+pub mod tag;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -33,7 +37,7 @@ use std::sync::Arc;
 
 use actix_web::dev::HttpServiceFactory;
 use actix_web::http::Method;
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{from_fn, Compress};
 use actix_web::{web, Route};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -100,14 +104,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/demoptout", web::get().to(opt_out::opt_out))
     // AAM's ID sync URL has no '?': `/ibs:dpid=1&dpuuid=x`. The tail is checked in `ibs`.
     .route("/ibs{tail:.*}", web::get().to(ibs::ibs))
-    .service(
-        web::resource("/dest5.html")
-            .route(web::get().to(dest5::dest5))
-            .route(web::head().to(dest5::dest5))
-            .default_service(web::to(|| async {
-                HttpError::MethodNotAllowed.into_response()
-            })),
-    )
+    .service(asset(
+        "/dest5.html",
+        web::get().to(dest5::dest5),
+        web::head().to(dest5::dest5),
+    ))
+    .service(asset(
+        "/tributary.js",
+        web::get().to(tag::tag),
+        web::head().to(tag::tag),
+    ))
     .route("/health", web::get().to(ops::health))
     .route("/ready", web::get().to(ops::ready))
     .route("/metrics", web::get().to(ops::metrics))
@@ -125,4 +131,16 @@ fn cross_origin(path: &str, routes: Vec<Route>) -> impl HttpServiceFactory {
             HttpError::MethodNotAllowed.into_response()
         }))
         .wrap(from_fn(cors::cors))
+}
+
+/// A constant file for browsers (`GET`, `HEAD`; `405` otherwise), compressed when the
+/// browser accepts it: the tag is a dozen kilobytes as written, a third of that gzipped.
+fn asset(path: &str, get: Route, head: Route) -> impl HttpServiceFactory {
+    web::resource(path)
+        .route(get)
+        .route(head)
+        .default_service(web::to(|| async {
+            HttpError::MethodNotAllowed.into_response()
+        }))
+        .wrap(Compress::default())
 }

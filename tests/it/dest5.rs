@@ -80,9 +80,13 @@ async fn dest5_is_one_cacheable_frameable_locked_down_page_whatever_is_asked() {
     );
     let cache = page.header("cache-control").unwrap();
     assert!(cache.starts_with("public, max-age="), "{cache}");
+    // Weak: the same tag covers the gzipped and the plain page.
     let etag = page.header("etag").unwrap();
+    let quoted = etag
+        .strip_prefix("W/")
+        .unwrap_or_else(|| panic!("weak: {etag}"));
     assert!(
-        etag.starts_with('"') && etag.ends_with('"') && etag.len() > 10,
+        quoted.starts_with('"') && quoted.ends_with('"') && quoted.len() > 10,
         "{etag}"
     );
     let body = String::from_utf8(page.body.clone()).unwrap();
@@ -100,7 +104,7 @@ async fn dest5_is_one_cacheable_frameable_locked_down_page_whatever_is_asked() {
     // Revalidation: the same tag (strong, weak, in a list, or `*`) is a 304 without a body.
     for inm in [
         etag.clone(),
-        format!("W/{etag}"),
+        quoted.to_string(),
         format!("\"other\", {etag}"),
         "*".to_string(),
     ] {

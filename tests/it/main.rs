@@ -15,6 +15,7 @@ mod providers;
 mod redis_backend;
 mod restart;
 mod rules;
+mod site_tag;
 mod store_conformance;
 mod tls;
 mod visitors;
