@@ -100,6 +100,7 @@ async fn browser_runs_scripts_reads_cookies_and_blocks_third_party_cookies_on_re
 
     let blocking = Browser::start(Options {
         block_third_party_cookies: true,
+        ..Default::default()
     })
     .await
     .expect("Chromium was found a moment ago");

@@ -2,6 +2,7 @@
 
 mod actors;
 mod admin;
+mod adobe_libraries;
 mod browser;
 mod common;
 mod demo;

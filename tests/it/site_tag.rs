@@ -67,6 +67,7 @@ fn cookie<'a>(cookies: &'a [(String, String)], name: &str) -> Option<&'a str> {
 async fn the_tag_collects_targets_and_keeps_the_visitor_without_third_party_cookies() {
     let Some(browser) = Browser::start(Options {
         block_third_party_cookies: true,
+        ..Default::default()
     })
     .await
     else {

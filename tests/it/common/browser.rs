@@ -45,11 +45,14 @@ const CHROMIUM_ARGS: &[&str] = &[
 /// How long one script may run in the page before WebDriver gives up on it.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(15);
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Chromium's "Block third-party cookies". (Third-party frames keep their storage, which
     /// Chromium partitions by top site anyway.)
     pub block_third_party_cookies: bool,
+    /// Chromium's `--host-resolver-rules`, e.g. `MAP *.demdex.net 127.0.0.1:8080`: host names
+    /// a library hard-codes, sent to a server on loopback.
+    pub host_rules: Option<String>,
 }
 
 pub struct Browser {
@@ -103,6 +106,9 @@ impl Browser {
         let (driver, port) = start_driver(&chromedriver).await;
         let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| a.to_string()).collect();
         args.push(format!("--user-data-dir={}", profile.path().display()));
+        if let Some(rules) = &options.host_rules {
+            args.push(format!("--host-resolver-rules={rules}"));
+        }
         // cookie_controls_mode is the setting's current name, block_third_party_cookies the
         // older one; both are set so that either Chromium reads the same choice.
         let block = options.block_third_party_cookies;
