@@ -30,11 +30,11 @@ async fn start() -> TestServer {
 
 async fn start_with(tweak: impl FnOnce(&mut tributary::config::Config)) -> TestServer {
     TestServer::start_with(&cars(), |c| {
-        tweak(c);
         c.id_service.syncs = serde_json::from_value(json!([
             {"id": 411, "url": "https://sync.partner.example/s?u=${DD_UUID}", "ttl_minutes": 10080}
         ]))
         .unwrap();
+        tweak(c);
     })
     .await
 }
@@ -300,4 +300,94 @@ async fn bad_input_gets_a_json_object_and_an_error() {
     assert_eq!(event["errors"][0]["code"], 101, "{event}");
     assert!(event["uuid"].is_string(), "{event}");
     server.stop().await;
+}
+
+/// The ID service and the destination-publishing frame in a real browser that blocks
+/// third-party cookies, driven the way VisitorAPI and DIL drive them (without their code):
+/// `/id` by an XHR with credentials from another site, its `ibs` posted to `/dest5.html` in the
+/// combined message format, then a DIL-style `POST /event` carrying only the ECID.
+#[actix_rt::test]
+async fn id_and_dest5_in_a_browser_as_visitorapi_drives_them() {
+    use crate::common::browser::{Browser, Options, TestSite};
+    let Some(browser) = Browser::start(Options {
+        block_third_party_cookies: true,
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let site = TestSite::start().await;
+    let sync_url = format!("{}/sync?u=${{DD_UUID}}", site.origin("127.0.0.1"));
+    let server = start_with(|c| {
+        c.id_service.syncs = serde_json::from_value(json!([
+            {"id": 411, "url": sync_url, "ttl_minutes": 60}
+        ]))
+        .unwrap();
+    })
+    .await;
+    browser
+        .open(&format!("{}/page", site.origin("localhost")))
+        .await;
+    let seen = browser
+        .async_script(
+            "const [dcs, done] = arguments;
+             const xhr = new XMLHttpRequest();
+             xhr.open('GET', dcs + '/id?d_visid_ver=5.5.0&d_fieldgroup=MC&d_rtbd=json&d_ver=2'
+                 + '&d_orgid=ABC%40AdobeOrg&d_nsid=0&ts=' + Date.now());
+             xhr.withCredentials = true;
+             xhr.setRequestHeader('Content-Type', 'application/x-www-form-urlencoded');
+             xhr.onload = () => {
+               const id = JSON.parse(xhr.responseText);
+               const frame = document.createElement('iframe');
+               frame.style.display = 'none';
+               frame.setAttribute('sandbox', 'allow-scripts allow-same-origin');
+               const reports = [];
+               window.addEventListener('message', (e) => reports.push(e.data));
+               frame.addEventListener('load', () => {
+                 const e = encodeURIComponent;
+                 const messages = id.ibs.map((s) => ['ibs', e(s.id), e(s.tag),
+                   s.url.map(e).join(','), e(String(s.ttl)), '', '', String(!!s.fireURLSync)].join('|'));
+                 frame.contentWindow.postMessage('---destpub-clear-dextp------destpub-combined---'
+                   + messages.join('%01'), new URL(dcs).origin);
+                 fetch(dcs + '/event?d_dil_ver=9.5&_ts=' + Date.now(), {
+                   method: 'POST', credentials: 'include',
+                   headers: {'Content-Type': 'application/x-www-form-urlencoded'},
+                   body: 'd_mid=' + e(id.d_mid) + '&d_nsid=0&c_page=cars&d_rtbd=json&d_jsonv=1&d_dst=1'
+                 }).then((r) => r.json()).then((event) => {
+                   setTimeout(() => done({id, event, reports}), 200);
+                 });
+               });
+               frame.src = dcs + '/dest5.html?d_nsid=0#' + encodeURIComponent(location.origin);
+               document.body.appendChild(frame);
+             };
+             xhr.send();",
+            vec![json!(server.base)],
+        )
+        .await;
+    let ecid = ecid_of(&seen["id"]);
+    let visitor = seen["event"]["uuid"].as_str().expect("the event's visitor");
+    assert_eq!(
+        Ecid::for_visitor(VisitorId::parse(visitor).unwrap()).as_str(),
+        ecid,
+        "the event found the visitor /id minted the ECID for: {seen}"
+    );
+    site.wait_hits(
+        &format!("/sync?u={visitor}"),
+        1,
+        std::time::Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        seen["reports"],
+        json!(["---destpub-to-parent---canSetThirdPartyCookies|false"]),
+        "{seen}"
+    );
+    assert!(
+        !browser.cookies().await.iter().any(|(n, _)| n == "demdex"),
+        "no third-party cookie"
+    );
+    browser.close().await;
+    server.stop().await;
+    site.stop().await;
 }
