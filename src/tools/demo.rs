@@ -11,8 +11,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::core::catalog::{AskFor, Catalog, Provider};
+use crate::core::catalog::{AskFor, Catalog, Destination, Provider};
+use crate::core::id_service::SyncPartner;
 use crate::server::{self, StartOptions};
+use crate::tools::demo_site::DemoSite;
 use crate::tools::mock_provider::{self, MockBehavior};
 
 /// The sample catalog's traits and segments.
@@ -97,9 +99,21 @@ pub async fn run(config_path: &Path, tls: bool) -> Result<(), String> {
         // data source 1003 (`/ibs:dpid=1003&dpuuid=…` or `d_cid=1003%01…`).
         Provider {
             ask_for: AskFor::Synced,
-            ..demo_provider(3, "idco", idco.url(), 1003, 60, 0)
+            ..demo_provider(3, "idco", idco.url(), IDCO_DATA_SOURCE, 60, 0)
         },
     ];
+    // The demo's web site: its pages use the tag and the ID service; it also plays the URL
+    // destination and idco's ID sync partner.
+    let site = DemoSite::start(IDCO_DATA_SOURCE)
+        .await
+        .map_err(|e| format!("cannot start the demo site: {e}"))?;
+    catalog.destinations = demo_destinations(&site.origin)?;
+    config.id_service.syncs = vec![SyncPartner {
+        id: site.sync_dpid,
+        url: format!("{}/sync?u=${{DD_UUID}}", site.origin),
+        ttl_minutes: 60,
+        tag: "img".into(),
+    }];
     let seed = dir.path().join("catalog.json");
     let text = serde_json::to_string_pretty(&catalog).map_err(|e| e.to_string())?;
     std::fs::write(&seed, text).map_err(|e| format!("cannot write {}: {e}", seed.display()))?;
@@ -117,6 +131,7 @@ pub async fn run(config_path: &Path, tls: bool) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let scheme = if config_tls { "https" } else { "http" };
     let base = format!("{scheme}://{}", running.addr());
+    site.serve_dcs(&base);
     // curl must be told to trust the demo's own certificate.
     let curl = match &demo_cert {
         Some(cert) => format!("curl --cacert {}", cert.display()),
@@ -128,6 +143,10 @@ pub async fn run(config_path: &Path, tls: bool) -> Result<(), String> {
         dir.path().display()
     );
     println!("  DCS endpoint: {base}/event");
+    println!(
+        "  demo site:    {}/ (open it in a browser: the site tag, and the ID service as Adobe's libraries call it)",
+        site.origin
+    );
     if let Some(cert) = &demo_cert {
         println!(
             "  certificate:  {} (self-signed for localhost and 127.0.0.1, valid {DEMO_CERT_DAYS} days)",
@@ -169,6 +188,7 @@ pub async fn run(config_path: &Path, tls: bool) -> Result<(), String> {
     acme.stop().await;
     slowco.stop().await;
     idco.stop().await;
+    site.stop().await;
     drop(dir);
     Ok(())
 }
@@ -200,6 +220,23 @@ fn self_signed_certificate(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
         std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok((cert_path, key_path))
+}
+
+/// idco's data source: its synced ids, and its ID sync partner's `dpid`.
+const IDCO_DATA_SOURCE: u32 = 1003;
+
+/// A cookie destination (`demo_segs`, written by the tag on the demo site) and a URL
+/// destination (the demo site's `/px`, fired through `/dest5.html`) for the sample segments.
+fn demo_destinations(site: &str) -> Result<Vec<Destination>, String> {
+    serde_json::from_value(serde_json::json!([
+        {"destinationId": 1, "name": "Demo ad server (cookie)", "destinationType": "ADS",
+         "cookieName": "demo_segs", "formatType": "single_key", "singleKey": "segs", "ttl": 14,
+         "mappings": [{"sid": 101}, {"sid": 103}, {"sid": 106}]},
+        {"destinationId": 2, "name": "Demo pixel (URL)", "destinationType": "PUSH",
+         "urlFormatString": format!("{site}/px?seg=%ALIAS%&uid=%DID%"),
+         "mappings": [{"sid": 101, "traitAlias": "auto-shopper"}, {"sid": 106, "traitAlias": "loyal"}]}
+    ]))
+    .map_err(|e| format!("demo destinations: {e}"))
 }
 
 fn demo_provider(

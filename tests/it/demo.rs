@@ -2,13 +2,13 @@
 //! that makes a synced-only provider answer, and the segment that follows.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
 
-#[actix_web::test]
-async fn the_demo_shows_a_cached_answer_and_an_id_sync() {
+/// `tributary demo` on free ports, and the walkthrough it printed (up to its `Metrics:` line).
+fn spawn_demo() -> (Child, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
         .arg("demo")
         .env("TRIBUTARY__SERVER__BIND", "127.0.0.1:0")
@@ -33,10 +33,37 @@ async fn the_demo_shows_a_cached_answer_and_an_id_sync() {
     let printed = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the demo prints its walkthrough");
-    let base = printed
+    (child, printed)
+}
+
+/// The value printed after `label` (`DCS endpoint: …`).
+fn printed_value(printed: &[String], label: &str) -> String {
+    printed
         .iter()
-        .find_map(|l| l.trim().strip_prefix("DCS endpoint: "))
-        .expect("endpoint printed")
+        .find_map(|l| l.trim().strip_prefix(label))
+        .unwrap_or_else(|| panic!("{label} printed: {printed:#?}"))
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Stops the demo with SIGTERM; it must exit cleanly.
+fn stop_demo(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the demo stops cleanly on SIGTERM: {status:?}"
+    );
+}
+
+#[actix_web::test]
+async fn the_demo_shows_a_cached_answer_and_an_id_sync() {
+    let (child, printed) = spawn_demo();
+    let base = printed_value(&printed, "DCS endpoint: ")
         .trim_end_matches("/event")
         .to_string();
     assert!(
@@ -76,12 +103,121 @@ async fn the_demo_shows_a_cached_answer_and_an_id_sync() {
         "{third}"
     );
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
+    stop_demo(child);
+}
+
+/// The demo's site in a real browser (which blocks third-party cookies): the tag page shows
+/// the segments of each event and writes the cookie destination; the ID-service page gets an
+/// ECID, fires idco's ID sync through the frame (the partner sends the browser back to the
+/// DCS's `/ibs`), after which idco answers, segment 106 follows and its URL destination
+/// fires.
+#[actix_web::test]
+async fn the_demo_site_shows_the_seed_flow_in_a_browser() {
+    use crate::common::browser::{Browser, Options};
+    let Some(browser) = Browser::start(Options {
+        block_third_party_cookies: true,
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let (child, printed) = spawn_demo();
+    let site = printed_value(&printed, "demo site: ");
+    let site = site.trim_end_matches('/');
+    let wait = Duration::from_secs(30);
+    // The pages show `…` until their first answer.
+    let shown = "window.segmentsShown = () => {
+        const t = document.getElementById('segments').textContent;
+        return t.startsWith('[') ? JSON.parse(t) : [];
+    };";
+
+    browser.open(&format!("{site}/tag.html")).await;
+    browser
+        .wait_script(
+            "the tag's first answer",
+            wait,
+            "return /^[0-9]{38}$/.test(document.getElementById('uuid').textContent) || null;",
+        )
+        .await;
+    browser
+        .script(
+            "document.querySelector('button[data-section]').click(); return true;",
+            vec![],
+        )
+        .await;
+    browser
+        .wait_script(
+            "segment 103 after a sport page",
+            wait,
+            &[shown, "return segmentsShown().includes(103) || null;"].concat(),
+        )
+        .await;
+    let cookies = browser.cookies().await;
     assert!(
-        status.success(),
-        "the demo stops cleanly on SIGTERM: {status:?}"
+        cookies
+            .iter()
+            .any(|(n, v)| n == "demo_segs" && v.contains("103")),
+        "{cookies:?}"
     );
+
+    browser.open(&format!("{site}/idservice.html")).await;
+    let ecid = browser
+        .wait_script(
+            "an ECID from /id",
+            wait,
+            "const t = document.getElementById('ecid').textContent; return /^[0-9]{38}$/.test(t) ? t : null;",
+        )
+        .await;
+    // idco's sync goes image → partner → /ibs; an event after it reaches idco.
+    let fired = browser
+        .wait_script(
+            "idco's segment 106 and its URL destination",
+            wait,
+            &[
+                shown,
+                "const segments = segmentsShown();
+             const fired = document.getElementById('fired').textContent;
+             if (segments.includes(106) && fired.includes('seg=loyal')) return fired;
+             if (!window.__clicked || Date.now() - window.__clicked > 1000) {
+               window.__clicked = Date.now();
+               document.querySelector('button[data-page]').click();
+             }
+             return null;",
+            ]
+            .concat(),
+        )
+        .await;
+    let uuid = browser
+        .script(
+            "return document.getElementById('uuid').textContent;",
+            vec![],
+        )
+        .await;
+    assert!(
+        fired
+            .as_str()
+            .unwrap()
+            .contains(&format!("uid={}", uuid.as_str().unwrap())),
+        "{fired}"
+    );
+    // The next page view: the same ECID, the same visitor.
+    browser.open(&format!("{site}/idservice.html")).await;
+    let again = browser
+        .wait_script(
+            "the visitor found through the ECID",
+            wait,
+            "const t = document.getElementById('uuid').textContent; return /^[0-9]{38}$/.test(t) ? t : null;",
+        )
+        .await;
+    assert_eq!(again, uuid);
+    let ecid_again = browser
+        .script(
+            "return document.getElementById('ecid').textContent;",
+            vec![],
+        )
+        .await;
+    assert_eq!(ecid_again, ecid);
+    browser.close().await;
+    stop_demo(child);
 }
