@@ -74,3 +74,15 @@ impl Asset {
             .body(self.body.clone())
     }
 }
+
+/// What a script served to customers' pages must never contain: the sinks that turn data into
+/// code or markup. Each asset's tests check its script against these (and its own extras).
+#[cfg(test)]
+pub const DANGEROUS_SINKS: &[&str] = &[
+    "eval(",
+    "innerHTML",
+    "outerHTML",
+    "document.write",
+    "Function(",
+    "insertAdjacentHTML",
+];

@@ -74,16 +74,8 @@ mod tests {
 
     #[test]
     fn the_page_has_no_dangerous_sinks() {
-        for sink in [
-            "eval(",
-            "innerHTML",
-            "outerHTML",
-            "document.write",
-            "Function(",
-            "insertAdjacentHTML",
-            "setTimeout(",
-            "console.",
-        ] {
+        let extra = ["setTimeout(", "console."];
+        for sink in crate::routes::assets::DANGEROUS_SINKS.iter().chain(&extra) {
             assert!(!SCRIPT.contains(sink), "{sink} in dest5.js");
         }
     }

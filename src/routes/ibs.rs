@@ -12,8 +12,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::answer::{Answer, Body, HttpError};
 use super::pipeline::{self, Claims, Identified, Verdict};
 use super::AppState;
-use crate::actors::visitor_session::SyncIds;
-use crate::core::clock::unix_now;
 use crate::core::error::DcsError;
 use crate::core::ids::{Tid, VisitorId};
 use crate::core::idsync::redirect_target;
@@ -89,14 +87,7 @@ async fn sync(
     if id.declared.is_empty() {
         return "invalid";
     }
-    let synced = pipeline::ask_session(state, id.visitor, deadline, |pending| SyncIds {
-        tid,
-        ids: id.declared,
-        now: unix_now(),
-        pending: Some(pending),
-        new_visitor: id.new_visitor,
-    });
-    match synced.await {
+    match pipeline::sync_ids(state, id, tid, deadline).await {
         Ok(session_errors) => {
             errors.extend(session_errors);
             "synced"

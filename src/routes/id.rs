@@ -14,10 +14,8 @@ use actix_web::cookie::Cookie;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::answer::{Answer, Body, HttpError};
-use super::pipeline::{self, ecid_link, Claims, Identified, Verdict};
+use super::pipeline::{self, ecid_link, Call, Claims, Identified, Verdict};
 use super::AppState;
-use crate::actors::visitor_session::SyncIds;
-use crate::core::clock::unix_now;
 use crate::core::error::DcsError;
 use crate::core::id_service::{blob, IdBody};
 use crate::core::ids::{Ecid, Tid, VisitorId};
@@ -25,16 +23,12 @@ use crate::core::request::{parse_id, IdRequest, RequestError};
 
 /// `/id`: pipeline, message, render.
 pub async fn id(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let call = match pipeline::admit(&state) {
-        Ok(call) => call,
-        Err(e) => return refused(&state, None, e),
+    let (call, mut out) = match begin(&req, &state) {
+        Ok(begun) => begun,
+        Err((tid, why)) => return refused(&state, tid, why),
     };
     let tid = call.tid;
-    if let Err(e) = call.check_length(req.query_string().len()) {
-        return refused(&state, Some(tid), e);
-    }
     let deadline = state.deadline_from_now();
-    let mut out = base_body(&state, tid);
     let (parsed, claims) = match parse(&req, &mut out.errors) {
         Some(parsed) => parsed,
         None => return answer("invalid", &out, None),
@@ -80,15 +74,11 @@ pub async fn id(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
 /// `/optOutStatus`: whether the device (its cookie, its ECID) opted out. Nothing is linked,
 /// stored or set.
 pub async fn opt_out_status(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let call = match pipeline::admit(&state) {
-        Ok(call) => call,
-        Err(e) => return refused(&state, None, e),
+    // The call counts as in flight (for shedding) until it is answered.
+    let (_call, mut out) = match begin(&req, &state) {
+        Ok(begun) => begun,
+        Err((tid, why)) => return refused(&state, tid, why),
     };
-    let tid = call.tid;
-    if let Err(e) = call.check_length(req.query_string().len()) {
-        return refused(&state, Some(tid), e);
-    }
-    let mut out = base_body(&state, tid);
     let Some((_, claims)) = parse(&req, &mut out.errors) else {
         return answer("invalid", &out, None);
     };
@@ -99,6 +89,16 @@ pub async fn opt_out_status(req: HttpRequest, state: web::Data<AppState>) -> Htt
         Verdict::Refused { result } => refusal(result, out),
         Verdict::Identified(_) | Verdict::ChildDirected => answer("status", &out, None),
     }
+}
+
+/// Admission and the length cap: the admitted call (kept until the answer, for shedding) and
+/// its answer's fields so far, or why it is refused (and its tid, when it got that far).
+fn begin(req: &HttpRequest, state: &AppState) -> Result<(Call, IdBody), (Option<Tid>, HttpError)> {
+    let call = pipeline::admit(state).map_err(|e| (None, e))?;
+    call.check_length(req.query_string().len())
+        .map_err(|e| (Some(call.tid), e))?;
+    let out = base_body(state, call.tid);
+    Ok((call, out))
 }
 
 fn base_body(state: &AppState, tid: Tid) -> IdBody {
@@ -144,14 +144,7 @@ async fn link(
     deadline: Instant,
     errors: &mut Vec<DcsError>,
 ) -> &'static str {
-    let linked = pipeline::ask_session(state, id.visitor, deadline, |pending| SyncIds {
-        tid,
-        ids: id.declared,
-        now: unix_now(),
-        pending: Some(pending),
-        new_visitor: id.new_visitor,
-    });
-    match linked.await {
+    match pipeline::sync_ids(state, id, tid, deadline).await {
         Ok(session_errors) => {
             errors.extend(session_errors);
             "ok"

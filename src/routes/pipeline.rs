@@ -23,7 +23,8 @@ use super::admission::Admitted;
 use super::answer::HttpError;
 use super::{cookies, AppState};
 use crate::actors::directory::PendingGuard;
-use crate::actors::visitor_session::VisitorSession;
+use crate::actors::visitor_session::{SyncIds, VisitorSession};
+use crate::core::clock::unix_now;
 use crate::core::consent::{judge, Judgement, Refusal, VendorConsent};
 use crate::core::engine::CompiledCatalog;
 use crate::core::error::DcsError;
@@ -305,6 +306,25 @@ where
         Ok(Err(e)) => Err(NoAnswer::Failed(e)),
         Err(_) => Err(NoAnswer::Late),
     }
+}
+
+/// Step 4 for ID syncs (`/ibs`, `/id`): the call's ids recorded by the visitor's session, in
+/// order with its events. The session's errors, or why they did not come by the deadline (the
+/// session still records the ids).
+pub async fn sync_ids(
+    state: &AppState,
+    id: Identified,
+    tid: Tid,
+    deadline: Instant,
+) -> Result<Vec<DcsError>, NoAnswer> {
+    ask_session(state, id.visitor, deadline, |pending| SyncIds {
+        tid,
+        ids: id.declared,
+        now: unix_now(),
+        pending: Some(pending),
+        new_visitor: id.new_visitor,
+    })
+    .await
 }
 
 impl AppState {

@@ -46,26 +46,6 @@ fn libraries() -> Option<(String, String)> {
     }
 }
 
-fn site_catalog(site: &TestSite) -> tributary::core::catalog::Catalog {
-    let mut cat = catalog(
-        vec![],
-        json!([{"sid": 11, "name": "cars", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == cars", "dataSourceId": 1}]),
-        json!([
-            {"sid": 101, "name": "cars", "segmentRule": "11T", "dataSourceId": 1},
-            {"sid": 102, "name": "cars twice", "segmentRule": "FREQUENCY([11T]) >= 2", "dataSourceId": 1}
-        ]),
-    );
-    cat.destinations = serde_json::from_value(json!([
-        {"destinationId": 1, "name": "ads", "destinationType": "ADS", "cookieName": "aamseg",
-         "formatType": "single_key", "singleKey": "segs", "ttl": 14, "mappings": [{"sid": 101}]},
-        {"destinationId": 2, "name": "pixel", "destinationType": "PUSH",
-         "urlFormatString": format!("{}/px?seg=%ALIAS%&uid=%DID%", site.origin("127.0.0.1")),
-         "mappings": [{"sid": 101, "traitAlias": "auto"}]}
-    ]))
-    .unwrap();
-    cat
-}
-
 /// One page view of the site: VisitorAPI, then DIL sending `c_page=cars`. Returns the ECID
 /// VisitorAPI reports and DIL's answer.
 async fn page_view(browser: &Browser, site: &TestSite, visitorapi: &str, dil: &str) -> Value {
@@ -111,7 +91,7 @@ async fn visitorapi_and_dil_unmodified_keep_the_visitor_without_third_party_cook
     };
     let site = TestSite::start().await;
     let sync_url = format!("{}/sync?u=${{DD_UUID}}", site.origin("127.0.0.1"));
-    let server = TestServer::start_with(&site_catalog(&site), |c| {
+    let server = TestServer::start_with(&crate::site_tag::tag_catalog(&site), |c| {
         c.id_service.syncs = serde_json::from_value(json!([
             {"id": 411, "url": sync_url, "ttl_minutes": 60}
         ]))

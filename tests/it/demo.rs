@@ -1,69 +1,17 @@
 //! `tributary demo` as a process: its printed walkthrough works — a cached answer, an ID sync
 //! that makes a synced-only provider answer, and the segment that follows.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::common::demo::DemoProcess;
 use crate::common::*;
-
-/// `tributary demo` on free ports, and the walkthrough it printed (up to its `Metrics:` line).
-fn spawn_demo() -> (Child, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .arg("demo")
-        .env("TRIBUTARY__SERVER__BIND", "127.0.0.1:0")
-        .env("TRIBUTARY__ADMIN__BIND", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tributary demo");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let done = line.starts_with("Metrics:");
-            lines.push(line);
-            if done {
-                let _ = tx.send(lines.clone());
-            }
-        }
-    });
-    let printed = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the demo prints its walkthrough");
-    (child, printed)
-}
-
-/// The value printed after `label` (`DCS endpoint: …`).
-fn printed_value(printed: &[String], label: &str) -> String {
-    printed
-        .iter()
-        .find_map(|l| l.trim().strip_prefix(label))
-        .unwrap_or_else(|| panic!("{label} printed: {printed:#?}"))
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string()
-}
-
-/// Stops the demo with SIGTERM; it must exit cleanly.
-fn stop_demo(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
-    assert!(
-        status.success(),
-        "the demo stops cleanly on SIGTERM: {status:?}"
-    );
-}
 
 #[actix_web::test]
 async fn the_demo_shows_a_cached_answer_and_an_id_sync() {
-    let (child, printed) = spawn_demo();
-    let base = printed_value(&printed, "DCS endpoint: ")
+    let demo = DemoProcess::spawn(&[]);
+    let printed = &demo.printed;
+    let base = demo
+        .value("DCS endpoint: ")
         .trim_end_matches("/event")
         .to_string();
     assert!(
@@ -103,7 +51,7 @@ async fn the_demo_shows_a_cached_answer_and_an_id_sync() {
         "{third}"
     );
 
-    stop_demo(child);
+    demo.stop();
 }
 
 /// The demo's site in a real browser (which blocks third-party cookies): the tag page shows
@@ -122,8 +70,8 @@ async fn the_demo_site_shows_the_seed_flow_in_a_browser() {
     else {
         return;
     };
-    let (child, printed) = spawn_demo();
-    let site = printed_value(&printed, "demo site: ");
+    let demo = DemoProcess::spawn(&[]);
+    let site = demo.value("demo site: ");
     let site = site.trim_end_matches('/');
     let wait = Duration::from_secs(30);
     // The pages show `…` until their first answer.
@@ -219,5 +167,5 @@ async fn the_demo_site_shows_the_seed_flow_in_a_browser() {
         .await;
     assert_eq!(ecid_again, ecid);
     browser.close().await;
-    stop_demo(child);
+    demo.stop();
 }

@@ -13,7 +13,9 @@ use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn tag_catalog(site: &TestSite) -> tributary::core::catalog::Catalog {
+/// Segment 101 from a car page, 102 from two; 101 mapped to a cookie destination (`aamseg`)
+/// and to a URL destination `site` records (`/px`). Also used by the Adobe library tests.
+pub fn tag_catalog(site: &TestSite) -> tributary::core::catalog::Catalog {
     let mut cat = catalog(
         vec![],
         json!([{"sid": 11, "name": "cars", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == cars", "dataSourceId": 1}]),

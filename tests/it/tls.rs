@@ -2,10 +2,10 @@
 //! with the `SameSite=None; Secure` cookie browsers need, HTTP/1.1 only whatever the client
 //! offers, start-up errors that name the key, and `tributary demo --tls`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tributary::server::{self, StartError, StartOptions};
 
+use crate::common::demo::DemoProcess;
 use crate::common::*;
 
 /// A self-signed certificate for localhost and 127.0.0.1, written into `dir` as
@@ -280,55 +281,10 @@ async fn serve_exits_with_the_message_on_a_bad_certificate() {
     assert!(!dir.path().join("store").exists());
 }
 
-/// The demo process, stopped with SIGTERM when dropped, so a failed assertion leaves no
-/// demo running.
-struct Demo(std::process::Child);
-
-impl Demo {
-    fn terminate(&self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            self.terminate();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 #[actix_web::test]
 async fn the_demo_serves_https_with_a_certificate_of_its_own() {
-    let mut demo = Demo(
-        Command::new(env!("CARGO_BIN_EXE_tributary"))
-            .args(["demo", "--tls"])
-            .env("TRIBUTARY__SERVER__BIND", "127.0.0.1:0")
-            .env("TRIBUTARY__ADMIN__BIND", "127.0.0.1:0")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn tributary demo --tls"),
-    );
-    let stdout = demo.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let done = line.starts_with("Metrics:");
-            lines.push(line);
-            if done {
-                let _ = tx.send(lines.clone());
-            }
-        }
-    });
-    let printed = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the demo prints its walkthrough");
+    let demo = DemoProcess::spawn(&["--tls"]);
+    let printed = &demo.printed;
     let endpoint = printed
         .iter()
         .find_map(|l| l.trim().strip_prefix("DCS endpoint: "))
@@ -365,12 +321,7 @@ async fn the_demo_serves_https_with_a_certificate_of_its_own() {
         "{cookie}"
     );
 
-    demo.terminate();
-    let status = demo.0.wait().unwrap();
-    assert!(
-        status.success(),
-        "the demo stops cleanly on SIGTERM: {status:?}"
-    );
+    demo.stop();
     assert!(
         !cert.exists(),
         "the certificate goes with the demo's temporary directory"

@@ -2,6 +2,7 @@
 //! real sled stores in temporary directories.
 
 pub mod browser;
+pub mod demo;
 mod redis_cluster;
 pub use redis_cluster::{unique_prefix, RedisCluster};
 
