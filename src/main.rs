@@ -98,6 +98,9 @@ enum Command {
         /// Visitor population (Zipf-distributed repeat visits).
         #[arg(long, default_value_t = 1_000_000)]
         visitors: u64,
+        /// Load generator threads (as `wrk -t`): enough that the generator is never the limit.
+        #[arg(long, default_value_t = 2)]
+        generator_threads: usize,
         /// Scenarios to run (repeatable); default: all but soak.
         #[arg(long = "scenario", value_enum)]
         scenarios: Vec<tributary::tools::bench::Scenario>,
@@ -244,6 +247,7 @@ fn main() -> ExitCode {
             warmup,
             connections,
             visitors,
+            generator_threads,
             scenarios,
             soak_secs,
             out,
@@ -257,6 +261,7 @@ fn main() -> ExitCode {
                     warmup: Duration::from_secs_f64(warmup.max(0.0)),
                     connections: connections.max(1),
                     visitors: visitors.max(1),
+                    generator_threads: generator_threads.clamp(1, 64),
                     scenarios: Vec::new(),
                     soak: Duration::from_secs(soak_secs),
                     redis_urls: Vec::new(),
@@ -284,6 +289,7 @@ fn main() -> ExitCode {
                 target: std::sync::Arc::new(tributary::tools::bench::catalogs::event_target),
                 progress: None,
                 once: false,
+                threads: 2,
             };
             tributary::tools::bench::load::run(spec)
                 .map(|r| {

@@ -3,16 +3,22 @@
 //!
 //! - the **HTTP ceiling**: actix-web answering `/event` with a fixed small JSON body;
 //! - the **fan-out ceiling**: actix-web calling the same mock providers as Tributary, in
-//!   parallel with awc, reading their answers and returning a fixed body — no sessions, no
-//!   rules, no store.
+//!   parallel with awc, doing the same protocol work per event — the query parsed, the
+//!   provider request body built from the event's signals, each OpenRTB answer parsed — and
+//!   returning a fixed body: no sessions, no rules, no store.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use actix_web::http::Version;
+use actix_web::web::Bytes;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use futures_util::future::join_all;
+
+use crate::core::ids::Tid;
+use crate::core::provider::{parse_answer, request_body, RequestContext};
+use crate::core::request::parse_event;
 
 const FIXED: &str = r#"{"stuff":[],"uuid":"10000000000000000000000000000000000001","dcs_region":7,"tid":"AAAAAAAAAAA="}"#;
 
@@ -72,21 +78,33 @@ pub async fn fanout_ceiling(
 }
 
 async fn fan_out(req: actix_web::HttpRequest, state: web::Data<Fanout>) -> HttpResponse {
-    let body = format!(
-        r#"{{"id":"AAAAAAAAAAA=","tmax":80,"user":{{"ext":{{"uuid":"{}"}}}},"signals":{{}}}}"#,
-        req.query_string().len()
-    );
+    // The protocol work Tributary does per event, and nothing else.
+    let Ok(event) = parse_event(req.query_string().as_bytes(), None) else {
+        return HttpResponse::BadRequest().finish();
+    };
+    let uuid = event.d_uuid.map(|v| v.to_string()).unwrap_or_default();
+    let tid = Tid::next();
+    let ctx = RequestContext {
+        tid: tid.as_str(),
+        visitor_uuid: &uuid,
+        signals: &event.signals,
+        privacy: &event.privacy,
+    };
+    let body = Bytes::from(request_body(&ctx, 80, None));
     let calls = state.providers.iter().map(|url| {
         let request = state
             .client
             .post(url.as_str())
             .insert_header(("content-type", "application/json"))
+            .insert_header(("x-tributary-tid", tid.as_str()))
             .send_body(body.clone());
         let timeout = state.timeout;
         async move {
             let call = async {
                 let mut response = request.await.ok()?;
-                response.body().limit(64 * 1024).await.ok()
+                let status = response.status().as_u16();
+                let body = response.body().limit(64 * 1024).await.ok()?;
+                parse_answer(status, &body).ok()
             };
             tokio::time::timeout(timeout, call).await.ok().flatten()
         }

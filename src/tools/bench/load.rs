@@ -58,6 +58,10 @@ pub struct LoadSpec {
     /// With [`Visitors::Sequential`]: stop once every visitor had one visit (the duration is
     /// then only a cap).
     pub once: bool,
+    /// Generator threads, each with its own runtime and a share of the connections: one
+    /// thread tops out below what a bare HTTP server can take on two cores (it would flatter
+    /// every ratio against the HTTP ceiling).
+    pub threads: usize,
 }
 
 /// What one run measured.
@@ -72,6 +76,9 @@ pub struct LoadResult {
     pub elapsed: Duration,
     /// Latency in microseconds, all requests.
     pub latency: Histogram<u64>,
+    /// Each generator thread's CPU time over the measured time: near 1.0, that thread, not
+    /// the server, may be what limited the run.
+    pub thread_cpu_share: Vec<f64>,
 }
 
 impl LoadResult {
@@ -110,19 +117,98 @@ fn new_histogram() -> Histogram<u64> {
         .unwrap_or_else(|_| Histogram::new(3).expect("histogram"))
 }
 
-/// Runs the load on its own thread and tokio runtime and waits for the result.
+/// Runs the load on [`LoadSpec::threads`] threads, each with its own tokio runtime and every
+/// `threads`-th connection, and waits for the merged result. The measured time starts for all
+/// threads at once, after every connection is open and warm.
 pub fn run(spec: LoadSpec) -> io::Result<LoadResult> {
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        runtime.block_on(drive(spec))
-    })
-    .join()
-    .map_err(|_| io::Error::other("load generator thread panicked"))?
+    let threads = spec.threads.clamp(1, spec.connections.max(1));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let mut starts = Vec::with_capacity(threads);
+    let mut workers = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let (start_tx, start_rx) = std::sync::mpsc::channel::<Instant>();
+        starts.push(start_tx);
+        let mine: Vec<usize> = (t..spec.connections).step_by(threads).collect();
+        let (spec, ready) = (spec.clone(), ready_tx.clone());
+        workers.push(std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(drive(spec, mine, ready, start_rx))
+        }));
+    }
+    drop(ready_tx);
+    // A thread that fails before it is ready drops its sender: the wait ends either way.
+    for _ in 0..threads {
+        if ready_rx.recv().is_err() {
+            break;
+        }
+    }
+    let start = Instant::now();
+    for tx in starts {
+        let _ = tx.send(start);
+    }
+    let mut total = LoadResult {
+        requests: 0,
+        by_status: BTreeMap::new(),
+        failures: 0,
+        failure_kinds: BTreeMap::new(),
+        elapsed: Duration::ZERO,
+        latency: new_histogram(),
+        thread_cpu_share: Vec::with_capacity(threads),
+    };
+    for worker in workers {
+        let part = worker
+            .join()
+            .map_err(|_| io::Error::other("load generator thread panicked"))??;
+        total.merge(part)?;
+    }
+    Ok(total)
 }
 
-async fn drive(spec: LoadSpec) -> io::Result<LoadResult> {
+impl LoadResult {
+    fn empty() -> Self {
+        LoadResult {
+            requests: 0,
+            by_status: BTreeMap::new(),
+            failures: 0,
+            failure_kinds: BTreeMap::new(),
+            elapsed: Duration::ZERO,
+            latency: new_histogram(),
+            thread_cpu_share: Vec::new(),
+        }
+    }
+
+    fn merge(&mut self, r: LoadResult) -> io::Result<()> {
+        self.requests += r.requests;
+        self.failures += r.failures;
+        for (kind, n) in r.failure_kinds {
+            *self.failure_kinds.entry(kind).or_default() += n;
+        }
+        for (status, n) in r.by_status {
+            *self.by_status.entry(status).or_default() += n;
+        }
+        self.elapsed = self.elapsed.max(r.elapsed);
+        self.thread_cpu_share.extend(r.thread_cpu_share);
+        self.latency
+            .add(&r.latency)
+            .map_err(|e| io::Error::other(format!("histogram: {e}")))
+    }
+}
+
+/// This thread's CPU time (user + system), in microseconds.
+fn thread_cpu_micros() -> Option<u64> {
+    super::procstat::stat_cpu_micros("/proc/thread-self/stat")
+}
+
+/// One generator thread: opens and warms its connections (`mine`, by global index), says it is
+/// ready, waits for the common start, and drives them until the end.
+async fn drive(
+    spec: LoadSpec,
+    mine: Vec<usize>,
+    ready: std::sync::mpsc::Sender<()>,
+    start: std::sync::mpsc::Receiver<Instant>,
+) -> io::Result<LoadResult> {
     // Connections are opened before the clock starts, a few at a time: thousands of connects
     // at once overflow the server's accept queue, and the SYN retransmits (a second each)
     // would be measured as the server's latency.
@@ -133,11 +219,11 @@ async fn drive(spec: LoadSpec) -> io::Result<LoadResult> {
     // connections warmed first sat idle past the server's 5-second keep-alive and were closed
     // under the generator (measured as failures, `exchange UnexpectedEof`).
     const WARM_BATCH: usize = 32;
-    let mut conns: Vec<Option<Conn>> = Vec::with_capacity(spec.connections);
+    let mut conns: Vec<Option<Conn>> = Vec::with_capacity(mine.len());
     let host = spec.addr.to_string();
     let mut rng = SmallRng::seed_from_u64(0x5eed);
-    while conns.len() < spec.connections {
-        let n = WARM_BATCH.min(spec.connections - conns.len());
+    while conns.len() < mine.len() {
+        let n = WARM_BATCH.min(mine.len() - conns.len());
         let mut batch = Vec::with_capacity(n);
         for _ in 0..n {
             batch.push(connect(spec.addr).await.ok());
@@ -156,12 +242,18 @@ async fn drive(spec: LoadSpec) -> io::Result<LoadResult> {
         .await;
         conns.extend(warmed);
     }
-    let start = Instant::now();
+    let _ = ready.send(());
+    // Every thread waits here with its connections idle, for a moment: nothing else runs on
+    // this thread's runtime, so blocking it is harmless.
+    let start = start
+        .recv()
+        .map_err(|_| io::Error::other("the load run was abandoned"))?;
+    let cpu_before = thread_cpu_micros();
     let end = start + spec.duration;
     let stop = Arc::new(AtomicBool::new(false));
     let local = tokio::task::LocalSet::new();
     let mut handles = Vec::new();
-    for (k, conn) in conns.into_iter().enumerate() {
+    for (k, conn) in mine.into_iter().zip(conns) {
         let spec = spec.clone();
         let stop = stop.clone();
         handles.push(
@@ -177,28 +269,15 @@ async fn drive(spec: LoadSpec) -> io::Result<LoadResult> {
             out
         })
         .await;
-    let mut total = LoadResult {
-        requests: 0,
-        by_status: BTreeMap::new(),
-        failures: 0,
-        failure_kinds: BTreeMap::new(),
-        elapsed: start.elapsed(),
-        latency: new_histogram(),
-    };
+    let mut total = LoadResult::empty();
+    total.elapsed = start.elapsed();
+    if let (Some(before), Some(after)) = (cpu_before, thread_cpu_micros()) {
+        let share = after.saturating_sub(before) as f64 / total.elapsed.as_micros().max(1) as f64;
+        total.thread_cpu_share.push(share);
+    }
     for r in results {
         let r = r.map_err(|e| io::Error::other(format!("load task failed: {e}")))?;
-        total.requests += r.requests;
-        total.failures += r.failures;
-        for (kind, n) in r.failure_kinds {
-            *total.failure_kinds.entry(kind).or_default() += n;
-        }
-        for (status, n) in r.by_status {
-            *total.by_status.entry(status).or_default() += n;
-        }
-        total
-            .latency
-            .add(&r.latency)
-            .map_err(|e| io::Error::other(format!("histogram: {e}")))?;
+        total.merge(r)?;
     }
     Ok(total)
 }
@@ -223,14 +302,7 @@ async fn connection(
     stop: Arc<AtomicBool>,
 ) -> LoadResult {
     let mut rng = SmallRng::seed_from_u64(0x5eed ^ k as u64);
-    let mut result = LoadResult {
-        requests: 0,
-        by_status: BTreeMap::new(),
-        failures: 0,
-        failure_kinds: BTreeMap::new(),
-        elapsed: Duration::ZERO,
-        latency: new_histogram(),
-    };
+    let mut result = LoadResult::empty();
     let zipf = match spec.visitors {
         Visitors::Zipf(n) => Zipf::new(n.max(1) as f64, ZIPF_EXPONENT).ok(),
         Visitors::Sequential(_) => None,
@@ -419,6 +491,7 @@ mod tests {
             target: target.clone(),
             progress: None,
             once: false,
+            threads: 2,
         };
         let r = run(spec.clone()).unwrap();
         assert!(r.requests > 10, "{}", r.requests);
@@ -459,6 +532,7 @@ mod tests {
             target: Arc::new(|_, _| "/".into()),
             progress: None,
             once: false,
+            threads: 1,
         };
         let r = run(spec).unwrap();
         assert_eq!(r.requests, 0);

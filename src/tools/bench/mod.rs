@@ -43,8 +43,11 @@ use http::http_get;
 use load::{LoadSpec, Visitors};
 use process::Service;
 use progress::{prime_each_visitor, with_progress};
-use prometheus::metric;
+use prometheus::{metric, metric_where};
 use report::measurement;
+
+/// Visitors of the provider scenarios (cold and warm alike): warm primes each one first.
+const PROVIDER_VISITORS: u64 = 100_000;
 
 /// The deadline Tributary runs with in every scenario.
 pub const DEADLINE_MS: u64 = 100;
@@ -60,6 +63,8 @@ pub struct BenchOptions {
     pub connections: usize,
     /// Visitor population (Zipf-distributed repeat visits).
     pub visitors: u64,
+    /// Load generator threads (as `wrk -t`).
+    pub generator_threads: usize,
     /// Scenarios to run, in order; empty = all but the soak.
     pub scenarios: Vec<Scenario>,
     /// Length of the soak at 70% load (only when the soak scenario is selected).
@@ -78,6 +83,7 @@ impl BenchOptions {
             warmup: Duration::from_millis(200),
             connections: 8,
             visitors: 2_000,
+            generator_threads: 2,
             scenarios: Vec::new(),
             soak: Duration::from_secs(2),
             redis_urls: Vec::new(),
@@ -236,8 +242,10 @@ fn start_providers() -> Result<(Vec<Service>, Vec<BenchProvider>, BenchProvider)
         "hang",
         "--segment",
         "seg-3=1",
+        // Slower than its 80 ms timeout, but it does answer: whether the connection of a
+        // timed-out call is used again afterwards is what the scenario also measures.
         "--latency-ms",
-        "600000..600000",
+        "150..200",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -348,8 +356,8 @@ impl Bench {
         self.with_providers(Scenario::ProvidersWarm, true)
     }
 
-    /// One of three providers never answers, at half the `providers-cold` rate: the deadline
-    /// holds.
+    /// One of three providers always answers after its timeout, at half the `providers-cold`
+    /// rate: the deadline holds, and the slow provider's connections are counted.
     fn hanging_provider(&mut self) -> Result<(), String> {
         let o = self.options.clone();
         let name = Scenario::HangingProvider.name();
@@ -368,11 +376,11 @@ impl Bench {
                 segment: p.segment.clone(),
             })
             .collect();
-        // The hanging provider's own timeout is longer than the deadline, so only the
-        // deadline ends the wait. Its circuit would open after a few timeouts and stop
-        // the calls (the right thing in production); this scenario is about the
-        // deadline while calls hang, so the breaker is turned off.
-        let catalog = catalogs::small(&list, 0, 1000);
+        // Every provider's timeout (80 ms) is below the deadline; the slow one answers after
+        // it (150-200 ms), every time. Its circuit would open after a few timeouts and stop
+        // the calls (the right thing in production); this scenario is about the deadline
+        // and the connections while calls time out, so the breaker is turned off.
+        let catalog = catalogs::small(&list, 0, 80);
         let (s, store) = self.tributary_with_env(
             name,
             catalog,
@@ -390,6 +398,18 @@ impl Bench {
         );
         let mut m = self.measure(name, &s, Some(&store), spec)?;
         m.offered_per_sec = Some(rate);
+        // Connections opened to the slow provider against its calls: with every timed-out
+        // connection thrown away, one per call.
+        if let Some(text) = http_get(s.addr, "/metrics") {
+            let of_slow = |series: &str| metric_where(&text, series, "provider=\"hang\"");
+            if let (Some(connects), Some(calls)) = (
+                of_slow("tributary_provider_connects_total"),
+                of_slow("tributary_provider_calls_total"),
+            ) {
+                m.extra.insert("hanging_connects".into(), connects);
+                m.extra.insert("hanging_calls".into(), calls);
+            }
+        }
         s.stop();
         self.measurements.push(m);
         Ok(())
@@ -466,8 +486,9 @@ impl Bench {
         Ok(rate)
     }
 
-    /// Twice the capacity (shedding with explicit 429s), then half of it right after
-    /// (recovery), and the load generator's own latency at that many connections.
+    /// 85% of the capacity (nothing shed), twice the capacity (shedding with explicit 429s),
+    /// then half of it right after (recovery), and the load generator's own latency at that
+    /// many connections.
     fn overload(&mut self) -> Result<(), String> {
         let o = self.options.clone();
         let name = Scenario::Overload.name();
@@ -485,7 +506,9 @@ impl Bench {
         let connections = connections_for(rate_of(2.0), DEADLINE_MS as f64 / 1000.0);
         // Recovery: half the capacity from ordinary clients (keep-alive connections
         // that each wait for an answer), right after the overload ends.
+        // Steady: 85% of the capacity from ordinary clients, which must not be shed.
         let phases = [
+            ("steady", 0.85, o.connections),
             ("overload", 2.0, connections),
             ("recovery", 0.5, o.connections),
         ];
@@ -498,8 +521,8 @@ impl Bench {
             self.measurements.push(m);
         }
         s.stop();
-        // With thousands of connections this one-thread generator adds latency of its
-        // own; the bare HTTP ceiling driven the same way shows how much.
+        // With thousands of connections the generator adds latency of its own; the bare HTTP
+        // ceiling driven the same way shows how much.
         let floor = Service::spawn(
             "generator floor",
             &["bench-baseline".into(), "http".into()],
@@ -631,11 +654,9 @@ impl Bench {
         let name = scenario.name();
         let catalog = catalogs::small(&self.providers, if warm { 3600 } else { 0 }, 80);
         let (s, store) = self.tributary(name, catalog, "")?;
-        let visitors = if warm {
-            o.visitors.min(10_000)
-        } else {
-            o.visitors
-        };
+        // Cold and warm on the same visitors, so that the ratio is about the providers' cache
+        // and nothing else; bounded so that priming every one of them stays short.
+        let visitors = o.visitors.min(PROVIDER_VISITORS);
         if warm {
             // Every visitor once, so that every answer is in its profile's cache.
             let prime = LoadSpec {
@@ -737,6 +758,7 @@ impl Bench {
             target: Arc::new(catalogs::event_target),
             progress: None,
             once: false,
+            threads: self.options.generator_threads,
         }
     }
 

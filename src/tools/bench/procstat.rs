@@ -6,7 +6,13 @@ use std::sync::OnceLock;
 
 /// User + system CPU time of a process, in microseconds.
 pub fn cpu_micros(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_micros(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU time from a `/proc/…/stat` file (a process's, or `/proc/thread-self/stat`
+/// for the calling thread), in microseconds.
+pub fn stat_cpu_micros(path: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name (field 2) may contain spaces; fields are counted after its ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();

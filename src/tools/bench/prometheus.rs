@@ -17,6 +17,19 @@ pub(super) fn metric(text: &str, name: &str) -> Option<f64> {
     found
 }
 
+/// [`metric`], over the series whose labels contain `label` (`provider="hang"`).
+pub(super) fn metric_where(text: &str, name: &str, label: &str) -> Option<f64> {
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            l.split_once('{')
+                .is_some_and(|(_, labels)| labels.split('}').next().unwrap_or("").contains(label))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    metric(&kept, name)
+}
+
 /// `tributary_events_shed_total` by reason.
 pub(super) fn shed_counts(text: &str) -> Vec<(String, f64)> {
     text.lines()
@@ -39,6 +52,13 @@ mod tests {
         assert_eq!(metric(text, "x"), Some(5.5));
         assert_eq!(metric(text, "y"), Some(1.0));
         assert_eq!(metric(text, "z"), None);
+    }
+
+    #[test]
+    fn metric_where_keeps_the_series_with_the_label() {
+        let text = "x{provider=\"hang\",o=\"a\"} 2\nx{provider=\"p1\"} 5\nx{o=\"b\",provider=\"hang\"} 1\nx 7\n";
+        assert_eq!(metric_where(text, "x", "provider=\"hang\""), Some(3.0));
+        assert_eq!(metric_where(text, "x", "provider=\"none\""), None);
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct Measurement {
     pub store_bytes: Option<u64>,
     /// Offered rate for open-loop phases.
     pub offered_per_sec: Option<f64>,
+    /// A load generator thread was busy (above [`GENERATOR_BOUND`] of a core) for the whole
+    /// phase: the generator, not the server, may have set the pace, so no target is judged on
+    /// this phase.
+    pub generator_bound: bool,
     /// Scenario-specific figures.
     pub extra: BTreeMap<String, f64>,
     /// Samples over time (the soak).
@@ -122,26 +126,46 @@ pub(super) fn measurement(scenario: &str, r: &LoadResult) -> Measurement {
         peak_rss_bytes: None,
         store_bytes: None,
         offered_per_sec: None,
+        generator_bound: r
+            .thread_cpu_share
+            .iter()
+            .any(|&share| share > GENERATOR_BOUND),
         extra: r
             .failure_kinds
             .iter()
             .map(|(kind, n)| (format!("failures {kind}"), *n as f64))
+            .chain(
+                r.thread_cpu_share
+                    .iter()
+                    .copied()
+                    .reduce(f64::max)
+                    .map(|share| ("generator_thread_max_share".to_string(), share)),
+            )
             .collect(),
         series: Vec::new(),
     }
 }
 
-/// The issue's targets, where this run measured what they need.
+/// A generator thread busier than this share of a core may be what limits a closed-loop run.
+pub const GENERATOR_BOUND: f64 = 0.90;
+
+/// The targets (issue 16's), where this run measured what they need. A ratio involving a
+/// generator-bound phase is refused rather than judged.
 pub(super) fn checks(ms: &[Measurement]) -> Vec<Check> {
     let get = |name: &str| ms.iter().find(|m| m.scenario == name);
     let mut out = Vec::new();
     let mut ratio = |target: &str, a: &str, b: &str, min: f64| {
         if let (Some(a), Some(b)) = (get(a), get(b)) {
             let r = a.events_per_sec / b.events_per_sec.max(1e-9);
+            let bound = a.generator_bound || b.generator_bound;
             out.push(Check {
                 target: target.into(),
-                value: format!("{r:.2}"),
-                pass: r >= min,
+                value: if bound {
+                    format!("{r:.2} (refused: the load generator was the limit)")
+                } else {
+                    format!("{r:.2}")
+                },
+                pass: !bound && r >= min,
             });
         }
     };
@@ -152,22 +176,22 @@ pub(super) fn checks(ms: &[Measurement]) -> Vec<Check> {
         0.85,
     );
     ratio(
-        "no-providers ≥ 0.50 × http-ceiling",
+        "no-providers ≥ 0.40 × http-ceiling",
         "no-providers",
         "http-ceiling",
-        0.50,
+        0.40,
     );
     ratio(
-        "providers-warm ≥ 3 × providers-cold",
+        "providers-warm ≥ 3 × providers-cold (same visitors)",
         "providers-warm",
         "providers-cold",
         3.0,
     );
     ratio(
-        "no-providers-redis ≥ 0.50 × no-providers (sled)",
+        "no-providers-redis ≥ 0.80 × no-providers (sled)",
         "no-providers-redis",
         "no-providers",
-        0.50,
+        0.80,
     );
     ratio(
         "catalog-100k ≥ 0.90 × no-providers (10 traits)",
@@ -175,6 +199,16 @@ pub(super) fn checks(ms: &[Measurement]) -> Vec<Check> {
         "no-providers",
         0.90,
     );
+    if let (Some(cold), Some(ceiling)) = (get("providers-cold"), get("fanout-ceiling")) {
+        if let (Some(a), Some(b)) = (cold.cpu_us_per_event, ceiling.cpu_us_per_event) {
+            let r = a / b.max(1e-9);
+            out.push(Check {
+                target: "providers-cold CPU/event ≤ 1.3 × fanout-ceiling's".into(),
+                value: format!("{r:.2} ({a:.0} vs {b:.0} µs)"),
+                pass: r <= 1.3,
+            });
+        }
+    }
     if let Some(h) = get("hanging-provider") {
         let limit = DEADLINE_MS as f64;
         out.push(Check {
@@ -186,6 +220,24 @@ pub(super) fn checks(ms: &[Measurement]) -> Vec<Check> {
             target: format!("hanging-provider max ≤ {} ms", limit + 20.0),
             value: format!("{:.1} ms", h.max_ms),
             pass: h.max_ms <= limit + 20.0,
+        });
+        let connects = h.extra.get("hanging_connects").copied();
+        let calls = h.extra.get("hanging_calls").copied();
+        if let (Some(connects), Some(calls)) = (connects, calls) {
+            out.push(Check {
+                target: "hanging-provider: timed-out calls' connections reused (connects ≤ 10% of calls)"
+                    .into(),
+                value: format!("{connects:.0} connects for {calls:.0} calls"),
+                pass: connects <= 0.1 * calls,
+            });
+        }
+    }
+    if let Some(steady) = get("overload-steady") {
+        let shed = steady.by_status.get(&429).copied().unwrap_or(0);
+        out.push(Check {
+            target: "no 429 at 85% of capacity".into(),
+            value: format!("{shed} × 429"),
+            pass: shed == 0,
         });
     }
     if let (Some(over), Some(rec)) = (get("overload-overload"), get("overload-recovery")) {
@@ -263,6 +315,13 @@ pub(super) fn print_report(r: &Report) {
             m.store_bytes
                 .map_or("-".into(), |b| format!("{:.1}", b as f64 / 1048576.0)),
             non_ok,
+        );
+    }
+    for m in r.measurements.iter().filter(|m| m.generator_bound) {
+        println!(
+            "  warning: {}: a load generator thread was busy for the whole phase; the generator \
+             may have set the pace, so no target is judged on it (try --generator-threads)",
+            m.scenario
         );
     }
     for m in &r.measurements {
