@@ -101,6 +101,9 @@ enum Command {
         /// Load generator threads (as `wrk -t`): enough that the generator is never the limit.
         #[arg(long, default_value_t = 2)]
         generator_threads: usize,
+        /// Confirm each closed-loop phase with `wrk` (apt-get install wrk) on the same server.
+        #[arg(long)]
+        wrk: bool,
         /// Scenarios to run (repeatable); default: all but soak.
         #[arg(long = "scenario", value_enum)]
         scenarios: Vec<tributary::tools::bench::Scenario>,
@@ -248,6 +251,7 @@ fn main() -> ExitCode {
             connections,
             visitors,
             generator_threads,
+            wrk,
             scenarios,
             soak_secs,
             out,
@@ -262,6 +266,7 @@ fn main() -> ExitCode {
                     connections: connections.max(1),
                     visitors: visitors.max(1),
                     generator_threads: generator_threads.clamp(1, 64),
+                    wrk,
                     scenarios: Vec::new(),
                     soak: Duration::from_secs(soak_secs),
                     redis_urls: Vec::new(),

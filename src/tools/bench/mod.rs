@@ -7,13 +7,19 @@
 //! a noisy or shared machine; the absolute figures do not travel between machines.
 //!
 //! Scenarios (see [`Scenario`]): the two ceilings; no providers; three providers cold (every
-//! event calls them) and warm (answers cached); one provider hanging at half load (deadline
-//! adherence); a 100,000-trait / 20,000-segment catalog; a million visitors (store growth and
-//! memory); overload at twice capacity (shedding) and recovery; optionally a soak.
+//! event calls them) and warm (answers cached), on the same visitors; one provider slower than
+//! its timeout at half load (deadline adherence, connection reuse); a 100,000-trait / 20,000-
+//! segment catalog; a million visitors (store growth and memory); 85% of capacity (no
+//! shedding), overload at twice capacity (shedding) and recovery; optionally a soak.
+//!
+//! The generator must never be what sets the pace: it runs on several threads, each thread's
+//! CPU is measured, and a phase in which one was saturated is not judged. `--wrk` confirms
+//! every closed-loop phase with an outside generator.
 //!
 //! This file holds the options, the run and one function per scenario; what they share sits
 //! beside it: `process` (the child processes), `progress` (a load with a progress bar), `http`
-//! and `prometheus` (reading a server's /metrics), `report` (figures, targets, the table).
+//! and `prometheus` (reading a server's /metrics), `report` (figures, targets, the table),
+//! `wrk` (the outside generator).
 
 pub mod baseline;
 pub mod catalogs;
@@ -26,6 +32,7 @@ mod process;
 mod progress;
 mod prometheus;
 mod report;
+mod wrk;
 
 pub use report::{Check, Measurement, Report, SoakSample};
 
@@ -65,6 +72,9 @@ pub struct BenchOptions {
     pub visitors: u64,
     /// Load generator threads (as `wrk -t`).
     pub generator_threads: usize,
+    /// After each closed-loop phase, drive the same server with `wrk` too (Debian's package)
+    /// and record its figures beside the bench's: the confirmation from outside.
+    pub wrk: bool,
     /// Scenarios to run, in order; empty = all but the soak.
     pub scenarios: Vec<Scenario>,
     /// Length of the soak at 70% load (only when the soak scenario is selected).
@@ -84,6 +94,7 @@ impl BenchOptions {
             connections: 8,
             visitors: 2_000,
             generator_threads: 2,
+            wrk: false,
             scenarios: Vec::new(),
             soak: Duration::from_secs(2),
             redis_urls: Vec::new(),
@@ -777,7 +788,51 @@ impl Bench {
             })
             .map_err(|e| e.to_string())?;
         }
-        self.measure_phase(scenario, service, store, spec)
+        let mut m = self.measure_phase(scenario, service, store, spec.clone())?;
+        if self.options.wrk && spec.rate.is_none() {
+            self.confirm_with_wrk(&mut m, service, &spec)?;
+        }
+        Ok(m)
+    }
+
+    /// The same closed-loop load from `wrk`: its events/s, p99 and the server's CPU per event
+    /// go into the measurement's figures (`wrk_…`).
+    fn confirm_with_wrk(
+        &self,
+        m: &mut Measurement,
+        service: &Service,
+        spec: &LoadSpec,
+    ) -> Result<(), String> {
+        let script = self.dir.path().join("wrk_events.lua");
+        if !script.exists() {
+            std::fs::write(&script, wrk::SCRIPT).map_err(|e| e.to_string())?;
+        }
+        let visitors = match spec.visitors {
+            Visitors::Zipf(n) | Visitors::Sequential(n) => n,
+        };
+        let cpu_before = procstat::cpu_micros(service.pid());
+        let result = wrk::run(
+            spec.addr,
+            spec.threads,
+            spec.connections,
+            spec.duration,
+            visitors,
+            &script,
+        )?;
+        let cpu_after = procstat::cpu_micros(service.pid());
+        m.extra
+            .insert("wrk_events_per_sec".into(), result.requests_per_sec);
+        if let Some(p99) = result.p99_ms {
+            m.extra.insert("wrk_p99_ms".into(), p99);
+        }
+        if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+            let requests = result.requests_per_sec * spec.duration.as_secs_f64();
+            if requests > 0.0 {
+                m.extra
+                    .insert("wrk_cpu_us_per_event".into(), (b - a) as f64 / requests);
+            }
+        }
+        Ok(())
     }
 
     /// A measured phase (no warm-up): load figures, server CPU per event, memory, store size,

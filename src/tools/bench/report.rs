@@ -199,6 +199,42 @@ pub(super) fn checks(ms: &[Measurement]) -> Vec<Check> {
         "no-providers",
         0.90,
     );
+    // The same ratios from wrk's figures, where the run has them (`--wrk`).
+    let mut wrk_ratio = |target: &str, a: &str, b: &str, min: f64| {
+        let rate = |name: &str| get(name).and_then(|m| m.extra.get("wrk_events_per_sec").copied());
+        if let (Some(a), Some(b)) = (rate(a), rate(b)) {
+            let r = a / b.max(1e-9);
+            out.push(Check {
+                target: format!("{target} (wrk)"),
+                value: format!("{r:.2}"),
+                pass: r >= min,
+            });
+        }
+    };
+    wrk_ratio(
+        "providers-cold ≥ 0.85 × fanout-ceiling",
+        "providers-cold",
+        "fanout-ceiling",
+        0.85,
+    );
+    wrk_ratio(
+        "no-providers ≥ 0.40 × http-ceiling",
+        "no-providers",
+        "http-ceiling",
+        0.40,
+    );
+    wrk_ratio(
+        "providers-warm ≥ 3 × providers-cold",
+        "providers-warm",
+        "providers-cold",
+        3.0,
+    );
+    wrk_ratio(
+        "catalog-100k ≥ 0.90 × no-providers",
+        "catalog-100k",
+        "no-providers",
+        0.90,
+    );
     if let (Some(cold), Some(ceiling)) = (get("providers-cold"), get("fanout-ceiling")) {
         if let (Some(a), Some(b)) = (cold.cpu_us_per_event, ceiling.cpu_us_per_event) {
             let r = a / b.max(1e-9);
