@@ -148,15 +148,7 @@ pub fn run(spec: LoadSpec) -> io::Result<LoadResult> {
     for tx in starts {
         let _ = tx.send(start);
     }
-    let mut total = LoadResult {
-        requests: 0,
-        by_status: BTreeMap::new(),
-        failures: 0,
-        failure_kinds: BTreeMap::new(),
-        elapsed: Duration::ZERO,
-        latency: new_histogram(),
-        thread_cpu_share: Vec::with_capacity(threads),
-    };
+    let mut total = LoadResult::empty();
     for worker in workers {
         let part = worker
             .join()
