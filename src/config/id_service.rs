@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use super::{bad, range, ConfigError};
+use crate::core::catalog::url_problem;
 use crate::core::id_service::SyncPartner;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -109,11 +110,7 @@ impl IdServiceConfig {
 
 /// `http(s)://host…` in printable ASCII, at most 2 KB: the iframe fires it as it is.
 fn is_sync_url(text: &str) -> bool {
-    let lower = text.get(..8).unwrap_or(text).to_ascii_lowercase();
-    text.len() <= 2048
-        && text.bytes().all(|b| b.is_ascii_graphic())
-        && (lower.starts_with("http://") || lower.starts_with("https://"))
-        && url::Url::parse(text).is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()))
+    text.len() <= 2048 && url_problem(text).is_none()
 }
 
 #[cfg(test)]

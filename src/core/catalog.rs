@@ -547,26 +547,27 @@ fn check_text(
 }
 
 fn check_url(object: &str, url: &str) -> Result<(), CatalogError> {
-    // What the HTTP client will send as the request target: printable ASCII, no spaces (the
-    // `url` crate would quietly percent-encode them; a request line cannot hold them).
+    url_problem(url).map_or(Ok(()), |why| Err(err(object.into(), "url", why)))
+}
+
+/// Why `url` cannot be an http(s) endpoint Tributary calls or has a browser fire, if it
+/// cannot: it must be what an HTTP client sends as the request target (printable ASCII, no
+/// spaces: the `url` crate would quietly percent-encode them, a request line cannot hold
+/// them), start with `http://` or `https://` (which also refuses `http:host` and
+/// `http:/host`, which the `url` crate would repair) and name a host.
+pub fn url_problem(url: &str) -> Option<&'static str> {
     if url.is_empty() || !url.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(err(object.into(), "url", "is not a valid URL"));
+        return Some("is not a valid URL");
     }
     let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
     if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-        // Also refuses `http:host` and `http:/host`, which the `url` crate would repair.
-        return Err(err(
-            object.into(),
-            "url",
-            "must start with http:// or https://",
-        ));
+        return Some("must start with http:// or https://");
     }
-    let parsed =
-        url::Url::parse(url).map_err(|_| err(object.into(), "url", "is not a valid URL"))?;
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(err(object.into(), "url", "has no host"));
+    match url::Url::parse(url) {
+        Err(_) => Some("is not a valid URL"),
+        Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => Some("has no host"),
+        Ok(_) => None,
     }
-    Ok(())
 }
 
 #[cfg(test)]
