@@ -4,6 +4,7 @@
 //! visit into a `304`.
 
 use actix_web::http::header::{self, EntityTag, IfNoneMatch};
+use actix_web::web::Bytes;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 
 /// How long browsers and caches may keep an asset before asking again (with `If-None-Match`):
@@ -12,7 +13,8 @@ pub const MAX_AGE_SECS: u32 = 3600;
 
 /// One constant file, ready to send.
 pub struct Asset {
-    body: String,
+    /// Shared by every answer (a clone is a reference count, not a copy).
+    body: Bytes,
     content_type: &'static str,
     etag: EntityTag,
     /// Its own `Content-Security-Policy`, for pages.
@@ -27,7 +29,7 @@ impl Asset {
             .map(|b| format!("{b:02x}"))
             .collect();
         Asset {
-            body,
+            body: Bytes::from(body),
             content_type,
             // Weak: the same tag covers the gzipped and the plain representation.
             etag: EntityTag::new_weak(tag),
@@ -36,7 +38,8 @@ impl Asset {
     }
 
     pub fn body(&self) -> &str {
-        &self.body
+        // Built from a String in `new`, so always UTF-8.
+        std::str::from_utf8(&self.body).unwrap_or("")
     }
 
     pub fn csp(&self) -> Option<&str> {
