@@ -54,6 +54,12 @@ impl Drop for PendingGuard {
     }
 }
 
+/// How many sessions a sweep for surplus leaves of `max_sessions`: nine tenths, so the
+/// next such sweep comes only after a tenth of the limit in new sessions.
+pub fn low_water(max_sessions: usize) -> usize {
+    max_sessions - max_sessions / 10
+}
+
 /// Generic over the session actor only so that this file does not depend on the session
 /// (which depends on it): the server has one, of `VisitorSession`s.
 pub struct SessionDirectory<A: Actor> {
@@ -143,8 +149,11 @@ impl<A: Actor> SessionDirectory<A> {
     }
 
     /// Removes the entries of sessions with nothing pending that have been idle for `idle`,
-    /// and — when more than `max_sessions` exist — the least recently active others, and
-    /// returns their addresses: each must be told to stop.
+    /// and — when more than `max_sessions` exist — the least recently active others, down to
+    /// [`low_water`] of them, and returns their addresses: each must be told to stop.
+    /// Going below the limit, not just to it, is what keeps a steady stream of new visitors
+    /// from making every sweep a walk over all sessions (`docs/architecture.md`,
+    /// `SessionDirectory`).
     pub fn sweep(&self, idle: Duration, max_sessions: usize) -> Vec<Addr<A>> {
         let now = self.now_ms();
         let idle_ms = idle.as_millis() as u64;
@@ -175,7 +184,7 @@ impl<A: Actor> SessionDirectory<A> {
         }
         let remaining = self.len();
         if remaining > max_sessions && !others.is_empty() {
-            let excess = (remaining - max_sessions).min(others.len());
+            let excess = (remaining - low_water(max_sessions)).min(others.len());
             others.select_nth_unstable_by_key(excess - 1, |(last, _, _)| *last);
             for (_, index, visitor) in others.into_iter().take(excess) {
                 let mut map = lock(&self.shards[index]);
