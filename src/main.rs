@@ -13,6 +13,10 @@ use tributary::telemetry::logging::LogFormat;
 use tributary::tools::bench::{baseline, BenchOptions};
 use tributary::tools::mock_provider::{self, MockBehavior};
 
+// mimalloc instead of glibc's malloc: the A/B in BENCHMARKS.md (issue 16) is why.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tributary",
