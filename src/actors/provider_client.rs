@@ -251,12 +251,19 @@ impl Handler<LookupSegments> for ProviderClient {
         };
         Box::pin(async move {
             // One timeout over the whole call — connect, head and body — so a provider
-            // trickling bytes cannot hold it open (awc's own timeout stops at the head).
-            let result = match tokio::time::timeout(Duration::from_millis(timeout_ms), call).await {
-                Ok(result) => result,
-                Err(_) => Err(CallError::Timeout(timeout_ms)),
+            // trickling bytes cannot hold the event (awc's own timeout stops at the head).
+            let mut call = Box::pin(call);
+            let limit = Duration::from_millis(timeout_ms);
+            let result = match tokio::time::timeout(limit, call.as_mut()).await {
+                Ok(result) => {
+                    drop(in_flight);
+                    result
+                }
+                Err(_) => {
+                    drain(&name, call, in_flight);
+                    Err(CallError::Timeout(timeout_ms))
+                }
             };
-            drop(in_flight);
             verdict.record(result.is_ok());
             if let Err(e) = &result {
                 log::debug!(tid = msg.tid.as_str(); "provider {name} failed: {e}");
@@ -284,6 +291,29 @@ impl Handler<LookupSegments> for ProviderClient {
 /// Tells the circuit breaker how an admitted call ended; a call dropped before it ended (the
 /// runtime shutting down) counts as failed, so a half-open circuit never waits forever for its
 /// probe.
+/// How long a call that timed out may run on, unseen, so that the answer is read to its end
+/// and its keep-alive connection goes back to the pool: a provider that is a little slower than
+/// its `timeoutMs` then costs no new connection per call (issue 16 measured one per call).
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// Lets a timed-out call finish in the background (its answer is dropped: it came after the
+/// provider's own timeout). It still counts as in flight, so `max_in_flight` bounds what a
+/// hanging provider holds; after [`DRAIN_GRACE`] it is dropped with its connection.
+fn drain<F: std::future::Future + 'static>(
+    provider: &str,
+    call: std::pin::Pin<Box<F>>,
+    in_flight: InFlight,
+) {
+    let provider = provider.to_string();
+    actix_rt::spawn(async move {
+        let finished = tokio::time::timeout(DRAIN_GRACE, call).await.is_ok();
+        drop(in_flight);
+        let result = if finished { "finished" } else { "cut" };
+        metrics::counter!("tributary_provider_drained_calls_total", "provider" => provider, "result" => result)
+            .increment(1);
+    });
+}
+
 struct Verdict {
     breaker: Rc<RefCell<CircuitBreaker>>,
     admission: Admission,

@@ -24,6 +24,10 @@ pub struct StoreConfig {
     /// How long a changed profile may wait in memory before it is written; changes made in
     /// that window are written together. A crash loses at most this (plus `flush_every_ms`).
     pub write_delay_ms: u64,
+    /// Profiles plus ID-sync mappings the store is expected to hold: the size of the in-memory
+    /// filter that spares reads of ids never stored (1.2 MB per million). Beyond it more of
+    /// those reads happen; answers stay right.
+    pub expected_ids: usize,
     /// Shed events while this many changed profiles wait to be written (the disk is behind).
     pub max_pending_writes: usize,
     /// `sled` (embedded, one node) or `redis` (Redis Cluster or Valkey, shared by many nodes).
@@ -61,6 +65,7 @@ impl Default for StoreConfig {
             threads: 2,
             write_delay_ms: 1000,
             max_pending_writes: 500_000,
+            expected_ids: 10_000_000,
             backend: Backend::Sled,
             redis_urls: Vec::new(),
             redis_prefix: "tributary".into(),
@@ -138,6 +143,12 @@ impl StoreConfig {
             1024,
         )?;
         range("store.write_delay_ms", self.write_delay_ms, 0, 60_000)?;
+        range(
+            "store.expected_ids",
+            self.expected_ids as u64,
+            1_000,
+            10_000_000_000,
+        )?;
         range(
             "store.max_pending_writes",
             self.max_pending_writes as u64,

@@ -216,7 +216,7 @@ fn start_profiles(config: &Config, store: Arc<dyn Store>) -> Result<ProfileServi
     let threads = config.store.threads;
     match config.store.backend {
         Backend::Redis => ProfileService::start_shared(store, threads, delay),
-        Backend::Sled => ProfileService::start(store, threads, delay),
+        Backend::Sled => ProfileService::start(store, threads, delay, config.store.expected_ids),
     }
 }
 

@@ -57,6 +57,13 @@ impl Running {
         &self.store
     }
 
+    /// The write-behind profile service: how everything in the server reads and writes
+    /// profiles (tests that prepare a profile behind the server's back must go through it, as
+    /// its stored-id filter knows only the ids written through it or stored at start).
+    pub fn profiles(&self) -> &ProfileService {
+        &self.profiles
+    }
+
     pub fn catalog(&self) -> &CatalogHandle {
         &self.catalog
     }

@@ -11,12 +11,14 @@ mod codec;
 mod profile_service;
 mod redis_store;
 mod sled_store;
+mod stored_ids;
 
 /// The stored profile format, for tools and tests that prepare a store.
 pub use codec::{decode_profile, encode_profile};
 pub use profile_service::{ProfileService, Replay, SweepReport, MAX_SWAP_ATTEMPTS};
 pub use redis_store::{cluster_usage, RedisSettings, RedisStore};
 pub use sled_store::SledStore;
+pub use stored_ids::{StoredId, StoredIds};
 
 use crate::core::catalog::{Catalog, Destination, Provider, Segment, Trait};
 use crate::core::ids::VisitorId;
@@ -96,6 +98,13 @@ pub trait ProfileStore: Send + Sync {
     fn scan_profiles(&self, cursor: ScanCursor, limit: usize) -> Result<ScanBatch, StoreError>;
     /// Makes every acknowledged write durable.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Calls `each` with every stored profile's visitor and every mapping's key: how the
+    /// [`StoredIds`] filter is built at start. A store that cannot list them cheaply says so
+    /// with an error (the filter then stays open: every lookup reads the store).
+    fn stored_ids(&self, each: &mut dyn FnMut(StoredId<'_>)) -> Result<(), StoreError> {
+        let _ = each;
+        Err(StoreError::Io("this store does not list its ids".into()))
+    }
 
     /// The visitor a data source's id is mapped to.
     fn get_link(&self, dpid: u32, id: &str) -> Result<Option<IdLink>, StoreError>;

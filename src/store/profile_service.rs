@@ -32,12 +32,12 @@
 //! has not flushed (`store.flush_every_ms`); [`ProfileService::flush`] (shutdown) writes
 //! everything pending and flushes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use super::{codec, on_blocking_thread, IdLink, ProfileStore, ScanCursor, StoreError};
+use super::{codec, on_blocking_thread, IdLink, ProfileStore, ScanCursor, StoreError, StoredIds};
 use crate::core::ids::VisitorId;
 use crate::core::profile::Profile;
 
@@ -86,9 +86,64 @@ struct Pending {
 
 type LinkKey = (u32, String);
 
+/// A shard's unwritten profiles, and the order they fell due in.
+#[derive(Default)]
+struct PendingProfiles {
+    entries: HashMap<VisitorId, Pending>,
+    /// (`since`, visitor) of every entry, oldest first, so a writer's tick looks only at what
+    /// is due instead of walking every pending entry (a second of saves) 200 times a second.
+    /// An item whose entry is gone, or has a later `since` (it has an item of its own for
+    /// it), is skipped.
+    due: VecDeque<(Instant, VisitorId)>,
+}
+
+impl PendingProfiles {
+    /// The entries due by `due_before` (all of them with `None`): visitor, bytes, replays and
+    /// version of each, taken off the due order but left pending until written.
+    fn take_due(&mut self, due_before: Option<Instant>) -> Vec<(VisitorId, &Pending)> {
+        let mut due = Vec::new();
+        match due_before {
+            None => {
+                self.due.clear();
+                due.extend(self.entries.iter().map(|(v, p)| (*v, p)));
+            }
+            Some(before) => {
+                while let Some(&(since, visitor)) = self.due.front() {
+                    if since > before {
+                        break;
+                    }
+                    self.due.pop_front();
+                    if let Some(p) = self.entries.get(&visitor).filter(|p| p.since <= since) {
+                        due.push((visitor, p));
+                    }
+                }
+            }
+        }
+        due
+    }
+
+    /// After a failed write: the entries are due again at once (ahead of the others).
+    fn retry(&mut self, visitors: impl DoubleEndedIterator<Item = VisitorId>) {
+        for visitor in visitors.rev() {
+            if let Some(p) = self.entries.get(&visitor) {
+                self.due.push_front((p.since, visitor));
+            }
+        }
+    }
+
+    /// After a write started at `started`: an entry saved again meanwhile is due again from
+    /// then.
+    fn requeue(&mut self, visitor: VisitorId, started: Instant) {
+        if let Some(p) = self.entries.get_mut(&visitor) {
+            p.since = started;
+            self.due.push_back((started, visitor));
+        }
+    }
+}
+
 #[derive(Default)]
 struct Shard {
-    pending: Mutex<HashMap<VisitorId, Pending>>,
+    pending: Mutex<PendingProfiles>,
     /// ID-sync mappings not yet written.
     links: Mutex<HashMap<LinkKey, IdLink>>,
     /// Held while this shard writes to or deletes from the store.
@@ -105,6 +160,8 @@ struct Inner {
     stopping: AtomicBool,
     /// Other nodes write the same store: writes replay events on the stored profile.
     shared: bool,
+    /// Which ids may be stored: a read of one that was never stored is answered at once.
+    ids: Arc<StoredIds>,
     /// Visitors that opted out, all of them in memory (16 bytes each plus the set's overhead),
     /// so that no request of theirs reaches a session, a provider or the store.
     opted_out: RwLock<HashSet<VisitorId>>,
@@ -133,24 +190,36 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl ProfileService {
     /// Starts `shards` writer threads over `store`; a saved profile is written once it has been
-    /// pending for `write_delay`.
+    /// pending for `write_delay`. The [`StoredIds`] filter, sized for `expected_ids`, is built
+    /// from the store on a thread of its own.
     /// Fails only if the stored opt-outs cannot be read: starting without them would serve
     /// visitors who asked not to be.
     pub fn start(
         store: Arc<dyn ProfileStore>,
         shards: usize,
         write_delay: Duration,
+        expected_ids: usize,
     ) -> Result<ProfileService, StoreError> {
-        Self::start_with(store, shards, write_delay, false)
+        let ids = Arc::new(StoredIds::new(expected_ids));
+        let service = Self::start_with(store.clone(), shards, write_delay, false, ids.clone())?;
+        let spawned = std::thread::Builder::new()
+            .name("tributary-store-ids".into())
+            .spawn(move || load_stored_ids(&ids, store.as_ref()));
+        if let Err(e) = spawned {
+            log::warn!("stored-id filter not built ({e}): every profile lookup reads the store");
+        }
+        Ok(service)
     }
 
-    /// As [`ProfileService::start`], for a store other nodes write too (see the module doc).
+    /// As [`ProfileService::start`], for a store other nodes write too (see the module doc):
+    /// no [`StoredIds`] filter, as the other nodes' ids are not in it.
     pub fn start_shared(
         store: Arc<dyn ProfileStore>,
         shards: usize,
         write_delay: Duration,
     ) -> Result<ProfileService, StoreError> {
-        Self::start_with(store, shards, write_delay, true)
+        let ids = Arc::new(StoredIds::disabled());
+        Self::start_with(store, shards, write_delay, true, ids)
     }
 
     fn start_with(
@@ -158,9 +227,11 @@ impl ProfileService {
         shards: usize,
         write_delay: Duration,
         shared: bool,
+        ids: Arc<StoredIds>,
     ) -> Result<ProfileService, StoreError> {
         let opted_out = store.opted_out()?.into_iter().collect();
         let inner = Arc::new(Inner {
+            ids,
             opted_out: RwLock::new(opted_out),
             shards: (0..shards.max(1)).map(|_| Shard::default()).collect(),
             store,
@@ -197,6 +268,7 @@ impl ProfileService {
 
     /// Queues the mapping (data source `dpid`, `id`) → `link.visitor` (write-behind).
     pub fn link(&self, dpid: u32, id: &str, link: IdLink) {
+        self.inner.ids.add_link(dpid, id);
         let mut links = lock(&self.link_shard(dpid, id).links);
         if links.insert((dpid, id.to_string()), link).is_none() {
             self.inner.pending.fetch_add(1, Ordering::Relaxed);
@@ -209,6 +281,10 @@ impl ProfileService {
         let key = (dpid, id.to_string());
         if let Some(link) = lock(&self.link_shard(dpid, id).links).get(&key) {
             return Ok(Some(*link));
+        }
+        if !self.inner.ids.may_have_link(dpid, id) {
+            metrics::counter!("tributary_store_reads_spared_total").increment(1);
+            return Ok(None);
         }
         let this = self.clone();
         on_blocking_thread("store read", move || {
@@ -246,23 +322,26 @@ impl ProfileService {
         let bytes = Arc::new(codec::encode_profile(profile)?);
         let version = self.inner.versions.fetch_add(1, Ordering::Relaxed);
         let replay = replay.filter(|_| self.inner.shared);
+        self.inner.ids.add_profile(visitor);
         let mut pending = lock(&self.shard(visitor).pending);
-        match pending.get_mut(&visitor) {
+        match pending.entries.get_mut(&visitor) {
             Some(entry) => {
                 entry.bytes = bytes;
                 entry.version = version;
                 entry.replays.extend(replay);
             }
             None => {
-                pending.insert(
+                let since = Instant::now();
+                pending.entries.insert(
                     visitor,
                     Pending {
                         bytes,
                         replays: replay.into_iter().collect(),
                         version,
-                        since: Instant::now(),
+                        since,
                     },
                 );
+                pending.due.push_back((since, visitor));
                 self.inner.pending.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -272,10 +351,15 @@ impl ProfileService {
     /// The visitor's latest profile: pending, or read from the store on a blocking thread.
     pub async fn load(&self, visitor: VisitorId) -> Result<Option<Profile>, StoreError> {
         let queued = lock(&self.shard(visitor).pending)
+            .entries
             .get(&visitor)
             .map(|p| p.bytes.clone());
         if let Some(bytes) = queued {
             return codec::decode_profile(&bytes).map(Some);
+        }
+        if !self.inner.ids.may_have_profile(visitor) {
+            metrics::counter!("tributary_store_reads_spared_total").increment(1);
+            return Ok(None);
         }
         let this = self.clone();
         let started = Instant::now();
@@ -283,6 +367,7 @@ impl ProfileService {
             // Checked again on this thread: a save may have been queued and written meanwhile,
             // and the store read below must not miss an entry that was pending a moment ago.
             let queued = lock(&this.shard(visitor).pending)
+                .entries
                 .get(&visitor)
                 .map(|p| p.bytes.clone());
             match queued {
@@ -346,7 +431,7 @@ impl ProfileService {
         on_blocking_thread("store delete", move || {
             let shard = this.shard(visitor);
             let _io = lock(&shard.io);
-            if lock(&shard.pending).remove(&visitor).is_some() {
+            if lock(&shard.pending).entries.remove(&visitor).is_some() {
                 this.inner.pending.fetch_sub(1, Ordering::Relaxed);
             }
             this.inner.store.delete_profile(visitor)
@@ -424,7 +509,7 @@ impl ProfileService {
                 let synced: Vec<(u32, String)> = profile.synced_ids.clone().into_iter().collect();
                 {
                     let _io = lock(&shard.io);
-                    if lock(&shard.pending).contains_key(&visitor) {
+                    if lock(&shard.pending).entries.contains_key(&visitor) {
                         continue;
                     }
                     if purge {
@@ -483,6 +568,20 @@ impl ProfileService {
     }
 }
 
+/// Builds the [`StoredIds`] filter (a thread of its own: a million stored ids take about a
+/// second, and events are served meanwhile, each reading the store).
+fn load_stored_ids(ids: &StoredIds, store: &dyn ProfileStore) {
+    let started = Instant::now();
+    match ids.load(store) {
+        Ok(n) => log::info!(
+            "stored-id filter built: {n} ids in {:.1} s ({} KiB); reads of ids never stored are spared from now on",
+            started.elapsed().as_secs_f64(),
+            ids.memory_bytes() / 1024
+        ),
+        Err(e) => log::warn!("stored-id filter not built ({e}): every profile lookup reads the store"),
+    }
+}
+
 /// One shard's writer: every tick, writes the entries that are due. Holds only a weak
 /// reference, so it ends when the service is dropped.
 fn writer(inner: std::sync::Weak<Inner>, index: usize) {
@@ -516,26 +615,33 @@ fn write_due(inner: &Inner, shard: &Shard, due_before: Option<Instant>) -> Resul
         return write_due_shared(inner, shard, due_before);
     }
     let batch: Vec<(VisitorId, Arc<Vec<u8>>, u64)> = lock(&shard.pending)
-        .iter()
-        .filter(|(_, p)| due_before.is_none_or(|t| p.since <= t))
-        .map(|(v, p)| (*v, p.bytes.clone(), p.version))
+        .take_due(due_before)
+        .into_iter()
+        .map(|(v, p)| (v, p.bytes.clone(), p.version))
         .collect();
     if batch.is_empty() {
         return Ok(());
     }
     let started = Instant::now();
     let items: Vec<(VisitorId, &[u8])> = batch.iter().map(|(v, b, _)| (*v, b.as_slice())).collect();
-    inner.store.put_profile_bytes(&items)?;
+    if let Err(e) = inner.store.put_profile_bytes(&items) {
+        lock(&shard.pending).retry(batch.iter().map(|(v, _, _)| *v));
+        return Err(e);
+    }
     metrics::histogram!("tributary_store_write_seconds").record(started.elapsed().as_secs_f64());
     metrics::histogram!("tributary_store_write_batch_size").record(items.len() as f64);
     let mut pending = lock(&shard.pending);
     for (visitor, _, version) in batch {
-        if pending.get(&visitor).is_some_and(|p| p.version == version) {
-            pending.remove(&visitor);
+        if pending
+            .entries
+            .get(&visitor)
+            .is_some_and(|p| p.version == version)
+        {
+            pending.entries.remove(&visitor);
             inner.pending.fetch_sub(1, Ordering::Relaxed);
-        } else if let Some(p) = pending.get_mut(&visitor) {
+        } else {
             // Saved again while being written: the newer change is due from now on.
-            p.since = started;
+            pending.requeue(visitor, started);
         }
     }
     Ok(())
@@ -550,9 +656,9 @@ fn write_due_shared(
     due_before: Option<Instant>,
 ) -> Result<(), StoreError> {
     let batch: Vec<(VisitorId, Replays, u64)> = lock(&shard.pending)
-        .iter()
-        .filter(|(_, p)| due_before.is_none_or(|t| p.since <= t))
-        .map(|(v, p)| (*v, p.replays.clone(), p.version))
+        .take_due(due_before)
+        .into_iter()
+        .map(|(v, p)| (v, p.replays.clone(), p.version))
         .collect();
     let mut first_error = None;
     for (visitor, replays, version) in batch {
@@ -565,22 +671,23 @@ fn write_due_shared(
         };
         metrics::histogram!("tributary_store_write_seconds")
             .record(started.elapsed().as_secs_f64());
+        let mut pending = lock(&shard.pending);
         if let Err(e) = written {
             first_error.get_or_insert(e);
+            pending.retry(std::iter::once(visitor));
             continue;
         }
-        let mut pending = lock(&shard.pending);
-        let Some(entry) = pending.get_mut(&visitor) else {
+        let Some(entry) = pending.entries.get_mut(&visitor) else {
             continue;
         };
         if entry.version == version {
-            pending.remove(&visitor);
+            pending.entries.remove(&visitor);
             inner.pending.fetch_sub(1, Ordering::Relaxed);
         } else {
             // Saved again meanwhile: those events are still to write, from now on.
             let done = replays.len().min(entry.replays.len());
             entry.replays.drain(..done);
-            entry.since = started;
+            pending.requeue(visitor, started);
         }
     }
     first_error.map_or(Ok(()), Err)
@@ -662,7 +769,7 @@ mod tests {
     fn service(dir: &std::path::Path, delay_ms: u64) -> (ProfileService, Arc<SledStore>) {
         let store = Arc::new(SledStore::open(dir, 8 << 20, 100).unwrap());
         (
-            ProfileService::start(store.clone(), 3, Duration::from_millis(delay_ms)).unwrap(),
+            ProfileService::start(store.clone(), 3, Duration::from_millis(delay_ms), 1000).unwrap(),
             store,
         )
     }
@@ -809,12 +916,121 @@ mod tests {
     #[actix_rt::test]
     async fn unreadable_records_are_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let (svc, store) = service(dir.path(), 10);
         let id = VisitorId::generate();
-        store.put_raw_profile(id, &[9, 9, 9]).unwrap();
+        {
+            let store = SledStore::open(dir.path(), 8 << 20, 100).unwrap();
+            store.put_raw_profile(id, &[9, 9, 9]).unwrap();
+        }
+        let (svc, _store) = service(dir.path(), 10);
         assert!(matches!(
             svc.load(id).await,
             Err(StoreError::Corrupt { .. })
         ));
+    }
+
+    /// Once the stored-id filter is built, an id never stored is answered without a store
+    /// read; ids stored before the start, and ids saved since, are still read.
+    #[actix_rt::test]
+    async fn ids_never_stored_cost_no_read_once_the_filter_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let (before, link_before) = (VisitorId::generate(), VisitorId::generate());
+        {
+            let store = SledStore::open(dir.path(), 8 << 20, 100).unwrap();
+            store.save_profile(before, &profile(7)).unwrap();
+            let link = IdLink {
+                visitor: link_before,
+                at: 1,
+            };
+            store.put_links(&[(3, "crm", link)]).unwrap();
+        }
+        let store = Arc::new(SledStore::open(dir.path(), 8 << 20, 100).unwrap());
+        let counting = Arc::new(CountingReads {
+            inner: store.clone(),
+            reads: AtomicUsize::new(0),
+        });
+        let svc =
+            ProfileService::start(counting.clone(), 2, Duration::from_millis(10), 1000).unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while svc.inner.ids.may_have_profile(VisitorId::generate()) && Instant::now() < until {
+            // Not built yet (or a wrong "yes": one in a hundred); ask again.
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        let reads = || counting.reads.load(Ordering::Relaxed);
+        let start = reads();
+        for _ in 0..100 {
+            assert!(svc.load(VisitorId::generate()).await.unwrap().is_none());
+            assert!(svc.lookup_link(3, "other").await.unwrap().is_none());
+        }
+        let spared = 200 - (reads() - start);
+        assert!(spared >= 180, "only {spared} of 200 reads spared");
+        assert_eq!(svc.load(before).await.unwrap().unwrap().last_seen, 7);
+        let link = svc.lookup_link(3, "crm").await.unwrap().unwrap();
+        assert_eq!(link.visitor, link_before);
+        let new = VisitorId::generate();
+        svc.save(new, &profile(9)).unwrap();
+        svc.flush().await.unwrap();
+        assert_eq!(svc.load(new).await.unwrap().unwrap().last_seen, 9);
+    }
+
+    /// Counts profile and mapping reads that reach the store.
+    struct CountingReads {
+        inner: Arc<SledStore>,
+        reads: AtomicUsize,
+    }
+
+    impl ProfileStore for CountingReads {
+        fn get_profile_bytes(&self, v: VisitorId) -> Result<Option<Vec<u8>>, StoreError> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.inner.get_profile_bytes(v)
+        }
+        fn put_profile_bytes(&self, batch: &[(VisitorId, &[u8])]) -> Result<(), StoreError> {
+            self.inner.put_profile_bytes(batch)
+        }
+        fn delete_profile(&self, v: VisitorId) -> Result<(), StoreError> {
+            self.inner.delete_profile(v)
+        }
+        fn swap_profile_bytes(
+            &self,
+            v: VisitorId,
+            expected: Option<&[u8]>,
+            new: &[u8],
+        ) -> Result<bool, StoreError> {
+            self.inner.swap_profile_bytes(v, expected, new)
+        }
+        fn scan_profiles(
+            &self,
+            c: ScanCursor,
+            limit: usize,
+        ) -> Result<super::super::ScanBatch, StoreError> {
+            self.inner.scan_profiles(c, limit)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            self.inner.flush()
+        }
+        fn stored_ids(
+            &self,
+            each: &mut dyn FnMut(super::super::StoredId<'_>),
+        ) -> Result<(), StoreError> {
+            self.inner.stored_ids(each)
+        }
+        fn get_link(&self, dpid: u32, id: &str) -> Result<Option<IdLink>, StoreError> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.inner.get_link(dpid, id)
+        }
+        fn put_links(&self, links: &[(u32, &str, IdLink)]) -> Result<(), StoreError> {
+            self.inner.put_links(links)
+        }
+        fn delete_link(&self, dpid: u32, id: &str) -> Result<(), StoreError> {
+            self.inner.delete_link(dpid, id)
+        }
+        fn set_opted_out(&self, v: VisitorId, at: i64) -> Result<(), StoreError> {
+            self.inner.set_opted_out(v, at)
+        }
+        fn opted_out(&self) -> Result<Vec<VisitorId>, StoreError> {
+            self.inner.opted_out()
+        }
+        fn opted_out_count(&self) -> Result<usize, StoreError> {
+            self.inner.opted_out_count()
+        }
     }
 }

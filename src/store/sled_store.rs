@@ -14,7 +14,7 @@ use std::path::Path;
 use super::codec::{self, decode_json, decode_link, encode_json, encode_link};
 use super::{
     CatalogChange, CatalogKind, CatalogObject, CatalogStore, IdLink, OutboxStore, ProfileStore,
-    ScanBatch, ScanCursor, StoreError,
+    ScanBatch, ScanCursor, StoreError, StoredId,
 };
 use crate::core::catalog::{Catalog, Destination, Provider, Segment, Trait};
 use crate::core::ids::VisitorId;
@@ -211,6 +211,26 @@ impl ProfileStore for SledStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
+        Ok(())
+    }
+
+    fn stored_ids(&self, each: &mut dyn FnMut(StoredId<'_>)) -> Result<(), StoreError> {
+        for key in self.profiles.iter().keys() {
+            let key = key?;
+            let visitor = <[u8; 16]>::try_from(key.as_ref())
+                .ok()
+                .and_then(|b| VisitorId::from_u128(u128::from_be_bytes(b)));
+            // A key that is no visitor id is never looked up; the sweep reports such records.
+            if let Some(visitor) = visitor {
+                each(StoredId::Profile(visitor));
+            }
+        }
+        for key in self.idlinks.iter().keys() {
+            let key = key?;
+            if let Some((dpid, id)) = key.split_first_chunk::<4>() {
+                each(StoredId::Link(u32::from_be_bytes(*dpid), id));
+            }
+        }
         Ok(())
     }
 

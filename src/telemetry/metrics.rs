@@ -11,12 +11,14 @@
 //! | `tributary_provider_wait_seconds` | histogram | `provider` |
 //! | `tributary_provider_circuit_transitions_total` | counter | `provider`, `to` (`open`, `half_open`, `closed`) |
 //! | `tributary_provider_late_answers_total` | counter | `provider` |
+//! | `tributary_provider_drained_calls_total` | counter | `provider`, `result` (`finished`, `cut`): timed-out calls let run on for their connection |
 //! | `tributary_provider_late_answers_handled_total` | counter | `provider`, `result` (`merged`, `erased`, `unreadable`, `engine_unavailable`, `stopped`) |
 //! | `tributary_engine_duration_seconds` | histogram | |
 //! | `tributary_events_shed_total` | counter | `reason` (`worker_lag`, `in_flight`, `store_backlog`) |
 //! | `tributary_events_in_flight` | gauge | |
 //! | `tributary_sessions_active` | gauge | |
 //! | `tributary_store_read_seconds` | histogram | (a profile read, including the wait for a blocking thread) |
+//! | `tributary_store_reads_spared_total` | counter | (lookups of ids never stored, answered by the stored-id filter) |
 //! | `tributary_store_write_seconds` | histogram | (one batch of profile writes) |
 //! | `tributary_store_write_batch_size` | histogram | |
 //! | `tributary_store_write_errors_total` | counter | |

@@ -50,7 +50,8 @@ async fn segment_engine_evaluates_persists_and_loads() {
     let store = Arc::new(SledStore::open(dir.path(), 8 << 20, 100).unwrap());
     let profile_store: Arc<dyn ProfileStore> = store.clone();
     let profiles =
-        ProfileService::start(profile_store, 2, std::time::Duration::from_millis(50)).unwrap();
+        ProfileService::start(profile_store, 2, std::time::Duration::from_millis(50), 1000)
+            .unwrap();
     let engine = SegmentEngine::new(profiles.clone()).start();
     let compiled =
         Arc::new(CompiledCatalog::compile(&sample_catalog("http://127.0.0.1:9/"), 1).unwrap());
@@ -195,7 +196,8 @@ fn harness_reading_in(
         delay: read_delay,
     });
     let profiles =
-        ProfileService::start(profile_store, 1, std::time::Duration::from_millis(50)).unwrap();
+        ProfileService::start(profile_store, 1, std::time::Duration::from_millis(50), 1000)
+            .unwrap();
     let realtime = RealtimeConfig {
         deadline_ms,
         ..Default::default()

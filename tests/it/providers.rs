@@ -585,12 +585,8 @@ async fn synced_only_providers_are_asked_about_synced_visitors_only() {
     let known = tributary::core::ids::VisitorId::parse(VISITOR).unwrap();
     let mut profile = tributary::core::profile::Profile::default();
     profile.synced_ids.insert(1002, "prov-77".into());
-    let bytes = tributary::store::encode_profile(&profile).unwrap();
-    server
-        .running
-        .store()
-        .put_profile_bytes(&[(known, &bytes[..])])
-        .unwrap();
+    server.running.profiles().save(known, &profile).unwrap();
+    server.running.sync_store().await.unwrap();
 
     let anonymous = get(&server.url("/event?d_rtbd=json&d_cts=2&c_page=x"))
         .await
@@ -604,6 +600,50 @@ async fn synced_only_providers_are_asked_about_synced_visitors_only() {
     assert_eq!(body["providers"], json!({"synced": "ok"}));
     assert_eq!(body["segments"], json!([102]));
     assert_eq!(synced.bodies()[0]["user"]["id"], "prov-77");
+    server.stop().await;
+}
+
+/// A provider a little slower than its `timeoutMs`: each call is a `timeout`, but the call
+/// runs on until the answer is read, so its connection goes back to the pool and the next
+/// call reuses it instead of connecting again.
+#[actix_web::test]
+async fn a_timed_out_calls_connection_is_reused() {
+    let p = TestProvider::start(Behavior::Delay(
+        120,
+        Box::new(Behavior::Segments(vec!["s"], None)),
+    ))
+    .await;
+    let cat = catalog(
+        vec![provider(1, "slow-but-kept", &p.url, 1001, 40)],
+        onboarded(&[(21, 1001, "s")]),
+        json!([]),
+    );
+    // Every call fails by timing out: without this the circuit would open after five.
+    let server = TestServer::start_with(&cat, |c| c.realtime.circuit_failures = 0).await;
+    for round in 1..=8 {
+        let body = get(&server.url("/event?d_rtbd=json&d_cts=2")).await.json();
+        assert_eq!(body["providers"], json!({"slow-but-kept": "timeout"}));
+        // The timed-out call ends in the background once the answer is read.
+        wait_for_metric(
+            &server,
+            r#"tributary_provider_drained_calls_total{provider="slow-but-kept",result="finished"}"#,
+            f64::from(round),
+            Duration::from_secs(5),
+        )
+        .await;
+    }
+    let text = metrics(&server).await;
+    let connects: f64 = text
+        .lines()
+        .find(|l| l.starts_with(r#"tributary_provider_connects_total{provider="slow-but-kept"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no connect count in\n{text}"));
+    assert!(
+        connects <= 2.0,
+        "{connects} connections for 8 timed-out calls"
+    );
+    assert_eq!(p.hits(), 8);
     server.stop().await;
 }
 
