@@ -23,7 +23,8 @@ use crate::core::ids::{Tid, VisitorId};
 use crate::core::profile::{CachedAnswer, Profile};
 use crate::store::{ProfileService, Replay, StoreError};
 
-/// Reads a visitor's stored profile (`None` for a visitor never stored).
+/// Reads a visitor's stored profile (`None` for a visitor never stored). Sessions read through
+/// the [`ProfileService`] directly, saving this mailbox round trip.
 #[derive(Message)]
 #[rtype(result = "Result<Option<Profile>, StoreError>")]
 pub struct LoadProfile {

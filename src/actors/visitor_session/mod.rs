@@ -31,9 +31,7 @@ use actix::{
 
 use super::directory::{PendingGuard, SessionDirectory};
 use super::provider_client::ClientSettings;
-use super::segment_engine::{
-    engine_for, ChangeBaseline, EvaluateProfile, Evaluated, EventReplay, LoadProfile,
-};
+use super::segment_engine::{engine_for, ChangeBaseline, EvaluateProfile, Evaluated, EventReplay};
 use crate::config::RealtimeConfig;
 use crate::core::clock::unix_now;
 use crate::core::engine::CatalogHandle;
@@ -340,18 +338,12 @@ async fn load_profile(
     match state {
         ProfileState::Loaded(p) => (p, true),
         ProfileState::Unloaded if new_visitor => (Profile::default(), true),
-        ProfileState::Unloaded => match engine_for(&deps.profiles)
-            .send(LoadProfile { visitor })
-            .await
-        {
-            Ok(Ok(stored)) => (stored.unwrap_or_default(), true),
-            Ok(Err(e)) => {
-                store_unavailable(tid, visitor, &e.to_string());
-                errors.push(DcsError::profile_unreadable());
-                (Profile::default(), false)
-            }
+        // Straight from the profile service, not through the engine's mailbox: a read the
+        // stored-id filter or the pending map answers then costs no message at all.
+        ProfileState::Unloaded => match deps.profiles.load(visitor).await {
+            Ok(stored) => (stored.unwrap_or_default(), true),
             Err(e) => {
-                log::error!(tid = tid.as_str(); "segment engine unavailable: {e}");
+                store_unavailable(tid, visitor, &e.to_string());
                 errors.push(DcsError::profile_unreadable());
                 (Profile::default(), false)
             }

@@ -101,11 +101,16 @@ pub fn large(traits: u64, segments: u64) -> Value {
 /// The generated key `c_k…` depends on the visitor, so a visitor can realize at most the ten
 /// large-catalog traits of its key: profiles stay the size real visitors have (a few dozen
 /// traits), and the large-catalog scenario measures catalog size, not profile growth.
+/// The `d_uuid` of bench visitor number `visitor`.
+pub fn visitor_id(visitor: u64) -> u128 {
+    10u128.pow(37) + u128::from(visitor)
+}
+
 pub fn event_target(visitor: u64, rng: &mut SmallRng) -> String {
     const PAGES: [&str; 4] = ["cars", "news/today", "home", "cars/suv"];
     const SECTIONS: [&str; 3] = ["sport", "finance", "home"];
     const DEVICES: [&str; 3] = ["mobile", "desktop", "tablet"];
-    let id = 10u128.pow(37) + u128::from(visitor);
+    let id = visitor_id(visitor);
     format!(
         "/event?d_rtbd=json&d_uuid={id}&c_page={}&c_basket={}&c_section={}&c_device={}&c_k{}=v{}",
         PAGES[rng.random_range(0..PAGES.len())],

@@ -182,6 +182,12 @@ pub(super) fn checks(ms: &[Measurement]) -> Vec<Check> {
         0.40,
     );
     ratio(
+        "no-providers-stored (every visitor stored) ≥ 0.40 × http-ceiling",
+        "no-providers-stored",
+        "http-ceiling",
+        0.40,
+    );
+    ratio(
         "providers-warm ≥ 3 × providers-cold (same visitors)",
         "providers-warm",
         "providers-cold",
@@ -220,6 +226,12 @@ pub(super) fn checks(ms: &[Measurement]) -> Vec<Check> {
     wrk_ratio(
         "no-providers ≥ 0.40 × http-ceiling",
         "no-providers",
+        "http-ceiling",
+        0.40,
+    );
+    wrk_ratio(
+        "no-providers-stored ≥ 0.40 × http-ceiling",
+        "no-providers-stored",
         "http-ceiling",
         0.40,
     );
