@@ -79,7 +79,8 @@ pub struct IdLink {
 pub trait ProfileStore: Send + Sync {
     /// The stored bytes of a profile.
     fn get_profile_bytes(&self, visitor: VisitorId) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Writes encoded profiles, as one atomic batch where the backend can.
+    /// Writes encoded profiles. Not atomic as a whole: each profile stands alone, and a crash
+    /// part-way may leave some of them written.
     fn put_profile_bytes(&self, batch: &[(VisitorId, &[u8])]) -> Result<(), StoreError>;
     fn delete_profile(&self, visitor: VisitorId) -> Result<(), StoreError>;
     /// Writes `new` only if the stored bytes are still `expected` (`None`: no profile stored),

@@ -151,16 +151,14 @@ impl ProfileStore for SledStore {
             .map(|v| v.to_vec()))
     }
 
+    /// One insert per profile, not a `sled::Batch`: profiles are independent, and a sled batch
+    /// holds sled's global write lock for all its inserts (every read of every tree waits) and
+    /// writes a batch marker into the log. A crash part-way leaves some of them written, which
+    /// is what write-behind promises anyway (`docs/architecture.md`, sled).
     fn put_profile_bytes(&self, batch: &[(VisitorId, &[u8])]) -> Result<(), StoreError> {
-        if let [(visitor, bytes)] = batch {
-            self.profiles.insert(visitor.to_be_bytes(), *bytes)?;
-            return Ok(());
-        }
-        let mut b = sled::Batch::default();
         for (visitor, bytes) in batch {
-            b.insert(&visitor.to_be_bytes()[..], *bytes);
+            self.profiles.insert(visitor.to_be_bytes(), *bytes)?;
         }
-        self.profiles.apply_batch(b)?;
         Ok(())
     }
 
@@ -241,12 +239,12 @@ impl ProfileStore for SledStore {
         }
     }
 
+    /// One insert per mapping, for the reason [`SledStore::put_profile_bytes`] gives.
     fn put_links(&self, links: &[(u32, &str, IdLink)]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
         for (dpid, id, link) in links {
-            batch.insert(link_key(*dpid, id), &encode_link(link)[..]);
+            self.idlinks
+                .insert(link_key(*dpid, id), &encode_link(link)[..])?;
         }
-        self.idlinks.apply_batch(batch)?;
         Ok(())
     }
 
