@@ -21,6 +21,9 @@ pub struct StoreConfig {
     pub retention_sweep_secs: u64,
     /// Store writer threads (each visitor always on the same one).
     pub threads: usize,
+    /// Threads that do the event path's profile and id-mapping reads (a disk slow to read
+    /// wants more).
+    pub read_threads: usize,
     /// How long a changed profile may wait in memory before it is written; changes made in
     /// that window are written together. A crash loses at most this (plus `flush_every_ms`).
     pub write_delay_ms: u64,
@@ -63,6 +66,7 @@ impl Default for StoreConfig {
             profile_ttl_days: 120,
             retention_sweep_secs: 3600,
             threads: 2,
+            read_threads: 4,
             write_delay_ms: 1000,
             max_pending_writes: 500_000,
             expected_ids: 10_000_000,
@@ -105,6 +109,7 @@ impl StoreConfig {
             return Err(bad("store.flush_every_ms", "must be between 1 and 60000"));
         }
         range("store.threads", self.threads as u64, 1, 64)?;
+        range("store.read_threads", self.read_threads as u64, 1, 256)?;
         if self.backend == Backend::Redis {
             if self.redis_urls.is_empty() {
                 return Err(bad(

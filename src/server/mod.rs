@@ -32,8 +32,8 @@ use crate::core::engine::{CatalogHandle, CompiledCatalog};
 use crate::outbox::{Outbox, OutboxSettings};
 use crate::routes::{self, AppState};
 use crate::store::{
-    CatalogStore, OutboxStore, ProfileService, ProfileStore, RedisSettings, RedisStore, SledStore,
-    Store, StoreError,
+    CatalogStore, OutboxStore, ProfileService, ProfileStore, RedisSettings, RedisStore,
+    ServiceSettings, SledStore, Store, StoreError,
 };
 use running::Listener;
 use tasks::RetentionSweep;
@@ -212,11 +212,15 @@ fn load_or_seed_catalog(
 /// replay events rather than overwrite (no realization is lost).
 fn start_profiles(config: &Config, store: Arc<dyn Store>) -> Result<ProfileService, StoreError> {
     let store: Arc<dyn ProfileStore> = store;
-    let delay = Duration::from_millis(config.store.write_delay_ms);
-    let threads = config.store.threads;
+    let settings = ServiceSettings {
+        shards: config.store.threads,
+        write_delay: Duration::from_millis(config.store.write_delay_ms),
+        expected_ids: config.store.expected_ids,
+        read_threads: config.store.read_threads,
+    };
     match config.store.backend {
-        Backend::Redis => ProfileService::start_shared(store, threads, delay),
-        Backend::Sled => ProfileService::start(store, threads, delay, config.store.expected_ids),
+        Backend::Redis => ProfileService::start_shared(store, settings),
+        Backend::Sled => ProfileService::start(store, settings),
     }
 }
 

@@ -9,13 +9,16 @@
 
 mod codec;
 mod profile_service;
+mod readers;
 mod redis_store;
 mod sled_store;
 mod stored_ids;
 
 /// The stored profile format, for tools and tests that prepare a store.
 pub use codec::{decode_profile, encode_profile};
-pub use profile_service::{ProfileService, Replay, SweepReport, MAX_SWAP_ATTEMPTS};
+pub use profile_service::{
+    ProfileService, Replay, ServiceSettings, SweepReport, MAX_SWAP_ATTEMPTS,
+};
 pub use redis_store::{cluster_usage, RedisSettings, RedisStore};
 pub use sled_store::SledStore;
 pub use stored_ids::{StoredId, StoredIds};

@@ -5,8 +5,8 @@
 //! an event's answer never waits for either. One writer thread per shard writes pending
 //! profiles once they are `write_delay` old, as one batch, so a visitor with many events in
 //! that window costs one write instead of one per event. Reads check the pending map first,
-//! so they always see the latest save (read-your-writes), and otherwise read the store on a
-//! blocking thread, never on the caller's.
+//! so they always see the latest save (read-your-writes), and otherwise read the store on one
+//! of the service's reader threads (`readers.rs`), never on the caller's.
 //!
 //! An entry leaves the pending map only after its write has reached the store (and only if no
 //! newer save replaced it meanwhile), so at every moment the latest profile is either pending
@@ -36,6 +36,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
+
+use super::readers::ReadPool;
 
 use super::{codec, on_blocking_thread, IdLink, ProfileStore, ScanCursor, StoreError, StoredIds};
 use crate::core::ids::VisitorId;
@@ -162,6 +164,8 @@ struct Inner {
     shared: bool,
     /// Which ids may be stored: a read of one that was never stored is answered at once.
     ids: Arc<StoredIds>,
+    /// The threads that do the event path's reads.
+    readers: ReadPool,
     /// Visitors that opted out, all of them in memory (16 bytes each plus the set's overhead),
     /// so that no request of theirs reaches a session, a provider or the store.
     opted_out: RwLock<HashSet<VisitorId>>,
@@ -173,6 +177,31 @@ impl Inner {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains(&visitor)
+    }
+}
+
+/// How the service runs.
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceSettings {
+    /// Writer threads (each visitor always on the same one).
+    pub shards: usize,
+    /// A saved profile is written once it has been pending this long.
+    pub write_delay: Duration,
+    /// Ids the stored-id filter is sized for (sled only).
+    pub expected_ids: usize,
+    /// Threads doing the event path's reads.
+    pub read_threads: usize,
+}
+
+impl ServiceSettings {
+    /// `shards` writers writing after `write_delay`; the rest as a small test needs it.
+    pub fn new(shards: usize, write_delay: Duration) -> Self {
+        ServiceSettings {
+            shards,
+            write_delay,
+            expected_ids: 1000,
+            read_threads: 2,
+        }
     }
 }
 
@@ -189,19 +218,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ProfileService {
-    /// Starts `shards` writer threads over `store`; a saved profile is written once it has been
-    /// pending for `write_delay`. The [`StoredIds`] filter, sized for `expected_ids`, is built
-    /// from the store on a thread of its own.
+    /// Starts the writer and reader threads over `store` (see [`ServiceSettings`]); the
+    /// [`StoredIds`] filter is built from the store on a thread of its own.
     /// Fails only if the stored opt-outs cannot be read: starting without them would serve
     /// visitors who asked not to be.
     pub fn start(
         store: Arc<dyn ProfileStore>,
-        shards: usize,
-        write_delay: Duration,
-        expected_ids: usize,
+        settings: ServiceSettings,
     ) -> Result<ProfileService, StoreError> {
-        let ids = Arc::new(StoredIds::new(expected_ids));
-        let service = Self::start_with(store.clone(), shards, write_delay, false, ids.clone())?;
+        let ids = Arc::new(StoredIds::new(settings.expected_ids));
+        let service = Self::start_with(store.clone(), settings, false, ids.clone())?;
         let spawned = std::thread::Builder::new()
             .name("tributary-store-ids".into())
             .spawn(move || load_stored_ids(&ids, store.as_ref()));
@@ -215,23 +241,28 @@ impl ProfileService {
     /// no [`StoredIds`] filter, as the other nodes' ids are not in it.
     pub fn start_shared(
         store: Arc<dyn ProfileStore>,
-        shards: usize,
-        write_delay: Duration,
+        settings: ServiceSettings,
     ) -> Result<ProfileService, StoreError> {
         let ids = Arc::new(StoredIds::disabled());
-        Self::start_with(store, shards, write_delay, true, ids)
+        Self::start_with(store, settings, true, ids)
     }
 
     fn start_with(
         store: Arc<dyn ProfileStore>,
-        shards: usize,
-        write_delay: Duration,
+        settings: ServiceSettings,
         shared: bool,
         ids: Arc<StoredIds>,
     ) -> Result<ProfileService, StoreError> {
+        let ServiceSettings {
+            shards,
+            write_delay,
+            read_threads,
+            ..
+        } = settings;
         let opted_out = store.opted_out()?.into_iter().collect();
         let inner = Arc::new(Inner {
             ids,
+            readers: ReadPool::start(read_threads),
             opted_out: RwLock::new(opted_out),
             shards: (0..shards.max(1)).map(|_| Shard::default()).collect(),
             store,
@@ -276,7 +307,7 @@ impl ProfileService {
     }
 
     /// The visitor (data source `dpid`, `id`) is mapped to: pending, or read from the store on
-    /// a blocking thread.
+    /// a reader thread.
     pub async fn lookup_link(&self, dpid: u32, id: &str) -> Result<Option<IdLink>, StoreError> {
         let key = (dpid, id.to_string());
         if let Some(link) = lock(&self.link_shard(dpid, id).links).get(&key) {
@@ -287,17 +318,19 @@ impl ProfileService {
             return Ok(None);
         }
         let this = self.clone();
-        on_blocking_thread("store read", move || {
-            let (dpid, id) = key;
-            let queued = lock(&this.link_shard(dpid, &id).links)
-                .get(&(dpid, id.clone()))
-                .copied();
-            match queued {
-                Some(link) => Ok(Some(link)),
-                None => this.inner.store.get_link(dpid, &id),
-            }
-        })
-        .await
+        self.inner
+            .readers
+            .run("store read", move || {
+                let (dpid, id) = key;
+                let queued = lock(&this.link_shard(dpid, &id).links)
+                    .get(&(dpid, id.clone()))
+                    .copied();
+                match queued {
+                    Some(link) => Ok(Some(link)),
+                    None => this.inner.store.get_link(dpid, &id),
+                }
+            })
+            .await
     }
 
     /// Whether other nodes write the same store (so sessions must not keep profiles warm).
@@ -348,7 +381,7 @@ impl ProfileService {
         Ok(())
     }
 
-    /// The visitor's latest profile: pending, or read from the store on a blocking thread.
+    /// The visitor's latest profile: pending, or read from the store on a reader thread.
     pub async fn load(&self, visitor: VisitorId) -> Result<Option<Profile>, StoreError> {
         let queued = lock(&self.shard(visitor).pending)
             .entries
@@ -363,20 +396,23 @@ impl ProfileService {
         }
         let this = self.clone();
         let started = Instant::now();
-        let loaded = on_blocking_thread("store read", move || {
-            // Checked again on this thread: a save may have been queued and written meanwhile,
-            // and the store read below must not miss an entry that was pending a moment ago.
-            let queued = lock(&this.shard(visitor).pending)
-                .entries
-                .get(&visitor)
-                .map(|p| p.bytes.clone());
-            match queued {
-                Some(bytes) => codec::decode_profile(&bytes).map(Some),
-                None => this.inner.store.load_profile(visitor),
-            }
-        })
-        .await;
-        // Includes the wait for a blocking thread: what the event waited for.
+        let loaded = self
+            .inner
+            .readers
+            .run("store read", move || {
+                // Checked again on this thread: a save may have been queued and written meanwhile,
+                // and the store read below must not miss an entry that was pending a moment ago.
+                let queued = lock(&this.shard(visitor).pending)
+                    .entries
+                    .get(&visitor)
+                    .map(|p| p.bytes.clone());
+                match queued {
+                    Some(bytes) => codec::decode_profile(&bytes).map(Some),
+                    None => this.inner.store.load_profile(visitor),
+                }
+            })
+            .await;
+        // Includes the wait for a reader thread: what the event waited for.
         metrics::histogram!("tributary_store_read_seconds").record(started.elapsed().as_secs_f64());
         loaded
     }
@@ -769,7 +805,11 @@ mod tests {
     fn service(dir: &std::path::Path, delay_ms: u64) -> (ProfileService, Arc<SledStore>) {
         let store = Arc::new(SledStore::open(dir, 8 << 20, 100).unwrap());
         (
-            ProfileService::start(store.clone(), 3, Duration::from_millis(delay_ms), 1000).unwrap(),
+            ProfileService::start(
+                store.clone(),
+                ServiceSettings::new(3, Duration::from_millis(delay_ms)),
+            )
+            .unwrap(),
             store,
         )
     }
@@ -948,8 +988,11 @@ mod tests {
             inner: store.clone(),
             reads: AtomicUsize::new(0),
         });
-        let svc =
-            ProfileService::start(counting.clone(), 2, Duration::from_millis(10), 1000).unwrap();
+        let svc = ProfileService::start(
+            counting.clone(),
+            ServiceSettings::new(2, Duration::from_millis(10)),
+        )
+        .unwrap();
         let until = Instant::now() + Duration::from_secs(10);
         while svc.inner.ids.may_have_profile(VisitorId::generate()) && Instant::now() < until {
             // Not built yet (or a wrong "yes": one in a hundred); ask again.

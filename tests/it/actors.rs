@@ -17,8 +17,8 @@ use tributary::core::ids::{Tid, VisitorId};
 use tributary::core::profile::Profile;
 use tributary::core::provider::Outcome;
 use tributary::core::signals::Signals;
-use tributary::store::ProfileService;
 use tributary::store::{IdLink, ProfileStore, SledStore, StoreError};
+use tributary::store::{ProfileService, ServiceSettings};
 
 use crate::common::*;
 
@@ -49,9 +49,11 @@ async fn segment_engine_evaluates_persists_and_loads() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path(), 8 << 20, 100).unwrap());
     let profile_store: Arc<dyn ProfileStore> = store.clone();
-    let profiles =
-        ProfileService::start(profile_store, 2, std::time::Duration::from_millis(50), 1000)
-            .unwrap();
+    let profiles = ProfileService::start(
+        profile_store,
+        ServiceSettings::new(2, std::time::Duration::from_millis(50)),
+    )
+    .unwrap();
     let engine = SegmentEngine::new(profiles.clone()).start();
     let compiled =
         Arc::new(CompiledCatalog::compile(&sample_catalog("http://127.0.0.1:9/"), 1).unwrap());
@@ -195,9 +197,11 @@ fn harness_reading_in(
         inner: store.clone(),
         delay: read_delay,
     });
-    let profiles =
-        ProfileService::start(profile_store, 1, std::time::Duration::from_millis(50), 1000)
-            .unwrap();
+    let profiles = ProfileService::start(
+        profile_store,
+        ServiceSettings::new(1, std::time::Duration::from_millis(50)),
+    )
+    .unwrap();
     let realtime = RealtimeConfig {
         deadline_ms,
         ..Default::default()
