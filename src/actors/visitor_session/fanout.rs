@@ -313,10 +313,46 @@ pub(super) struct LateCalls {
     pub(super) called: Vec<Option<Arc<Provider>>>,
 }
 
+/// One provider's metric handles on this thread.
+struct Handles {
+    wait: metrics::Histogram,
+    /// By outcome label; a handful at most.
+    calls: Vec<(&'static str, metrics::Counter)>,
+}
+
+thread_local! {
+    /// Each provider's handles by name, so that recording a call is no registry lookup (which
+    /// hashes the name and labels and allocates the label, twice per call). Provider names
+    /// are bounded by the catalog.
+    static HANDLES: std::cell::RefCell<std::collections::HashMap<String, Handles>> =
+        Default::default();
+}
+
 fn record(provider: &Provider, outcome: Outcome, waited: Duration) {
-    let name = provider.name.clone();
-    metrics::counter!("tributary_provider_calls_total", "provider" => name.clone(), "outcome" => outcome.as_str())
-        .increment(1);
-    metrics::histogram!("tributary_provider_wait_seconds", "provider" => name)
-        .record(waited.as_secs_f64());
+    HANDLES.with(|handles| {
+        let mut handles = handles.borrow_mut();
+        if !handles.contains_key(&provider.name) {
+            let wait = metrics::histogram!("tributary_provider_wait_seconds", "provider" => provider.name.clone());
+            handles.insert(
+                provider.name.clone(),
+                Handles {
+                    wait,
+                    calls: Vec::new(),
+                },
+            );
+        }
+        let Some(h) = handles.get_mut(&provider.name) else {
+            return;
+        };
+        let label = outcome.as_str();
+        match h.calls.iter().find(|(l, _)| *l == label) {
+            Some((_, counter)) => counter.increment(1),
+            None => {
+                let counter = metrics::counter!("tributary_provider_calls_total", "provider" => provider.name.clone(), "outcome" => label);
+                counter.increment(1);
+                h.calls.push((label, counter));
+            }
+        }
+        h.wait.record(waited.as_secs_f64());
+    });
 }
