@@ -28,8 +28,8 @@ pub struct StoreConfig {
     /// that window are written together. A crash loses at most this (plus `flush_every_ms`).
     pub write_delay_ms: u64,
     /// Profiles plus ID-sync mappings the store is expected to hold: the size of the in-memory
-    /// filter that spares reads of ids never stored (1.2 MB per million). Beyond it more of
-    /// those reads happen; answers stay right.
+    /// filter that spares reads of ids never stored (1.2 MB per million, allocated at start;
+    /// at most a billion, 1.2 GB). Beyond it more of those reads happen; answers stay right.
     pub expected_ids: usize,
     /// Shed events while this many changed profiles wait to be written (the disk is behind).
     pub max_pending_writes: usize,
@@ -152,7 +152,7 @@ impl StoreConfig {
             "store.expected_ids",
             self.expected_ids as u64,
             1_000,
-            10_000_000_000,
+            1_000_000_000,
         )?;
         range(
             "store.max_pending_writes",
@@ -185,6 +185,17 @@ mod tests {
     use super::Backend;
     use crate::config::tests::{env, error};
     use crate::config::Config;
+
+    #[test]
+    fn read_threads_and_the_filter_size_are_bounded() {
+        let c = Config::from_toml("[store]\nread_threads = 8\nexpected_ids = 5000\n", env(&[]))
+            .unwrap();
+        assert_eq!((c.store.read_threads, c.store.expected_ids), (8, 5000));
+        assert!(error("[store]\nread_threads = 0\n", &[])
+            .starts_with("config key store.read_threads: must be between 1 and 256"));
+        assert!(error("[store]\nexpected_ids = 10000000000\n", &[])
+            .starts_with("config key store.expected_ids: must be between 1000 and 1000000000"));
+    }
 
     #[test]
     fn store_backend_keys() {
