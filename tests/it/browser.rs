@@ -98,12 +98,9 @@ async fn browser_runs_scripts_reads_cookies_and_blocks_third_party_cookies_on_re
     );
     browser.close().await;
 
-    let blocking = Browser::start(Options {
-        block_third_party_cookies: true,
-        ..Default::default()
-    })
-    .await
-    .expect("Chromium was found a moment ago");
+    let blocking = Browser::start(Options::blocking_third_party_cookies())
+        .await
+        .expect("Chromium was found a moment ago");
     assert!(
         !third_party_cookie_kept(&blocking, &site, "blocked").await,
         "with the switch, a third-party cookie is refused"

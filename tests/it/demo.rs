@@ -62,12 +62,7 @@ async fn the_demo_shows_a_cached_answer_and_an_id_sync() {
 #[actix_web::test]
 async fn the_demo_site_shows_the_seed_flow_in_a_browser() {
     use crate::common::browser::{Browser, Options};
-    let Some(browser) = Browser::start(Options {
-        block_third_party_cookies: true,
-        ..Default::default()
-    })
-    .await
-    else {
+    let Some(browser) = Browser::start(Options::blocking_third_party_cookies()).await else {
         return;
     };
     let demo = DemoProcess::spawn(&[]);

@@ -525,12 +525,7 @@ async fn dest5_fires_nothing_on_hostile_input_and_keeps_working() {
 
 #[actix_rt::test]
 async fn dest5_reports_false_where_third_party_cookies_are_blocked_and_still_fires() {
-    let Some(browser) = Browser::start(Options {
-        block_third_party_cookies: true,
-        ..Default::default()
-    })
-    .await
-    else {
+    let Some(browser) = Browser::start(Options::blocking_third_party_cookies()).await else {
         return;
     };
     let server = dcs().await;

@@ -309,12 +309,7 @@ async fn bad_input_gets_a_json_object_and_an_error() {
 #[actix_rt::test]
 async fn id_and_dest5_in_a_browser_as_visitorapi_drives_them() {
     use crate::common::browser::{Browser, Options, TestSite};
-    let Some(browser) = Browser::start(Options {
-        block_third_party_cookies: true,
-        ..Default::default()
-    })
-    .await
-    else {
+    let Some(browser) = Browser::start(Options::blocking_third_party_cookies()).await else {
         return;
     };
     let site = TestSite::start().await;

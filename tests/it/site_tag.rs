@@ -67,12 +67,7 @@ fn cookie<'a>(cookies: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 #[actix_rt::test]
 async fn the_tag_collects_targets_and_keeps_the_visitor_without_third_party_cookies() {
-    let Some(browser) = Browser::start(Options {
-        block_third_party_cookies: true,
-        ..Default::default()
-    })
-    .await
-    else {
+    let Some(browser) = Browser::start(Options::blocking_third_party_cookies()).await else {
         return;
     };
     let site = TestSite::start().await;

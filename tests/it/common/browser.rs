@@ -55,6 +55,16 @@ pub struct Options {
     pub host_rules: Option<String>,
 }
 
+impl Options {
+    /// Chromium as a browser that blocks third-party cookies would run it, and nothing else.
+    pub fn blocking_third_party_cookies() -> Self {
+        Options {
+            block_third_party_cookies: true,
+            ..Default::default()
+        }
+    }
+}
+
 pub struct Browser {
     client: Option<fantoccini::Client>,
     driver: Child,
