@@ -3,9 +3,9 @@
 //! One engine per arbiter thread, found through [`engine_for`] like the provider clients, so a
 //! session hands its event to an engine on its own thread: no thread hop on the hot path.
 //! Evaluation is pure CPU (microseconds) against the catalog snapshot the event started with.
-//! Everything that touches the disk goes through the [`ProfileService`]'s store threads: loads
-//! are awaited there, saves are queued there (write-behind) and the answer does not wait for
-//! them. No actix-web worker ever blocks on the store.
+//! Everything that touches the disk goes through the [`ProfileService`]'s store threads: saves
+//! are queued there (write-behind) and the answer does not wait for them; sessions read
+//! profiles from the service themselves. No actix-web worker ever blocks on the store.
 //!
 //! The engine holds no per-visitor state; the visitor's session guarantees that one visitor's
 //! messages never overlap.
@@ -15,21 +15,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
+use actix::{Actor, Addr, Context, Handler, Message};
 
 use crate::core::engine::{CompiledCatalog, Evaluation, EventInput, ProviderSegments};
 use crate::core::event::EventData;
 use crate::core::ids::{Tid, VisitorId};
 use crate::core::profile::{CachedAnswer, Profile};
 use crate::store::{ProfileService, Replay, StoreError};
-
-/// Reads a visitor's stored profile (`None` for a visitor never stored). Sessions read through
-/// the [`ProfileService`] directly, saving this mailbox round trip.
-#[derive(Message)]
-#[rtype(result = "Result<Option<Profile>, StoreError>")]
-pub struct LoadProfile {
-    pub visitor: VisitorId,
-}
 
 /// Qualifies an event against a profile and, when `persist` is set, queues the result's save.
 #[derive(Message)]
@@ -197,16 +189,6 @@ impl Actor for SegmentEngine {
         // Every session of this thread talks to this engine; handlers are short, so the
         // mailbox drains as fast as it fills.
         ctx.set_mailbox_capacity(4096);
-    }
-}
-
-impl Handler<LoadProfile> for SegmentEngine {
-    // The load runs on a store thread; awaiting it keeps this thread free for other work.
-    type Result = ResponseFuture<Result<Option<Profile>, StoreError>>;
-
-    fn handle(&mut self, msg: LoadProfile, _: &mut Self::Context) -> Self::Result {
-        let profiles = self.profiles.clone();
-        Box::pin(async move { profiles.load(msg.visitor).await })
     }
 }
 

@@ -8,7 +8,7 @@ use actix::Actor;
 use serde_json::json;
 use tributary::actors::directory::SessionDirectory;
 use tributary::actors::provider_client::ClientSettings;
-use tributary::actors::segment_engine::{EvaluateProfile, LoadProfile, SegmentEngine};
+use tributary::actors::segment_engine::{EvaluateProfile, SegmentEngine};
 use tributary::actors::visitor_session::{CollectEvent, SessionDeps, VisitorSession};
 use tributary::config::RealtimeConfig;
 use tributary::core::engine::{CatalogHandle, CompiledCatalog};
@@ -59,12 +59,7 @@ async fn segment_engine_evaluates_persists_and_loads() {
         Arc::new(CompiledCatalog::compile(&sample_catalog("http://127.0.0.1:9/"), 1).unwrap());
     let visitor = VisitorId::generate();
 
-    assert!(engine
-        .send(LoadProfile { visitor })
-        .await
-        .unwrap()
-        .unwrap()
-        .is_none());
+    assert!(profiles.load(visitor).await.unwrap().is_none());
     let done = engine
         .send(EvaluateProfile {
             changes: Default::default(),
@@ -83,12 +78,7 @@ async fn segment_engine_evaluates_persists_and_loads() {
     assert!(done.saved.is_ok());
     assert_eq!(done.evaluation.realized, [11, 21]);
     assert_eq!(done.evaluation.segments, [101]);
-    let stored = engine
-        .send(LoadProfile { visitor })
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let stored = profiles.load(visitor).await.unwrap().unwrap();
     assert_eq!(stored, done.profile);
     assert_eq!(stored.segments, [101]);
 
