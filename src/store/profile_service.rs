@@ -38,7 +38,6 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use super::readers::ReadPool;
-
 use super::{codec, on_blocking_thread, IdLink, ProfileStore, ScanCursor, StoreError, StoredIds};
 use crate::core::ids::VisitorId;
 use crate::core::profile::Profile;
@@ -100,8 +99,8 @@ struct PendingProfiles {
 }
 
 impl PendingProfiles {
-    /// The entries due by `due_before` (all of them with `None`): visitor, bytes, replays and
-    /// version of each, taken off the due order but left pending until written.
+    /// The entries due by `due_before` (all of them with `None`), taken off the due order but
+    /// left pending until written.
     fn take_due(&mut self, due_before: Option<Instant>) -> Vec<(VisitorId, &Pending)> {
         let mut due = Vec::new();
         match due_before {
@@ -314,7 +313,6 @@ impl ProfileService {
             return Ok(Some(*link));
         }
         if !self.inner.ids.may_have_link(dpid, id) {
-            metrics::counter!("tributary_store_reads_spared_total").increment(1);
             return Ok(None);
         }
         let this = self.clone();
@@ -391,7 +389,6 @@ impl ProfileService {
             return codec::decode_profile(&bytes).map(Some);
         }
         if !self.inner.ids.may_have_profile(visitor) {
-            metrics::counter!("tributary_store_reads_spared_total").increment(1);
             return Ok(None);
         }
         let this = self.clone();

@@ -65,11 +65,16 @@ impl StoredIds {
         self.filter.as_ref().map_or(0, |f| f.num_bits() / 8)
     }
 
+    /// A "no" spares a store read, and is counted as one (`tributary_store_reads_spared_total`).
     fn may_contain(&self, key: &Key<'_>) -> bool {
-        match &self.filter {
+        let maybe = match &self.filter {
             Some(f) if self.complete.load(Ordering::Acquire) => f.contains(key),
             _ => true,
+        };
+        if !maybe {
+            metrics::counter!("tributary_store_reads_spared_total").increment(1);
         }
+        maybe
     }
 
     fn add(&self, key: &Key<'_>) {
