@@ -45,6 +45,16 @@ fn link_key(dpid: u32, id: &str) -> Vec<u8> {
     key
 }
 
+/// The visitor a 16-byte big-endian key names (`None`: not a valid visitor id), or why the
+/// key is not one (`what` names the tree's keys in the error).
+fn visitor_key(what: &'static str, key: &[u8]) -> Result<Option<VisitorId>, StoreError> {
+    let bytes: [u8; 16] = key.try_into().map_err(|_| StoreError::Corrupt {
+        what,
+        detail: format!("{} bytes instead of 16", key.len()),
+    })?;
+    Ok(VisitorId::from_u128(u128::from_be_bytes(bytes)))
+}
+
 fn catalog_key(kind: u8, id: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = kind;
@@ -192,11 +202,7 @@ impl ProfileStore for SledStore {
             .take(limit)
         {
             let (key, value) = item?;
-            let bytes: [u8; 16] = key.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                what: "profile key",
-                detail: format!("{} bytes instead of 16", key.len()),
-            })?;
-            if let Some(v) = VisitorId::from_u128(u128::from_be_bytes(bytes)) {
+            if let Some(v) = visitor_key("profile key", &key)? {
                 out.push((v, value.to_vec()));
             }
         }
@@ -215,11 +221,8 @@ impl ProfileStore for SledStore {
     fn stored_ids(&self, each: &mut dyn FnMut(StoredId<'_>)) -> Result<(), StoreError> {
         for key in self.profiles.iter().keys() {
             let key = key?;
-            let visitor = <[u8; 16]>::try_from(key.as_ref())
-                .ok()
-                .and_then(|b| VisitorId::from_u128(u128::from_be_bytes(b)));
             // A key that is no visitor id is never looked up; the sweep reports such records.
-            if let Some(visitor) = visitor {
+            if let Ok(Some(visitor)) = visitor_key("profile key", &key) {
                 each(StoredId::Profile(visitor));
             }
         }
@@ -269,11 +272,7 @@ impl ProfileStore for SledStore {
         let mut all = Vec::new();
         for key in self.optouts.iter().keys() {
             let key = key?;
-            let bytes: [u8; 16] = key.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                what: "opt-out key",
-                detail: format!("{} bytes instead of 16", key.len()),
-            })?;
-            if let Some(v) = VisitorId::from_u128(u128::from_be_bytes(bytes)) {
+            if let Some(v) = visitor_key("opt-out key", &key)? {
                 all.push(v);
             }
         }
