@@ -633,12 +633,9 @@ async fn a_timed_out_calls_connection_is_reused() {
         .await;
     }
     let text = metrics(&server).await;
-    let connects: f64 = text
-        .lines()
-        .find(|l| l.starts_with(r#"tributary_provider_connects_total{provider="slow-but-kept"}"#))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no connect count in\n{text}"));
+    let series = r#"tributary_provider_connects_total{provider="slow-but-kept"}"#;
+    let connects =
+        metric_value(&text, series).unwrap_or_else(|| panic!("no connect count in\n{text}"));
     assert!(
         connects <= 2.0,
         "{connects} connections for 8 timed-out calls"
@@ -662,14 +659,9 @@ async fn provider_connections_are_reused() {
         let body = get(&server.url("/event?d_rtbd=json&d_cts=2")).await.json();
         assert_eq!(body["providers"], json!({"reuse": "ok"}));
     }
-    let metrics = String::from_utf8(get(&server.url("/metrics")).await.body).unwrap();
-    let value = |prefix: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{prefix} not in\n{metrics}"))
+    let text = metrics(&server).await;
+    let value = |series: &str| -> f64 {
+        metric_value(&text, series).unwrap_or_else(|| panic!("{series} not in\n{text}"))
     };
     let calls = value(r#"tributary_provider_calls_total{provider="reuse",outcome="ok"}"#);
     let connects = value(r#"tributary_provider_connects_total{provider="reuse"}"#);

@@ -402,18 +402,18 @@ pub async fn metrics(server: &TestServer) -> String {
     String::from_utf8(get(&server.url("/metrics")).await.body).unwrap()
 }
 
+/// The value of `series` (name and labels as rendered) in a `/metrics` text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// Waits until the server's `/metrics` has a line starting with `series` (name and labels as
 /// rendered) whose value is `value`. Series are process-wide, shared by every test in this
 /// binary: give the series a label only this test uses (a provider name).
 pub async fn wait_for_metric(server: &TestServer, series: &str, value: f64, timeout: Duration) {
     wait_for(&format!("{series} {value}"), timeout, || async move {
-        let text = metrics(server).await;
-        let found = text.lines().find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .parse::<f64>()
-                .ok()
-        });
+        let found = metric_value(&metrics(server).await, series);
         match found {
             Some(v) if v == value => Ok(()),
             other => Err(format!("{other:?}")),
