@@ -33,6 +33,8 @@ pub struct EvaluateProfile {
     /// False when the stored profile could not be read: evaluating is still useful for this
     /// event, but writing would destroy what is stored.
     pub persist: bool,
+    /// The stored version the profile is held as (see `ProfileService::save_held`).
+    pub held: Option<u64>,
     /// The catalog snapshot the event started with, so one event never sees two catalogs.
     pub catalog: Arc<CompiledCatalog>,
     pub event: Arc<EventData>,
@@ -169,6 +171,8 @@ pub struct Evaluated {
     pub evaluation: Evaluation,
     /// Whether the save could be queued (`Ok` when nothing had to be written).
     pub saved: Result<(), StoreError>,
+    /// The version to hold the profile as from now on.
+    pub version: Option<u64>,
 }
 
 /// Evaluates rules and persists profiles; see the module doc.
@@ -219,9 +223,14 @@ impl Handler<EvaluateProfile> for SegmentEngine {
                     }),
                 }) as Arc<dyn Replay>
             });
-            self.profiles.save_event(msg.visitor, &profile, replay)
+            self.profiles
+                .save_held(msg.visitor, &profile, replay, msg.held)
         } else {
-            Ok(())
+            Ok(msg.held)
+        };
+        let (saved, version) = match saved {
+            Ok(version) => (Ok(()), version),
+            Err(e) => (Err(e), None),
         };
         if let Err(e) = &saved {
             log::error!(tid = msg.tid.as_str(); "profile of {} not saved: {e}", msg.visitor);
@@ -232,6 +241,7 @@ impl Handler<EvaluateProfile> for SegmentEngine {
             profile,
             evaluation,
             saved,
+            version,
         })
     }
 }

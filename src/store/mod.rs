@@ -17,7 +17,7 @@ mod stored_ids;
 /// The stored profile format, for tools and tests that prepare a store.
 pub use codec::{decode_profile, encode_profile};
 pub use profile_service::{
-    ProfileService, Replay, ServiceSettings, SweepReport, MAX_SWAP_ATTEMPTS,
+    ProfileService, Refreshed, Replay, ServiceSettings, SweepReport, MAX_SWAP_ATTEMPTS,
 };
 pub use redis_store::{cluster_usage, RedisSettings, RedisStore};
 pub use sled_store::SledStore;
@@ -39,7 +39,7 @@ pub async fn on_blocking_thread<T: Send + 'static>(
         .map_err(|e| StoreError::Io(format!("{what} task failed: {e}")))?
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store I/O failed: {0}")]
     Io(String),
@@ -77,6 +77,20 @@ pub struct IdLink {
     pub at: i64,
 }
 
+/// A stored profile's version and bytes (`None`: no profile stored).
+pub type Versioned = (u64, Option<Vec<u8>>);
+
+/// One write of [`ProfileStore::swap_profiles_versioned`].
+#[derive(Clone, Copy, Debug)]
+pub struct VersionedWrite<'a> {
+    pub visitor: VisitorId,
+    /// The version the store must still hold (0: no profile).
+    pub expected: u64,
+    pub bytes: &'a [u8],
+    /// The version the profile is written as.
+    pub version: u64,
+}
+
 /// Visitor profiles by visitor id, stored in their versioned encoding (see `codec`), and the
 /// reverse ID-sync mappings that lead to them (the forward ones are in the profile).
 pub trait ProfileStore: Send + Sync {
@@ -95,6 +109,41 @@ pub trait ProfileStore: Send + Sync {
         expected: Option<&[u8]>,
         new: &[u8],
     ) -> Result<bool, StoreError>;
+    /// For each (visitor, `held` version): the stored profile's version and bytes, or `None`
+    /// when the stored version is the held one (then nothing else is read). A version is a
+    /// token that each write of the profile sets; 0 stands for "no profile stored" and never
+    /// matches. How a node sharing a store keeps visitors' profiles in memory and checks them
+    /// instead of reading them on every event; one round trip per node for the whole batch. A
+    /// store that keeps no versions reads every profile (version 0).
+    fn get_profiles_if_changed(
+        &self,
+        batch: &[(VisitorId, Option<u64>)],
+    ) -> Result<Vec<Option<Versioned>>, StoreError> {
+        batch
+            .iter()
+            .map(|(visitor, _)| Ok(Some((0, self.get_profile_bytes(*visitor)?))))
+            .collect()
+    }
+    /// Writes each profile as its `version` only if the stored version is still its
+    /// `expected` (0: no profile stored), each atomically: whether each was written (`false`:
+    /// another write came first). A store that keeps no versions writes none: its caller then
+    /// reads, replays and uses [`Self::swap_profile_bytes`].
+    fn swap_profiles_versioned(
+        &self,
+        batch: &[VersionedWrite<'_>],
+    ) -> Result<Vec<bool>, StoreError> {
+        Ok(vec![false; batch.len()])
+    }
+    /// [`Self::get_profiles_if_changed`] for one visitor.
+    fn get_profile_if_changed(
+        &self,
+        visitor: VisitorId,
+        held: Option<u64>,
+    ) -> Result<Option<Versioned>, StoreError> {
+        self.get_profiles_if_changed(&[(visitor, held)])?
+            .pop()
+            .ok_or_else(|| StoreError::Io("the store answered no version check".into()))
+    }
     /// About `limit` stored profiles from `cursor` on, and where to go on (`None` at the end):
     /// how the retention sweep walks the store a batch at a time. Each profile stored for the
     /// whole walk is returned once (a backend may return one twice); an empty batch does not

@@ -28,6 +28,18 @@
 //! between makes it read and replay again, up to [`MAX_SWAP_ATTEMPTS`] times; so every event
 //! is applied once to whatever the other nodes wrote, and no realization is lost.
 //!
+//! That alone would cost a read per event and a read and a replay per write. So every stored
+//! profile also has a version (a random token each write sets), and a session keeps its
+//! visitor's profile in memory with the version it holds: [`ProfileService::refresh`] answers
+//! from the pending save if there is one, and otherwise asks the store only whether the
+//! version is still that one (checks are batched: one pipeline per node for all that wait),
+//! reading the profile when another node wrote it. A pending save remembers the version its
+//! bytes were made from, and the writer swaps them in directly (again one pipeline for all
+//! that are due) if the store still holds that version; only when it does not (another node
+//! wrote) does it read and replay. With a load balancer that sends each visitor to the same
+//! node (affinity on the `demdex` cookie), that is the rare case (`docs/architecture.md`,
+//! Shared store).
+//!
 //! Durability: a crash loses what is pending (at most `write_delay` of changes) plus what sled
 //! has not flushed (`store.flush_every_ms`); [`ProfileService::flush`] (shutdown) writes
 //! everything pending and flushes.
@@ -38,7 +50,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use super::readers::ReadPool;
-use super::{codec, on_blocking_thread, IdLink, ProfileStore, ScanCursor, StoreError, StoredIds};
+use super::{
+    codec, on_blocking_thread, IdLink, ProfileStore, ScanCursor, StoreError, StoredIds,
+    VersionedWrite,
+};
 use crate::core::ids::VisitorId;
 use crate::core::profile::Profile;
 
@@ -79,10 +94,57 @@ struct Pending {
     bytes: Arc<Vec<u8>>,
     /// Shared stores: the events not yet written, oldest first.
     replays: Replays,
+    /// Shared stores: the stored version `bytes` were made from, if known; only then may they
+    /// be written without a replay.
+    base: Base,
+    /// Shared stores: the version `bytes` get when written directly (the session holds it).
+    token: u64,
     /// Bumped on every save, so a writer only removes the version it wrote.
     version: u64,
     /// When the oldest unwritten change of this entry was made.
     since: Instant,
+}
+
+/// Which stored version a pending save was made from (shared stores).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Base {
+    /// This version (0: no profile was stored).
+    Version(u64),
+    /// Not known (another node wrote meanwhile, or the saver held no version): the write must
+    /// read and replay.
+    Unknown,
+}
+
+/// What [`ProfileService::refresh`] found.
+#[derive(Debug)]
+pub enum Refreshed {
+    /// The store still holds the version the caller holds: its copy is current.
+    Unchanged,
+    /// The current profile (`None`: none stored) and its version, to hold from now on.
+    Read(Option<Profile>, Option<u64>),
+}
+
+/// Most version checks one reader sends the store at once.
+const REFRESH_BATCH: usize = 256;
+
+/// Version checks waiting, and whether a reader is on them.
+#[derive(Default)]
+struct Refreshes {
+    waiting: Vec<RefreshRequest>,
+    /// A reader is answering checks: it takes the waiting ones when done with its batch.
+    running: bool,
+}
+
+/// A [`ProfileService::refresh`] waiting for a reader.
+struct RefreshRequest {
+    visitor: VisitorId,
+    held: Option<u64>,
+    done: tokio::sync::oneshot::Sender<Result<Refreshed, StoreError>>,
+}
+
+/// A new version token.
+fn fresh_token() -> u64 {
+    rand::random::<u64>().max(1)
 }
 
 type LinkKey = (u32, String);
@@ -165,6 +227,8 @@ struct Inner {
     ids: Arc<StoredIds>,
     /// The threads that do the event path's reads.
     readers: ReadPool,
+    /// Shared stores: version checks waiting for a reader.
+    refreshes: Mutex<Refreshes>,
     /// Visitors that opted out, all of them in memory (16 bytes each plus the set's overhead),
     /// so that no request of theirs reaches a session, a provider or the store.
     opted_out: RwLock<HashSet<VisitorId>>,
@@ -262,6 +326,7 @@ impl ProfileService {
         let inner = Arc::new(Inner {
             ids,
             readers: ReadPool::start(read_threads),
+            refreshes: Mutex::new(Refreshes::default()),
             opted_out: RwLock::new(opted_out),
             shards: (0..shards.max(1)).map(|_| Shard::default()).collect(),
             store,
@@ -350,15 +415,36 @@ impl ProfileService {
         profile: &Profile,
         replay: Option<Arc<dyn Replay>>,
     ) -> Result<(), StoreError> {
+        self.save_held(visitor, profile, replay, None).map(drop)
+    }
+
+    /// [`ProfileService::save_event`] by a caller that holds the profile: `held` is the version
+    /// it was read as or last saved as ([`ProfileService::refresh`]). Returns the version to
+    /// hold from now on (`None` for a store of one node, which needs none).
+    pub fn save_held(
+        &self,
+        visitor: VisitorId,
+        profile: &Profile,
+        replay: Option<Arc<dyn Replay>>,
+        held: Option<u64>,
+    ) -> Result<Option<u64>, StoreError> {
         let bytes = Arc::new(codec::encode_profile(profile)?);
         let version = self.inner.versions.fetch_add(1, Ordering::Relaxed);
-        let replay = replay.filter(|_| self.inner.shared);
+        let shared = self.inner.shared;
+        let replay = replay.filter(|_| shared);
+        let token = if shared { fresh_token() } else { 0 };
         self.inner.ids.add_profile(visitor);
         let mut pending = lock(&self.shard(visitor).pending);
         match pending.entries.get_mut(&visitor) {
             Some(entry) => {
+                // Made from the entry's own latest state, the bytes may replace it on the same
+                // base; made from anything else, only a replay knows what they are worth.
+                if held != Some(entry.token) {
+                    entry.base = Base::Unknown;
+                }
                 entry.bytes = bytes;
                 entry.version = version;
+                entry.token = token;
                 entry.replays.extend(replay);
             }
             None => {
@@ -368,6 +454,8 @@ impl ProfileService {
                     Pending {
                         bytes,
                         replays: replay.into_iter().collect(),
+                        base: held.map_or(Base::Unknown, Base::Version),
+                        token,
                         version,
                         since,
                     },
@@ -376,7 +464,156 @@ impl ProfileService {
                 self.inner.pending.fetch_add(1, Ordering::Relaxed);
             }
         }
-        Ok(())
+        Ok(shared.then_some(token))
+    }
+
+    /// Shared stores: whether the profile a caller holds as version `held` is still current,
+    /// and if not (another node wrote it, or nothing is held) the current one with its
+    /// version. While a save of this node is pending, that save is the profile (read-your-
+    /// writes, no round trip): another node's write meanwhile is found by the write, which
+    /// then replays, and by the first check after it. Otherwise one small round trip when
+    /// nothing changed, on a reader thread. A store of one node has no other writer: the held
+    /// copy is always current.
+    pub async fn refresh(
+        &self,
+        visitor: VisitorId,
+        held: Option<u64>,
+    ) -> Result<Refreshed, StoreError> {
+        if !self.inner.shared {
+            return match held {
+                Some(_) => Ok(Refreshed::Unchanged),
+                None => Ok(Refreshed::Read(self.load(visitor).await?, None)),
+            };
+        }
+        if let Some(pending) = self.pending_profile(visitor, held) {
+            return pending;
+        }
+        // Checks wait in one queue, and one reader at a time takes all that are waiting: one
+        // round trip per store node for all of them, and while it is out the next batch
+        // gathers (`docs/architecture.md`, Shared store).
+        let started = Instant::now();
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let start_reader = {
+            let mut refreshes = lock(&self.inner.refreshes);
+            refreshes.waiting.push(RefreshRequest {
+                visitor,
+                held,
+                done,
+            });
+            !std::mem::replace(&mut refreshes.running, true)
+        };
+        if start_reader {
+            let this = self.clone();
+            let submitted = self
+                .inner
+                .readers
+                .submit("store read", move || this.refresh_waiting());
+            if let Err(e) = submitted {
+                let mut refreshes = lock(&self.inner.refreshes);
+                refreshes.running = false;
+                for request in refreshes.waiting.drain(..) {
+                    let _ = request.done.send(Err(e.clone()));
+                }
+            }
+        }
+        let refreshed = answer
+            .await
+            .map_err(|_| StoreError::Io("store read: the store reader thread failed".into()))?;
+        metrics::histogram!("tributary_store_read_seconds").record(started.elapsed().as_secs_f64());
+        refreshed
+    }
+
+    /// On a reader thread: answers the waiting checks, [`REFRESH_BATCH`] at a time, until none
+    /// is left.
+    fn refresh_waiting(&self) {
+        // Should a batch panic (the reader survives it), the checks waiting are failed and the
+        // next one starts a reader again.
+        struct Stopped<'a>(&'a Mutex<Refreshes>);
+        impl Drop for Stopped<'_> {
+            fn drop(&mut self) {
+                if !std::thread::panicking() {
+                    return;
+                }
+                let mut refreshes = lock(self.0);
+                refreshes.running = false;
+                for request in refreshes.waiting.drain(..) {
+                    let _ = request
+                        .done
+                        .send(Err(StoreError::Io("store read: the reader stopped".into())));
+                }
+            }
+        }
+        let _stopped = Stopped(&self.inner.refreshes);
+        loop {
+            let requests: Vec<RefreshRequest> = {
+                let mut refreshes = lock(&self.inner.refreshes);
+                if refreshes.waiting.is_empty() {
+                    refreshes.running = false;
+                    return;
+                }
+                let n = refreshes.waiting.len().min(REFRESH_BATCH);
+                refreshes.waiting.drain(..n).collect()
+            };
+            self.refresh_batch(requests);
+        }
+    }
+
+    /// One batch of checks: from pending saves where there are some, else together from the
+    /// store.
+    fn refresh_batch(&self, requests: Vec<RefreshRequest>) {
+        let mut asked = Vec::with_capacity(requests.len());
+        let mut answer_to = Vec::with_capacity(requests.len());
+        for request in requests {
+            // Checked again on this thread, as in `load`.
+            match self.pending_profile(request.visitor, request.held) {
+                Some(answer) => {
+                    let _ = request.done.send(answer);
+                }
+                None => {
+                    asked.push((request.visitor, request.held));
+                    answer_to.push(request.done);
+                }
+            }
+        }
+        if asked.is_empty() {
+            return;
+        }
+        match self.inner.store.get_profiles_if_changed(&asked) {
+            Ok(answers) => {
+                for (done, answer) in answer_to.into_iter().zip(answers) {
+                    let refreshed = match answer {
+                        None => Ok(Refreshed::Unchanged),
+                        Some((version, bytes)) => bytes
+                            .as_deref()
+                            .map(codec::decode_profile)
+                            .transpose()
+                            .map(|profile| Refreshed::Read(profile, Some(version))),
+                    };
+                    let _ = done.send(refreshed);
+                }
+            }
+            Err(e) => {
+                for done in answer_to {
+                    let _ = done.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// [`ProfileService::refresh`] answered by a pending save, if there is one.
+    fn pending_profile(
+        &self,
+        visitor: VisitorId,
+        held: Option<u64>,
+    ) -> Option<Result<Refreshed, StoreError>> {
+        let (token, bytes) = lock(&self.shard(visitor).pending)
+            .entries
+            .get(&visitor)
+            .map(|p| (p.token, p.bytes.clone()))?;
+        if held == Some(token) {
+            return Some(Ok(Refreshed::Unchanged));
+        }
+        Some(codec::decode_profile(&bytes).map(|p| Refreshed::Read(Some(p), Some(token))))
     }
 
     /// The visitor's latest profile: pending, or read from the store on a reader thread.
@@ -688,42 +925,101 @@ fn write_due_shared(
     shard: &Shard,
     due_before: Option<Instant>,
 ) -> Result<(), StoreError> {
-    let batch: Vec<(VisitorId, Replays, u64)> = lock(&shard.pending)
+    let batch: Vec<Due> = lock(&shard.pending)
         .take_due(due_before)
         .into_iter()
-        .map(|(v, p)| (v, p.replays.clone(), p.version))
+        .map(|(visitor, p)| Due {
+            visitor,
+            bytes: p.bytes.clone(),
+            replays: p.replays.clone(),
+            base: p.base,
+            token: p.token,
+            version: p.version,
+        })
         .collect();
-    let mut first_error = None;
-    for (visitor, replays, version) in batch {
-        let started = Instant::now();
-        // Opted out on another node meanwhile: these events are not written.
-        let written = if replays.is_empty() || inner.is_opted_out(visitor) {
-            Ok(())
-        } else {
-            replay_and_swap(inner, visitor, &replays)
-        };
-        metrics::histogram!("tributary_store_write_seconds")
-            .record(started.elapsed().as_secs_f64());
-        let mut pending = lock(&shard.pending);
-        if let Err(e) = written {
-            first_error.get_or_insert(e);
-            pending.retry(std::iter::once(visitor));
-            continue;
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    // Opted out on another node meanwhile: these events are not written.
+    let skipped = |d: &Due| d.replays.is_empty() || inner.is_opted_out(d.visitor);
+    // Those whose base the store may still hold: swapped in together, one round trip per
+    // node. What the store refuses (another node wrote first) is replayed one by one.
+    let direct: Vec<VersionedWrite<'_>> = batch
+        .iter()
+        .filter(|d| !skipped(d))
+        .filter_map(|d| match d.base {
+            Base::Version(expected) => Some(VersionedWrite {
+                visitor: d.visitor,
+                expected,
+                bytes: &d.bytes,
+                version: d.token,
+            }),
+            Base::Unknown => None,
+        })
+        .collect();
+    let swapped: HashSet<VisitorId> = match inner.store.swap_profiles_versioned(&direct) {
+        Ok(done) => direct
+            .iter()
+            .zip(done)
+            .filter(|(_, swapped)| *swapped)
+            .map(|(w, _)| w.visitor)
+            .collect(),
+        Err(e) => {
+            lock(&shard.pending).retry(batch.iter().map(|d| d.visitor));
+            return Err(e);
         }
-        let Some(entry) = pending.entries.get_mut(&visitor) else {
+    };
+    let mut first_error = None;
+    for d in &batch {
+        let written = if skipped(d) {
+            Ok(None)
+        } else if swapped.contains(&d.visitor) {
+            Ok(Some(d.token))
+        } else {
+            replay_and_swap(inner, d.visitor, &d.replays).map(|()| None)
+        };
+        let mut pending = lock(&shard.pending);
+        let written = match written {
+            Ok(written) => written,
+            Err(e) => {
+                first_error.get_or_insert(e);
+                pending.retry(std::iter::once(d.visitor));
+                continue;
+            }
+        };
+        let Some(entry) = pending.entries.get_mut(&d.visitor) else {
             continue;
         };
-        if entry.version == version {
-            pending.entries.remove(&visitor);
+        if entry.version == d.version {
+            pending.entries.remove(&d.visitor);
             inner.pending.fetch_sub(1, Ordering::Relaxed);
         } else {
-            // Saved again meanwhile: those events are still to write, from now on.
-            let done = replays.len().min(entry.replays.len());
+            // Saved again meanwhile: those events are still to write, from now on. Their
+            // bytes were made from what was just written only if it was written as saved
+            // (not replayed).
+            let done = d.replays.len().min(entry.replays.len());
             entry.replays.drain(..done);
-            pending.requeue(visitor, started);
+            entry.base = match (written, entry.base) {
+                (Some(v), Base::Version(_)) => Base::Version(v),
+                _ => Base::Unknown,
+            };
+            pending.requeue(d.visitor, started);
         }
     }
+    metrics::histogram!("tributary_store_write_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("tributary_store_write_batch_size").record(batch.len() as f64);
     first_error.map_or(Ok(()), Err)
+}
+
+/// A pending save taken for writing.
+struct Due {
+    visitor: VisitorId,
+    bytes: Arc<Vec<u8>>,
+    replays: Replays,
+    base: Base,
+    token: u64,
+    version: u64,
 }
 
 fn replay_and_swap(

@@ -61,6 +61,19 @@ impl ReadPool {
     }
 }
 
+impl ReadPool {
+    /// Runs `work` on a reader thread, without waiting for it.
+    pub fn submit(
+        &self,
+        what: &'static str,
+        work: impl FnOnce() + Send + 'static,
+    ) -> Result<(), StoreError> {
+        self.jobs
+            .send(Box::new(work))
+            .map_err(|_| StoreError::Io(format!("{what}: no store reader thread is running")))
+    }
+}
+
 /// One reader: the next job, whichever reader is free takes it.
 fn read(queue: &Mutex<Receiver<Job>>) {
     loop {

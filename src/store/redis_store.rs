@@ -6,6 +6,10 @@
 //! that picks the slot:
 //! - `P:p:{<visitor>}`: a profile, in the same versioned encoding as sled's; it expires after
 //!   `profile_ttl_days` without a write (the store's own expiry does retention's purge).
+//! - `P:v:{<visitor>}`: the version of that profile, a random token every write of it sets
+//!   (same slot, same expiry): what a node holding the profile in memory checks on each event
+//!   instead of reading the profile (`ProfileService::refresh`). A profile without one (written
+//!   before versions existed) is read every time until its next write.
 //! - `P:l:{<dpid>:<id>}`: an ID-sync mapping (visitor id, then Unix seconds), with the same
 //!   expiry.
 //! - `{P:optouts}`: the set of visitors that opted out (never expires).
@@ -20,7 +24,7 @@
 //! is set by the servers' `appendonly`/`appendfsync` (README, Deployment).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConnection};
@@ -30,7 +34,7 @@ use redis::{Cmd, ConnectionLike, FromRedisValue, Value};
 use super::codec::{self, decode_json, decode_link, encode_json, encode_link};
 use super::{
     CatalogChange, CatalogKind, CatalogObject, CatalogStore, IdLink, OutboxStore, ProfileStore,
-    ScanBatch, ScanCursor, StoreError,
+    ScanBatch, ScanCursor, StoreError, Versioned, VersionedWrite,
 };
 use crate::core::catalog::{Catalog, Destination, Provider, Segment, Trait};
 use crate::core::ids::VisitorId;
@@ -82,15 +86,36 @@ return redis.call('INCR', KEYS[2])
 ";
 
 /// Compare-and-set of one profile: ARGV[1] says whether a value is expected, ARGV[2] is it,
-/// ARGV[3] the new value, ARGV[4] its expiry in seconds.
+/// ARGV[3] the new value, ARGV[4] its expiry in seconds, ARGV[5] its new version.
 const SWAP_SCRIPT: &str = r"
 local current = redis.call('GET', KEYS[1])
 if (ARGV[1] == '0' and current == false) or (ARGV[1] == '1' and current == ARGV[2]) then
   redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
+  redis.call('SET', KEYS[2], ARGV[5], 'EX', ARGV[4])
   return 1
 end
 return 0
 ";
+
+/// Compare-and-set of one profile by version: ARGV[1] the expected version ('0': no profile
+/// stored), ARGV[2] the new value, ARGV[3] its version, ARGV[4] the expiry in seconds.
+const SWAP_VERSION_SCRIPT: &str = r"
+local ok
+if ARGV[1] == '0' then
+  ok = redis.call('EXISTS', KEYS[1]) == 0
+else
+  ok = redis.call('GET', KEYS[2]) == ARGV[1]
+end
+if not ok then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+return 1
+";
+
+/// A version token for a profile written without one of the caller's.
+fn fresh_version() -> u64 {
+    rand::random::<u64>().max(1)
+}
 
 impl RedisStore {
     /// Connects to the cluster (failing at once if no seed node answers).
@@ -112,36 +137,59 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// Runs `work` on a pooled connection; a connection that failed is dropped and the next
-    /// call opens a new one.
+    /// Runs `work` on a pooled connection. A connection that failed is dropped and the next
+    /// call opens a new one; a call that failed because its connection was found broken
+    /// (closed while it sat in the pool, as after a node restarts: the request never reached
+    /// a server) is made once more on a new one.
     fn with<T>(
         &self,
-        work: impl FnOnce(&mut ClusterConnection) -> redis::RedisResult<T>,
+        work: impl Fn(&mut ClusterConnection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
         let slot = &self.pool[self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len()];
         let mut guard = lock(slot);
-        if guard.is_none() {
-            let conn = self.client.get_connection()?;
-            conn.set_read_timeout(Some(self.settings.timeout))?;
-            conn.set_write_timeout(Some(self.settings.timeout))?;
-            *guard = Some(conn);
-        }
-        let Some(conn) = guard.as_mut() else {
-            return Err(StoreError::Io("redis: no connection".into()));
-        };
-        match work(conn) {
-            Ok(value) => Ok(value),
-            Err(e) => {
-                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+        let mut retried = false;
+        loop {
+            if guard.is_none() {
+                let conn = self.client.get_connection()?;
+                conn.set_read_timeout(Some(self.settings.timeout))?;
+                conn.set_write_timeout(Some(self.settings.timeout))?;
+                *guard = Some(conn);
+            }
+            let Some(conn) = guard.as_mut() else {
+                return Err(StoreError::Io("redis: no connection".into()));
+            };
+            match work(conn) {
+                Ok(value) => return Ok(value),
+                Err(e) => {
+                    // Any failure but the server's own answer (a script's error, a wrong type)
+                    // may have left the connection broken: an answer cut short comes back as a
+                    // parse error ("unexpected end of file").
+                    if matches!(
+                        e.kind(),
+                        redis::ErrorKind::Server(_) | redis::ErrorKind::UnexpectedReturnType
+                    ) {
+                        return Err(e.into());
+                    }
                     *guard = None;
+                    // A timeout may be a request still running: never sent twice.
+                    let stale = !e.is_timeout()
+                        && (e.is_connection_dropped()
+                            || matches!(e.kind(), redis::ErrorKind::Parse | redis::ErrorKind::Io));
+                    if retried || !stale {
+                        return Err(e.into());
+                    }
+                    retried = true;
                 }
-                Err(e.into())
             }
         }
     }
 
     fn profile_key(&self, visitor: VisitorId) -> String {
         format!("{}:p:{{{visitor}}}", self.settings.prefix)
+    }
+
+    fn version_key(&self, visitor: VisitorId) -> String {
+        format!("{}:v:{{{visitor}}}", self.settings.prefix)
     }
 
     fn link_key(&self, dpid: u32, id: &str) -> Vec<u8> {
@@ -277,13 +325,19 @@ impl ProfileStore for RedisStore {
                 .arg("EX")
                 .arg(ttl)
                 .ignore();
+            pipe.cmd("SET")
+                .arg(self.version_key(*visitor))
+                .arg(fresh_version())
+                .arg("EX")
+                .arg(ttl)
+                .ignore();
         }
         self.with(|c| pipe.exec(c))
     }
 
     fn delete_profile(&self, visitor: VisitorId) -> Result<(), StoreError> {
-        let key = self.profile_key(visitor);
-        self.with(|c| Cmd::del(&key).exec(c))
+        let keys = [self.profile_key(visitor), self.version_key(visitor)];
+        self.with(|c| Cmd::del(&keys).exec(c))
     }
 
     fn swap_profile_bytes(
@@ -292,16 +346,99 @@ impl ProfileStore for RedisStore {
         expected: Option<&[u8]>,
         new: &[u8],
     ) -> Result<bool, StoreError> {
-        let key = self.profile_key(visitor);
-        let script = redis::Script::new(SWAP_SCRIPT);
-        let mut invocation = script.key(&key);
+        static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SWAP_SCRIPT));
+        let mut invocation = SCRIPT.key(self.profile_key(visitor));
+        invocation.key(self.version_key(visitor));
         match expected {
             Some(bytes) => invocation.arg("1").arg(bytes),
             None => invocation.arg("0").arg(""),
         };
-        invocation.arg(new).arg(self.ttl_secs());
+        invocation
+            .arg(new)
+            .arg(self.ttl_secs())
+            .arg(fresh_version());
         let swapped: i64 = self.with(|c| invocation.invoke(c))?;
         Ok(swapped == 1)
+    }
+
+    fn get_profiles_if_changed(
+        &self,
+        batch: &[(VisitorId, Option<u64>)],
+    ) -> Result<Vec<Option<Versioned>>, StoreError> {
+        // The common case with visitor affinity is "unchanged": one GET of a number per held
+        // profile, all of them in one pipeline. Plain commands, not a script: cheaper for the
+        // servers.
+        let mut answers: Vec<Option<Option<Versioned>>> = vec![None; batch.len()];
+        let held: Vec<(usize, u64)> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, held))| held.filter(|v| *v != 0).map(|v| (i, v)))
+            .collect();
+        if !held.is_empty() {
+            let mut pipe = redis::cluster::cluster_pipe();
+            for (i, _) in &held {
+                pipe.get(self.version_key(batch[*i].0));
+            }
+            let stored: Vec<Option<u64>> = self.with(|c| pipe.query(c))?;
+            for ((i, held), stored) in held.iter().zip(stored) {
+                if stored == Some(*held) {
+                    answers[*i] = Some(None);
+                }
+            }
+        }
+        let read: Vec<usize> = (0..batch.len()).filter(|i| answers[*i].is_none()).collect();
+        if !read.is_empty() {
+            // The version before the profile: a write between the two (which sets both at
+            // once) then pairs an older version with newer bytes, which only costs another
+            // read later; the other way round would pair a newer version with older bytes.
+            let mut pipe = redis::cluster::cluster_pipe();
+            for i in &read {
+                pipe.get(self.version_key(batch[*i].0));
+                pipe.get(self.profile_key(batch[*i].0));
+            }
+            let values: Vec<Value> = self.with(|c| pipe.query(c))?;
+            let mut values = values.into_iter();
+            for i in read {
+                let (Some(version), Some(bytes)) = (values.next(), values.next()) else {
+                    return Err(StoreError::Io(
+                        "redis: a pipelined read came back short".into(),
+                    ));
+                };
+                let parse = |e: redis::ParsingError| StoreError::Io(format!("redis: {e}"));
+                let version: Option<u64> =
+                    FromRedisValue::from_redis_value(version).map_err(parse)?;
+                let bytes: Option<Vec<u8>> =
+                    FromRedisValue::from_redis_value(bytes).map_err(parse)?;
+                answers[i] = Some(Some((version.unwrap_or(0), bytes)));
+            }
+        }
+        Ok(answers.into_iter().map(Option::flatten).collect())
+    }
+
+    fn swap_profiles_versioned(
+        &self,
+        batch: &[VersionedWrite<'_>],
+    ) -> Result<Vec<bool>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ttl = self.ttl_secs();
+        let mut pipe = redis::cluster::cluster_pipe();
+        for w in batch {
+            // EVAL, not EVALSHA: a pipeline cannot load a script the server does not have;
+            // the server compiles it once and keeps it.
+            pipe.cmd("EVAL")
+                .arg(SWAP_VERSION_SCRIPT)
+                .arg(2)
+                .arg(self.profile_key(w.visitor))
+                .arg(self.version_key(w.visitor))
+                .arg(w.expected)
+                .arg(w.bytes)
+                .arg(w.version)
+                .arg(ttl);
+        }
+        let swapped: Vec<i64> = self.with(|c| pipe.query(c))?;
+        Ok(swapped.into_iter().map(|s| s == 1).collect())
     }
 
     fn scan_profiles(&self, cursor: ScanCursor, limit: usize) -> Result<ScanBatch, StoreError> {

@@ -113,6 +113,74 @@ async fn a_server_keeps_profiles_mappings_and_catalog_in_redis_across_a_restart(
     server.stop().await;
 }
 
+/// A node keeps the profiles of the visitors it serves and only checks their version on each
+/// event: bytes changed in the store behind its back (same version) are not even read, while
+/// another node's write (a new version) is read and built on.
+#[actix_web::test]
+async fn a_node_checks_the_version_of_a_profile_it_holds_and_reads_another_nodes_write() {
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix();
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut config = test_config(dir.path(), &keen_catalog());
+    on_redis(&mut config, &cluster, &prefix);
+    let server = TestServer::start_config(config, dir).await;
+    let visitor = VisitorId::parse(VISITOR).unwrap();
+    let event = server.url(&format!(
+        "/event?d_rtbd=json&d_cts=2&c_page=cars&d_uuid={VISITOR}"
+    ));
+    assert_eq!(get(&event).await.status, 200);
+    server.running.sync_store().await.unwrap();
+    assert_eq!(server.stored_profile(visitor).traits[&11].count(), 1);
+
+    let client = redis::cluster::ClusterClient::new(cluster.urls.clone()).unwrap();
+    let mut redis = client.get_connection().unwrap();
+    let profile_key = format!("{prefix}:p:{{{VISITOR}}}");
+    let version_key = format!("{prefix}:v:{{{VISITOR}}}");
+    // Garbage under the same version: a node that read the profile would answer error 200.
+    redis::cmd("SET")
+        .arg(&profile_key)
+        .arg(&b"\xff\xffnot a profile"[..])
+        .exec(&mut redis)
+        .unwrap();
+    let body = get(&event).await.json();
+    assert_eq!(body["errors"], serde_json::Value::Null, "{body}");
+    assert_eq!(
+        body["segments"],
+        json!([101]),
+        "the held profile counted: {body}"
+    );
+    server.running.sync_store().await.unwrap();
+    assert_eq!(
+        server.stored_profile(visitor).traits[&11].count(),
+        2,
+        "written over the garbage, as the version it replaced was the one held"
+    );
+
+    // Another node's write: its own profile under a new version.
+    let mut theirs = server.stored_profile(visitor);
+    for _ in 0..10 {
+        theirs.realize(11, tributary::core::clock::unix_now(), false);
+    }
+    redis::cmd("SET")
+        .arg(&profile_key)
+        .arg(tributary::store::encode_profile(&theirs).unwrap())
+        .exec(&mut redis)
+        .unwrap();
+    redis::cmd("SET")
+        .arg(&version_key)
+        .arg("12345")
+        .exec(&mut redis)
+        .unwrap();
+    assert_eq!(get(&event).await.status, 200);
+    server.running.sync_store().await.unwrap();
+    assert_eq!(
+        server.stored_profile(visitor).traits[&11].count(),
+        13,
+        "the other node's ten realizations read, and this event's added to them"
+    );
+    server.stop().await;
+}
+
 /// Two nodes on one cluster, the same visitors' events alternating between them and sent all
 /// at once: every realization counts, none is lost to the other node's writes.
 #[actix_web::test]

@@ -11,7 +11,7 @@ use tributary::core::ids::VisitorId;
 use tributary::core::s2s::Delivery;
 use tributary::store::{
     CatalogChange, CatalogKind, CatalogObject, CatalogStore, IdLink, OutboxStore, ProfileStore,
-    RedisSettings, RedisStore, ScanCursor, SledStore,
+    RedisSettings, RedisStore, ScanCursor, SledStore, VersionedWrite,
 };
 
 use crate::common::*;
@@ -211,4 +211,83 @@ fn redis_store_conforms() {
     let cluster = RedisCluster::shared();
     let store = redis_store(&cluster, &unique_prefix());
     conformance(&store);
+    versions(&store);
+}
+
+/// The profile versions a shared store keeps (sled keeps none: one node needs none).
+fn versions(store: &dyn Store) {
+    let (v, w) = (visitor(123_456), visitor(123_457));
+    let swap = |visitor, expected, bytes: &'static [u8], version| VersionedWrite {
+        visitor,
+        expected,
+        bytes,
+        version,
+    };
+    // Nothing stored: version 0, no bytes, whatever is claimed held.
+    assert_eq!(
+        store.get_profile_if_changed(v, Some(7)).unwrap(),
+        Some((0, None))
+    );
+    assert_eq!(
+        store
+            .swap_profiles_versioned(&[
+                swap(v, 5, b"a", 6),
+                swap(v, 0, b"a", 6),
+                swap(w, 0, b"w", 9)
+            ])
+            .unwrap(),
+        [false, true, true],
+        "5 is not stored; then each is written as its version"
+    );
+    assert_eq!(
+        store
+            .swap_profiles_versioned(&[swap(v, 0, b"b", 7)])
+            .unwrap(),
+        [false],
+        "a profile is stored now"
+    );
+    assert_eq!(
+        store.get_profile_if_changed(v, Some(6)).unwrap(),
+        None,
+        "held as 6: unchanged"
+    );
+    assert_eq!(
+        store
+            .get_profiles_if_changed(&[
+                (v, Some(5)),
+                (w, Some(9)),
+                (v, None),
+                (visitor(123_458), None)
+            ])
+            .unwrap(),
+        [
+            Some((6, Some(b"a".to_vec()))),
+            None,
+            Some((6, Some(b"a".to_vec()))),
+            Some((0, None))
+        ]
+    );
+    assert_eq!(
+        store
+            .swap_profiles_versioned(&[swap(v, 6, b"b", 8)])
+            .unwrap(),
+        [true]
+    );
+    assert_eq!(
+        store.get_profile_if_changed(v, Some(6)).unwrap(),
+        Some((8, Some(b"b".to_vec())))
+    );
+    // Every other write sets a version of its own, so no holder takes it for its copy.
+    store.put_profile_bytes(&[(v, b"c")]).unwrap();
+    let (put, bytes) = store.get_profile_if_changed(v, Some(8)).unwrap().unwrap();
+    assert!(put != 8 && put != 0 && bytes.as_deref() == Some(&b"c"[..]));
+    assert!(store.swap_profile_bytes(v, Some(b"c"), b"d").unwrap());
+    let (swapped, _) = store.get_profile_if_changed(v, Some(put)).unwrap().unwrap();
+    assert!(swapped != put && swapped != 0);
+    store.delete_profile(v).unwrap();
+    assert_eq!(
+        store.get_profile_if_changed(v, Some(swapped)).unwrap(),
+        Some((0, None))
+    );
+    store.delete_profile(w).unwrap();
 }

@@ -14,7 +14,7 @@ use actix::{ActorFutureExt, AtomicResponse, Handler, Message, Recipient, WrapFut
 use futures_util::stream::StreamExt;
 
 use super::fanout::{cache_answer, LateCalls};
-use super::{evaluate, ProfileState, VisitorSession};
+use super::{current_profile, evaluate, ProfileState, VisitorSession};
 use crate::actors::provider_client::ProviderReply;
 use crate::actors::segment_engine::{ChangeBaseline, EvaluateProfile};
 use crate::core::catalog::Provider;
@@ -140,21 +140,18 @@ impl Handler<LateAnswers> for VisitorSession {
         let providers: Vec<Arc<Provider>> = msg.answers.iter().map(|(p, _)| p.clone()).collect();
         let work = async move {
             // Not in memory: the last read or write failed, and writing now could overwrite
-            // what is stored. The answers are dropped; the next event asks again. (A shared
-            // store's sessions keep nothing in memory: the profile is read.)
+            // what is stored. The answers are dropped; the next event asks again. (With a
+            // shared store the profile is checked, or read, as for an event.)
             let shared = deps.profiles.is_shared();
-            let mut profile = match state {
-                ProfileState::Loaded(profile) => profile,
-                ProfileState::Unloaded if shared => match deps.profiles.load(visitor).await {
-                    Ok(stored) => stored.unwrap_or_default(),
-                    Err(_) => {
-                        count_handled(&providers, Handled::Unreadable);
-                        return ProfileState::Unloaded;
-                    }
-                },
-                ProfileState::Unloaded => {
+            if !shared && matches!(state, ProfileState::Unloaded) {
+                count_handled(&providers, Handled::Unreadable);
+                return state;
+            }
+            let (mut profile, held) = match current_profile(&deps, visitor, state, false).await {
+                Ok(current) => current,
+                Err(_) => {
                     count_handled(&providers, Handled::Unreadable);
-                    return state;
+                    return ProfileState::Unloaded;
                 }
             };
             let baseline = shared.then(|| ChangeBaseline::of(&profile));
@@ -171,6 +168,7 @@ impl Handler<LateAnswers> for VisitorSession {
                     visitor,
                     profile,
                     persist: true,
+                    held,
                     catalog: deps.catalog.current(),
                     event: Arc::new(EventData::default()),
                     provider_segments: segments,
@@ -182,10 +180,10 @@ impl Handler<LateAnswers> for VisitorSession {
             match evaluated {
                 Ok(done) => {
                     count_handled(&providers, Handled::Merged);
-                    if shared {
+                    if shared && done.saved.is_err() {
                         ProfileState::Unloaded
                     } else {
-                        ProfileState::Loaded(done.profile)
+                        ProfileState::Loaded(done.profile, done.version)
                     }
                 }
                 Err(e) => {

@@ -42,7 +42,7 @@ use crate::core::idsync::DeclaredId;
 use crate::core::profile::Profile;
 use crate::core::provider::Outcome;
 use crate::outbox::Outbox;
-use crate::store::{IdLink, ProfileService, Replay, StoreError};
+use crate::store::{IdLink, ProfileService, Refreshed, Replay, StoreError};
 use fanout::FanOut;
 
 /// Processes one event of this visitor.
@@ -142,7 +142,9 @@ impl SessionDeps {
 enum ProfileState {
     /// Not read yet (new session, or the last read or write failed).
     Unloaded,
-    Loaded(Profile),
+    /// In memory, held as this stored version (shared stores: see
+    /// [`ProfileService::refresh`]; `None` with a store of one node).
+    Loaded(Profile, Option<u64>),
 }
 
 /// One active visitor; see the module doc.
@@ -235,7 +237,7 @@ async fn run_event(
 
     let mut fanout = FanOut::new(tid, visitor, deadline);
     let mut read_errors = Vec::new();
-    let (mut profile, persist) = {
+    let (mut profile, persist, held) = {
         let read = load_profile(&deps, visitor, state, new_visitor, tid, &mut read_errors);
         let mut read = std::pin::pin!(read);
         match tokio::time::timeout(deps.realtime.profile_read_wait(), read.as_mut()).await {
@@ -255,7 +257,7 @@ async fn run_event(
                     Err(_) => {
                         store_unavailable(tid, visitor, "profile read timed out");
                         result.errors.push(DcsError::profile_unreadable());
-                        (Profile::default(), false)
+                        (Profile::default(), false, None)
                     }
                 }
             }
@@ -284,6 +286,7 @@ async fn run_event(
             visitor,
             profile,
             persist,
+            held,
             catalog,
             event,
             provider_segments,
@@ -306,12 +309,12 @@ async fn run_event(
             result.segments = done.evaluation.segments;
             result.synced_ids = done.profile.synced_ids.clone();
             // After a failed write the profile stays in memory, so the next event's write
-            // carries this event's realizations too. With a shared store it is read again
-            // for every event: another node may have changed it.
-            if persist && !shared {
-                ProfileState::Loaded(done.profile)
-            } else {
-                ProfileState::Unloaded
+            // carries this event's realizations too — but not with a shared store, where what
+            // the write would have been based on is then unknown: it is read again.
+            match (persist, done.saved.is_ok()) {
+                (true, true) => ProfileState::Loaded(done.profile, done.version),
+                (true, false) if !shared => ProfileState::Loaded(done.profile, None),
+                _ => ProfileState::Unloaded,
             }
         }
         Err(e) => {
@@ -324,9 +327,9 @@ async fn run_event(
     (state, result)
 }
 
-/// The visitor's profile: the one in memory, an empty one for a new visitor, or the stored
-/// one. `false` when the stored profile could not be read: the event goes on with an empty
-/// profile that must not be written over the stored one.
+/// The visitor's profile, and the version it is held as: the one in memory, an empty one for
+/// a new visitor, or the stored one. `false` when the stored profile could not be read: the
+/// event goes on with an empty profile that must not be written over the stored one.
 async fn load_profile(
     deps: &SessionDeps,
     visitor: VisitorId,
@@ -334,19 +337,44 @@ async fn load_profile(
     new_visitor: bool,
     tid: Tid,
     errors: &mut Vec<DcsError>,
-) -> (Profile, bool) {
-    match state {
-        ProfileState::Loaded(p) => (p, true),
-        ProfileState::Unloaded if new_visitor => (Profile::default(), true),
-        // Straight from the profile service, not through the engine's mailbox: a read the
-        // stored-id filter or the pending map answers then costs no message at all.
-        ProfileState::Unloaded => match deps.profiles.load(visitor).await {
-            Ok(stored) => (stored.unwrap_or_default(), true),
-            Err(e) => {
-                store_unavailable(tid, visitor, &e.to_string());
-                errors.push(DcsError::profile_unreadable());
-                (Profile::default(), false)
-            }
+) -> (Profile, bool, Option<u64>) {
+    match current_profile(deps, visitor, state, new_visitor).await {
+        Ok((profile, held)) => (profile, true, held),
+        Err(e) => {
+            store_unavailable(tid, visitor, &e.to_string());
+            errors.push(DcsError::profile_unreadable());
+            (Profile::default(), false, None)
+        }
+    }
+}
+
+/// [`load_profile`]'s reading: with a store of one node the copy in memory is the profile; with
+/// a shared one it is checked against the store's version first (one small round trip), and
+/// read again only if another node changed it.
+async fn current_profile(
+    deps: &SessionDeps,
+    visitor: VisitorId,
+    state: ProfileState,
+    new_visitor: bool,
+) -> Result<(Profile, Option<u64>), StoreError> {
+    let shared = deps.profiles.is_shared();
+    let held = match state {
+        ProfileState::Loaded(profile, held) if !shared => return Ok((profile, held)),
+        ProfileState::Loaded(profile, held) => Some((profile, held)),
+        // Nothing can be stored yet: held as "no profile stored" (version 0).
+        ProfileState::Unloaded if new_visitor => {
+            return Ok((Profile::default(), shared.then_some(0)))
+        }
+        ProfileState::Unloaded => None,
+    };
+    let version = held.as_ref().and_then(|(_, v)| *v);
+    match deps.profiles.refresh(visitor, version).await? {
+        Refreshed::Read(stored, version) => Ok((stored.unwrap_or_default(), version)),
+        Refreshed::Unchanged => match held {
+            Some((profile, version)) => Ok((profile, version)),
+            None => Err(StoreError::Io(
+                "the store found a held profile current where none was held".into(),
+            )),
         },
     }
 }
@@ -446,7 +474,7 @@ impl Handler<EraseProfile> for VisitorSession {
             // The synced ids say which reverse mappings to remove, the segments which S2S
             // destinations to tell; an unreadable record is deleted all the same.
             let erased = match state {
-                ProfileState::Loaded(p) => p,
+                ProfileState::Loaded(p, _) => p,
                 ProfileState::Unloaded => match profiles.load(visitor).await {
                     Ok(Some(p)) => p,
                     Ok(None) | Err(_) => Profile::default(),
@@ -473,7 +501,8 @@ impl Handler<EraseProfile> for VisitorSession {
         AtomicResponse::new(Box::pin(work.into_actor(self).map(|result, act, _| {
             // Whatever comes next starts from nothing (or from the store, if erasure failed).
             if result.is_ok() {
-                act.profile = ProfileState::Loaded(Profile::default());
+                let nothing_stored = act.deps.profiles.is_shared().then_some(0);
+                act.profile = ProfileState::Loaded(Profile::default(), nothing_stored);
             }
             result
         })))
@@ -496,7 +525,7 @@ impl Handler<SyncIds> for VisitorSession {
                 new_visitor,
             } = msg;
             let mut errors = Vec::new();
-            let (mut profile, persist) =
+            let (mut profile, persist, held) =
                 load_profile(&deps, visitor, state, new_visitor, tid, &mut errors).await;
             let shared = deps.profiles.is_shared();
             let baseline = shared.then(|| ChangeBaseline::of(&profile));
@@ -516,13 +545,16 @@ impl Handler<SyncIds> for VisitorSession {
                 // forward ones would overwrite it and wait for a readable profile.
                 ProfileState::Unloaded
             } else {
-                match deps.profiles.save_event(visitor, &profile, replay) {
-                    Ok(()) if shared => ProfileState::Unloaded,
-                    Ok(()) => ProfileState::Loaded(profile),
+                match deps.profiles.save_held(visitor, &profile, replay, held) {
+                    Ok(version) => ProfileState::Loaded(profile, version),
                     Err(e) => {
                         log::error!(tid = tid.as_str(); "profile of {visitor} not saved: {e}");
                         errors.push(DcsError::unspecified("Profile could not be saved"));
-                        ProfileState::Loaded(profile)
+                        if shared {
+                            ProfileState::Unloaded
+                        } else {
+                            ProfileState::Loaded(profile, None)
+                        }
                     }
                 }
             };
