@@ -6,10 +6,12 @@
 //! that picks the slot:
 //! - `P:p:{<visitor>}`: a profile, in the same versioned encoding as sled's; it expires after
 //!   `profile_ttl_days` without a write (the store's own expiry does retention's purge).
-//! - `P:v:{<visitor>}`: the version of that profile, a random token every write of it sets
-//!   (same slot, same expiry): what a node holding the profile in memory checks on each event
-//!   instead of reading the profile (`ProfileService::refresh`). A profile without one (written
-//!   before versions existed) is read every time until its next write.
+//!   Its value starts with a header: the byte 0xFF, then the profile's version, a random token
+//!   every write sets, as 8 big-endian bytes. A node holding the profile in memory checks that
+//!   header on each event (`GETRANGE` of 9 bytes) instead of reading the profile
+//!   (`ProfileService::refresh`). 0xFF is never the first byte of an encoded profile, so a
+//!   value written before versions existed is still read (as version 0: read every time until
+//!   its next write).
 //! - `P:l:{<dpid>:<id>}`: an ID-sync mapping (visitor id, then Unix seconds), with the same
 //!   expiry.
 //! - `{P:optouts}`: the set of visitors that opted out (never expires).
@@ -85,32 +87,67 @@ end
 return redis.call('INCR', KEYS[2])
 ";
 
-/// Compare-and-set of one profile: ARGV[1] says whether a value is expected, ARGV[2] is it,
-/// ARGV[3] the new value, ARGV[4] its expiry in seconds, ARGV[5] its new version.
+/// Compare-and-set of one profile: ARGV[1] says whether a value is expected, ARGV[2] is it
+/// (without the version header), ARGV[3] the new value (with its header), ARGV[4] its expiry
+/// in seconds.
 const SWAP_SCRIPT: &str = r"
 local current = redis.call('GET', KEYS[1])
+if current and string.byte(current, 1) == 255 then
+  current = string.sub(current, 10)
+end
 if (ARGV[1] == '0' and current == false) or (ARGV[1] == '1' and current == ARGV[2]) then
   redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
-  redis.call('SET', KEYS[2], ARGV[5], 'EX', ARGV[4])
   return 1
 end
 return 0
 ";
 
-/// Compare-and-set of one profile by version: ARGV[1] the expected version ('0': no profile
-/// stored), ARGV[2] the new value, ARGV[3] its version, ARGV[4] the expiry in seconds.
+/// Compare-and-set of one profile by version: ARGV[1] the expected version header ('' when
+/// no profile may be stored), ARGV[2] the new value (with its header), ARGV[3] the expiry in
+/// seconds.
 const SWAP_VERSION_SCRIPT: &str = r"
 local ok
-if ARGV[1] == '0' then
+if ARGV[1] == '' then
   ok = redis.call('EXISTS', KEYS[1]) == 0
 else
-  ok = redis.call('GET', KEYS[2]) == ARGV[1]
+  ok = redis.call('GETRANGE', KEYS[1], 0, 8) == ARGV[1]
 end
 if not ok then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
-redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 ";
+
+/// First byte of a stored profile's version header; never the first of an encoded profile.
+const VERSIONED: u8 = 0xFF;
+/// The header's length: the marker and 8 bytes of version.
+const HEADER: usize = 9;
+
+fn header(version: u64) -> [u8; HEADER] {
+    let mut h = [0; HEADER];
+    h[0] = VERSIONED;
+    h[1..].copy_from_slice(&version.to_be_bytes());
+    h
+}
+
+/// A stored value with the version header `version` in front of `profile`.
+fn with_header(version: u64, profile: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(HEADER + profile.len());
+    value.extend_from_slice(&header(version));
+    value.extend_from_slice(profile);
+    value
+}
+
+/// A stored value's version (0 without a header) and the encoded profile.
+fn split_header(value: Vec<u8>) -> (u64, Vec<u8>) {
+    match value.get(..HEADER) {
+        Some(h) if h[0] == VERSIONED => {
+            let mut version = [0; 8];
+            version.copy_from_slice(&h[1..]);
+            (u64::from_be_bytes(version), value[HEADER..].to_vec())
+        }
+        _ => (0, value),
+    }
+}
 
 /// A version token for a profile written without one of the caller's.
 fn fresh_version() -> u64 {
@@ -186,10 +223,6 @@ impl RedisStore {
 
     fn profile_key(&self, visitor: VisitorId) -> String {
         format!("{}:p:{{{visitor}}}", self.settings.prefix)
-    }
-
-    fn version_key(&self, visitor: VisitorId) -> String {
-        format!("{}:v:{{{visitor}}}", self.settings.prefix)
     }
 
     fn link_key(&self, dpid: u32, id: &str) -> Vec<u8> {
@@ -312,7 +345,8 @@ fn visitor_of(key: &[u8]) -> Option<VisitorId> {
 impl ProfileStore for RedisStore {
     fn get_profile_bytes(&self, visitor: VisitorId) -> Result<Option<Vec<u8>>, StoreError> {
         let key = self.profile_key(visitor);
-        self.with(|c| Cmd::get(&key).query(c))
+        let value: Option<Vec<u8>> = self.with(|c| Cmd::get(&key).query(c))?;
+        Ok(value.map(|v| split_header(v).1))
     }
 
     fn put_profile_bytes(&self, batch: &[(VisitorId, &[u8])]) -> Result<(), StoreError> {
@@ -321,13 +355,7 @@ impl ProfileStore for RedisStore {
         for (visitor, bytes) in batch {
             pipe.cmd("SET")
                 .arg(self.profile_key(*visitor))
-                .arg(*bytes)
-                .arg("EX")
-                .arg(ttl)
-                .ignore();
-            pipe.cmd("SET")
-                .arg(self.version_key(*visitor))
-                .arg(fresh_version())
+                .arg(with_header(fresh_version(), bytes))
                 .arg("EX")
                 .arg(ttl)
                 .ignore();
@@ -336,8 +364,8 @@ impl ProfileStore for RedisStore {
     }
 
     fn delete_profile(&self, visitor: VisitorId) -> Result<(), StoreError> {
-        let keys = [self.profile_key(visitor), self.version_key(visitor)];
-        self.with(|c| Cmd::del(&keys).exec(c))
+        let key = self.profile_key(visitor);
+        self.with(|c| Cmd::del(&key).exec(c))
     }
 
     fn swap_profile_bytes(
@@ -348,15 +376,13 @@ impl ProfileStore for RedisStore {
     ) -> Result<bool, StoreError> {
         static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SWAP_SCRIPT));
         let mut invocation = SCRIPT.key(self.profile_key(visitor));
-        invocation.key(self.version_key(visitor));
         match expected {
             Some(bytes) => invocation.arg("1").arg(bytes),
             None => invocation.arg("0").arg(""),
         };
         invocation
-            .arg(new)
-            .arg(self.ttl_secs())
-            .arg(fresh_version());
+            .arg(with_header(fresh_version(), new))
+            .arg(self.ttl_secs());
         let swapped: i64 = self.with(|c| invocation.invoke(c))?;
         Ok(swapped == 1)
     }
@@ -365,9 +391,9 @@ impl ProfileStore for RedisStore {
         &self,
         batch: &[(VisitorId, Option<u64>)],
     ) -> Result<Vec<Option<Versioned>>, StoreError> {
-        // The common case with visitor affinity is "unchanged": one GET of a number per held
-        // profile, all of them in one pipeline. Plain commands, not a script: cheaper for the
-        // servers.
+        // The common case with visitor affinity is "unchanged": the 9 bytes of the version
+        // header per held profile, all of them in one pipeline. Plain commands, not a script:
+        // cheaper for the servers.
         let mut answers: Vec<Option<Option<Versioned>>> = vec![None; batch.len()];
         let held: Vec<(usize, u64)> = batch
             .iter()
@@ -377,39 +403,35 @@ impl ProfileStore for RedisStore {
         if !held.is_empty() {
             let mut pipe = redis::cluster::cluster_pipe();
             for (i, _) in &held {
-                pipe.get(self.version_key(batch[*i].0));
+                pipe.cmd("GETRANGE")
+                    .arg(self.profile_key(batch[*i].0))
+                    .arg(0)
+                    .arg(HEADER - 1);
             }
-            let stored: Vec<Option<u64>> = self.with(|c| pipe.query(c))?;
+            let stored: Vec<Vec<u8>> = self.with(|c| pipe.query(c))?;
             for ((i, held), stored) in held.iter().zip(stored) {
-                if stored == Some(*held) {
+                if stored == header(*held) {
                     answers[*i] = Some(None);
                 }
             }
         }
         let read: Vec<usize> = (0..batch.len()).filter(|i| answers[*i].is_none()).collect();
         if !read.is_empty() {
-            // The version before the profile: a write between the two (which sets both at
-            // once) then pairs an older version with newer bytes, which only costs another
-            // read later; the other way round would pair a newer version with older bytes.
             let mut pipe = redis::cluster::cluster_pipe();
             for i in &read {
-                pipe.get(self.version_key(batch[*i].0));
                 pipe.get(self.profile_key(batch[*i].0));
             }
-            let values: Vec<Value> = self.with(|c| pipe.query(c))?;
-            let mut values = values.into_iter();
-            for i in read {
-                let (Some(version), Some(bytes)) = (values.next(), values.next()) else {
-                    return Err(StoreError::Io(
-                        "redis: a pipelined read came back short".into(),
-                    ));
-                };
-                let parse = |e: redis::ParsingError| StoreError::Io(format!("redis: {e}"));
-                let version: Option<u64> =
-                    FromRedisValue::from_redis_value(version).map_err(parse)?;
-                let bytes: Option<Vec<u8>> =
-                    FromRedisValue::from_redis_value(bytes).map_err(parse)?;
-                answers[i] = Some(Some((version.unwrap_or(0), bytes)));
+            let values: Vec<Option<Vec<u8>>> = self.with(|c| pipe.query(c))?;
+            if values.len() != read.len() {
+                return Err(StoreError::Io(
+                    "redis: a pipelined read came back short".into(),
+                ));
+            }
+            for (i, value) in read.into_iter().zip(values) {
+                answers[i] = Some(Some(match value.map(split_header) {
+                    Some((version, bytes)) => (version, Some(bytes)),
+                    None => (0, None),
+                }));
             }
         }
         Ok(answers.into_iter().map(Option::flatten).collect())
@@ -425,16 +447,18 @@ impl ProfileStore for RedisStore {
         let ttl = self.ttl_secs();
         let mut pipe = redis::cluster::cluster_pipe();
         for w in batch {
+            let expected = match w.expected {
+                0 => Vec::new(),
+                v => header(v).to_vec(),
+            };
             // EVAL, not EVALSHA: a pipeline cannot load a script the server does not have;
             // the server compiles it once and keeps it.
             pipe.cmd("EVAL")
                 .arg(SWAP_VERSION_SCRIPT)
-                .arg(2)
+                .arg(1)
                 .arg(self.profile_key(w.visitor))
-                .arg(self.version_key(w.visitor))
-                .arg(w.expected)
-                .arg(w.bytes)
-                .arg(w.version)
+                .arg(expected)
+                .arg(with_header(w.version, w.bytes))
                 .arg(ttl);
         }
         let swapped: Vec<i64> = self.with(|c| pipe.query(c))?;
@@ -482,8 +506,8 @@ impl ProfileStore for RedisStore {
                     .collect()
             })?;
             for (key, value) in keys.iter().zip(values) {
-                if let (Some(visitor), Some(bytes)) = (visitor_of(key), value) {
-                    out.push((visitor, bytes));
+                if let (Some(visitor), Some(value)) = (visitor_of(key), value) {
+                    out.push((visitor, split_header(value).1));
                 }
             }
         }

@@ -115,7 +115,8 @@ async fn a_server_keeps_profiles_mappings_and_catalog_in_redis_across_a_restart(
 
 /// A node keeps the profiles of the visitors it serves and only checks their version on each
 /// event: bytes changed in the store behind its back (same version) are not even read, while
-/// another node's write (a new version) is read and built on.
+/// another node's write (a new version) is read and built on, and so is a profile stored
+/// without a version.
 #[actix_web::test]
 async fn a_node_checks_the_version_of_a_profile_it_holds_and_reads_another_nodes_write() {
     let cluster = RedisCluster::shared();
@@ -134,12 +135,20 @@ async fn a_node_checks_the_version_of_a_profile_it_holds_and_reads_another_nodes
 
     let client = redis::cluster::ClusterClient::new(cluster.urls.clone()).unwrap();
     let mut redis = client.get_connection().unwrap();
-    let profile_key = format!("{prefix}:p:{{{VISITOR}}}");
-    let version_key = format!("{prefix}:v:{{{VISITOR}}}");
-    // Garbage under the same version: a node that read the profile would answer error 200.
+    let key = format!("{prefix}:p:{{{VISITOR}}}");
+    // Garbage behind the same version header: a node that read the profile would answer
+    // error 200.
+    let header: Vec<u8> = redis::cmd("GETRANGE")
+        .arg(&key)
+        .arg(0)
+        .arg(8)
+        .query(&mut redis)
+        .unwrap();
+    assert_eq!((header.len(), header[0]), (9, 0xFF), "the version header");
+    let garbage = [header.clone(), b"not a profile".to_vec()].concat();
     redis::cmd("SET")
-        .arg(&profile_key)
-        .arg(&b"\xff\xffnot a profile"[..])
+        .arg(&key)
+        .arg(garbage)
         .exec(&mut redis)
         .unwrap();
     let body = get(&event).await.json();
@@ -161,14 +170,12 @@ async fn a_node_checks_the_version_of_a_profile_it_holds_and_reads_another_nodes
     for _ in 0..10 {
         theirs.realize(11, tributary::core::clock::unix_now(), false);
     }
+    let mut value = vec![0xFF];
+    value.extend_from_slice(&12345u64.to_be_bytes());
+    value.extend_from_slice(&tributary::store::encode_profile(&theirs).unwrap());
     redis::cmd("SET")
-        .arg(&profile_key)
-        .arg(tributary::store::encode_profile(&theirs).unwrap())
-        .exec(&mut redis)
-        .unwrap();
-    redis::cmd("SET")
-        .arg(&version_key)
-        .arg("12345")
+        .arg(&key)
+        .arg(value)
         .exec(&mut redis)
         .unwrap();
     assert_eq!(get(&event).await.status, 200);
@@ -177,6 +184,21 @@ async fn a_node_checks_the_version_of_a_profile_it_holds_and_reads_another_nodes
         server.stored_profile(visitor).traits[&11].count(),
         13,
         "the other node's ten realizations read, and this event's added to them"
+    );
+
+    // A profile written before versions existed (no header) is read, and rewritten with one.
+    theirs.realize(11, tributary::core::clock::unix_now(), false);
+    let legacy = tributary::store::encode_profile(&theirs).unwrap();
+    redis::cmd("SET")
+        .arg(&key)
+        .arg(legacy)
+        .exec(&mut redis)
+        .unwrap();
+    assert_eq!(get(&event).await.status, 200);
+    server.running.sync_store().await.unwrap();
+    assert_eq!(
+        server.stored_profile(visitor).traits[&11].count(),
+        theirs.traits[&11].count() + 1
     );
     server.stop().await;
 }
