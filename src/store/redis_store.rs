@@ -89,9 +89,13 @@ return redis.call('INCR', KEYS[2])
 
 /// Compare-and-set of one profile: ARGV[1] says whether a value is expected, ARGV[2] is it
 /// (without the version header), ARGV[3] the new value (with its header), ARGV[4] its expiry
-/// in seconds.
+/// in seconds. Already written (the new value's version is stored: the call is made again
+/// after its answer was lost) counts as written.
 const SWAP_SCRIPT: &str = r"
 local current = redis.call('GET', KEYS[1])
+if current and string.sub(current, 1, 9) == string.sub(ARGV[3], 1, 9) then
+  return 1
+end
 if current and string.byte(current, 1) == 255 then
   current = string.sub(current, 10)
 end
@@ -104,15 +108,12 @@ return 0
 
 /// Compare-and-set of one profile by version: ARGV[1] the expected version header ('' when
 /// no profile may be stored), ARGV[2] the new value (with its header), ARGV[3] the expiry in
-/// seconds.
+/// seconds. As in `SWAP_SCRIPT`, finding the new value's version already stored counts as
+/// written: versions are random, so only this write can have stored it.
 const SWAP_VERSION_SCRIPT: &str = r"
-local ok
-if ARGV[1] == '' then
-  ok = redis.call('EXISTS', KEYS[1]) == 0
-else
-  ok = redis.call('GETRANGE', KEYS[1], 0, 8) == ARGV[1]
-end
-if not ok then return 0 end
+local current = redis.call('GETRANGE', KEYS[1], 0, 8)
+if current == string.sub(ARGV[2], 1, 9) then return 1 end
+if current ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 ";

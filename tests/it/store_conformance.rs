@@ -274,6 +274,13 @@ fn versions(store: &dyn Store) {
         [true]
     );
     assert_eq!(
+        store
+            .swap_profiles_versioned(&[swap(v, 6, b"b", 8)])
+            .unwrap(),
+        [true],
+        "made again (its answer lost): already written, not refused"
+    );
+    assert_eq!(
         store.get_profile_if_changed(v, Some(6)).unwrap(),
         Some((8, Some(b"b".to_vec())))
     );
