@@ -17,7 +17,7 @@
 //! | `tributary_events_shed_total` | counter | `reason` (`worker_lag`, `in_flight`, `store_backlog`) |
 //! | `tributary_events_in_flight` | gauge | |
 //! | `tributary_sessions_active` | gauge | |
-//! | `tributary_store_read_seconds` | histogram | (a profile read, including the wait for a reader thread) |
+//! | `tributary_store_read_seconds` | histogram | (a profile read, or on a shared store a version check, including the wait for a reader thread) |
 //! | `tributary_store_reads_spared_total` | counter | (lookups of ids never stored, answered by the stored-id filter) |
 //! | `tributary_store_write_seconds` | histogram | (one batch of profile writes) |
 //! | `tributary_store_write_batch_size` | histogram | |
