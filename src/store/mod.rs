@@ -77,6 +77,12 @@ pub struct IdLink {
     pub at: i64,
 }
 
+/// A new profile version for a shared store: a random token, never 0 (which stands for "no
+/// profile stored"). Random, not counted, so that no version comes back after a delete.
+fn new_version() -> u64 {
+    rand::random::<u64>().max(1)
+}
+
 /// A stored profile's version and bytes (`None`: no profile stored).
 pub type Versioned = (u64, Option<Vec<u8>>);
 

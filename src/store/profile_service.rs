@@ -51,8 +51,8 @@ use std::time::{Duration, Instant};
 
 use super::readers::ReadPool;
 use super::{
-    codec, on_blocking_thread, IdLink, ProfileStore, ScanCursor, StoreError, StoredIds,
-    VersionedWrite,
+    codec, new_version, on_blocking_thread, IdLink, ProfileStore, ScanCursor, StoreError,
+    StoredIds, VersionedWrite,
 };
 use crate::core::ids::VisitorId;
 use crate::core::profile::Profile;
@@ -135,16 +135,22 @@ struct Refreshes {
     running: bool,
 }
 
+impl Refreshes {
+    /// No reader is on the checks any more: those waiting get `error`, and the next check
+    /// starts a reader again.
+    fn fail_waiting(&mut self, error: &StoreError) {
+        self.running = false;
+        for request in self.waiting.drain(..) {
+            let _ = request.done.send(Err(error.clone()));
+        }
+    }
+}
+
 /// A [`ProfileService::refresh`] waiting for a reader.
 struct RefreshRequest {
     visitor: VisitorId,
     held: Option<u64>,
     done: tokio::sync::oneshot::Sender<Result<Refreshed, StoreError>>,
-}
-
-/// A new version token.
-fn fresh_token() -> u64 {
-    rand::random::<u64>().max(1)
 }
 
 type LinkKey = (u32, String);
@@ -432,7 +438,7 @@ impl ProfileService {
         let version = self.inner.versions.fetch_add(1, Ordering::Relaxed);
         let shared = self.inner.shared;
         let replay = replay.filter(|_| shared);
-        let token = if shared { fresh_token() } else { 0 };
+        let token = if shared { new_version() } else { 0 };
         self.inner.ids.add_profile(visitor);
         let mut pending = lock(&self.shard(visitor).pending);
         match pending.entries.get_mut(&visitor) {
@@ -509,11 +515,7 @@ impl ProfileService {
                 .readers
                 .submit("store read", move || this.refresh_waiting());
             if let Err(e) = submitted {
-                let mut refreshes = lock(&self.inner.refreshes);
-                refreshes.running = false;
-                for request in refreshes.waiting.drain(..) {
-                    let _ = request.done.send(Err(e.clone()));
-                }
+                lock(&self.inner.refreshes).fail_waiting(&e);
             }
         }
         let refreshed = answer
@@ -534,13 +536,8 @@ impl ProfileService {
                 if !std::thread::panicking() {
                     return;
                 }
-                let mut refreshes = lock(self.0);
-                refreshes.running = false;
-                for request in refreshes.waiting.drain(..) {
-                    let _ = request
-                        .done
-                        .send(Err(StoreError::Io("store read: the reader stopped".into())));
-                }
+                let stopped = StoreError::Io("store read: the reader stopped".into());
+                lock(self.0).fail_waiting(&stopped);
             }
         }
         let _stopped = Stopped(&self.inner.refreshes);
@@ -935,19 +932,19 @@ fn write_due_shared(
             base: p.base,
             token: p.token,
             version: p.version,
+            // Opted out on another node meanwhile: these events are not written.
+            skipped: p.replays.is_empty() || inner.is_opted_out(visitor),
         })
         .collect();
     if batch.is_empty() {
         return Ok(());
     }
     let started = Instant::now();
-    // Opted out on another node meanwhile: these events are not written.
-    let skipped = |d: &Due| d.replays.is_empty() || inner.is_opted_out(d.visitor);
     // Those whose base the store may still hold: swapped in together, one round trip per
     // node. What the store refuses (another node wrote first) is replayed one by one.
     let direct: Vec<VersionedWrite<'_>> = batch
         .iter()
-        .filter(|d| !skipped(d))
+        .filter(|d| !d.skipped)
         .filter_map(|d| match d.base {
             Base::Version(expected) => Some(VersionedWrite {
                 visitor: d.visitor,
@@ -972,7 +969,7 @@ fn write_due_shared(
     };
     let mut first_error = None;
     for d in &batch {
-        let written = if skipped(d) {
+        let written = if d.skipped {
             Ok(None)
         } else if swapped.contains(&d.visitor) {
             Ok(Some(d.token))
@@ -1020,6 +1017,8 @@ struct Due {
     base: Base,
     token: u64,
     version: u64,
+    /// Nothing to write: no events, or the visitor opted out (on another node) meanwhile.
+    skipped: bool,
 }
 
 fn replay_and_swap(

@@ -59,9 +59,7 @@ impl ReadPool {
             .await
             .map_err(|_| StoreError::Io(format!("{what}: the store reader thread failed")))?
     }
-}
 
-impl ReadPool {
     /// Runs `work` on a reader thread, without waiting for it.
     pub fn submit(
         &self,

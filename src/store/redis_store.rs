@@ -35,8 +35,8 @@ use redis::{Cmd, ConnectionLike, FromRedisValue, Value};
 
 use super::codec::{self, decode_json, decode_link, encode_json, encode_link};
 use super::{
-    CatalogChange, CatalogKind, CatalogObject, CatalogStore, IdLink, OutboxStore, ProfileStore,
-    ScanBatch, ScanCursor, StoreError, Versioned, VersionedWrite,
+    new_version, CatalogChange, CatalogKind, CatalogObject, CatalogStore, IdLink, OutboxStore,
+    ProfileStore, ScanBatch, ScanCursor, StoreError, Versioned, VersionedWrite,
 };
 use crate::core::catalog::{Catalog, Destination, Provider, Segment, Trait};
 use crate::core::ids::VisitorId;
@@ -148,11 +148,6 @@ fn split_header(value: Vec<u8>) -> (u64, Vec<u8>) {
         }
         _ => (0, value),
     }
-}
-
-/// A version token for a profile written without one of the caller's.
-fn fresh_version() -> u64 {
-    rand::random::<u64>().max(1)
 }
 
 impl RedisStore {
@@ -356,7 +351,7 @@ impl ProfileStore for RedisStore {
         for (visitor, bytes) in batch {
             pipe.cmd("SET")
                 .arg(self.profile_key(*visitor))
-                .arg(with_header(fresh_version(), bytes))
+                .arg(with_header(new_version(), bytes))
                 .arg("EX")
                 .arg(ttl)
                 .ignore();
@@ -382,7 +377,7 @@ impl ProfileStore for RedisStore {
             None => invocation.arg("0").arg(""),
         };
         invocation
-            .arg(with_header(fresh_version(), new))
+            .arg(with_header(new_version(), new))
             .arg(self.ttl_secs());
         let swapped: i64 = self.with(|c| invocation.invoke(c))?;
         Ok(swapped == 1)
