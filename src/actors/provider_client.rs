@@ -288,9 +288,6 @@ impl Handler<LookupSegments> for ProviderClient {
     }
 }
 
-/// Tells the circuit breaker how an admitted call ended; a call dropped before it ended (the
-/// runtime shutting down) counts as failed, so a half-open circuit never waits forever for its
-/// probe.
 /// How long a call that timed out may run on, unseen, so that the answer is read to its end
 /// and its keep-alive connection goes back to the pool: a provider that is a little slower than
 /// its `timeoutMs` then costs no new connection per call (issue 16 measured one per call).
@@ -314,6 +311,9 @@ fn drain<F: std::future::Future + 'static>(
     });
 }
 
+/// Tells the circuit breaker how an admitted call ended; a call dropped before it ended (the
+/// runtime shutting down) counts as failed, so a half-open circuit never waits forever for its
+/// probe.
 struct Verdict {
     breaker: Rc<RefCell<CircuitBreaker>>,
     admission: Admission,
