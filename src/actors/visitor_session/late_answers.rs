@@ -180,11 +180,7 @@ impl Handler<LateAnswers> for VisitorSession {
             match evaluated {
                 Ok(done) => {
                     count_handled(&providers, Handled::Merged);
-                    if shared && done.saved.is_err() {
-                        ProfileState::Unloaded
-                    } else {
-                        ProfileState::Loaded(done.profile, done.version)
-                    }
+                    ProfileState::after_save(done.profile, done.saved.is_ok(), done.version, shared)
                 }
                 Err(e) => {
                     log::error!(tid = msg.tid.as_str(); "segment engine unavailable: {e}");

@@ -147,6 +147,20 @@ enum ProfileState {
     Loaded(Profile, Option<u64>),
 }
 
+impl ProfileState {
+    /// What a session holds once it has saved `profile`: the profile, as the `version` the
+    /// save gave it. After a failed save, on one node the profile still, so that the next
+    /// write carries its changes too; on a shared store nothing, as what that write would
+    /// have been based on is then unknown: it is read again.
+    fn after_save(profile: Profile, saved: bool, version: Option<u64>, shared: bool) -> Self {
+        match (saved, shared) {
+            (true, _) => ProfileState::Loaded(profile, version),
+            (false, false) => ProfileState::Loaded(profile, None),
+            (false, true) => ProfileState::Unloaded,
+        }
+    }
+}
+
 /// One active visitor; see the module doc.
 pub struct VisitorSession {
     visitor: VisitorId,
@@ -308,13 +322,10 @@ async fn run_event(
             result.realized = done.evaluation.realized;
             result.segments = done.evaluation.segments;
             result.synced_ids = done.profile.synced_ids.clone();
-            // After a failed write the profile stays in memory, so the next event's write
-            // carries this event's realizations too — but not with a shared store, where what
-            // the write would have been based on is then unknown: it is read again.
-            match (persist, done.saved.is_ok()) {
-                (true, true) => ProfileState::Loaded(done.profile, done.version),
-                (true, false) if !shared => ProfileState::Loaded(done.profile, None),
-                _ => ProfileState::Unloaded,
+            if persist {
+                ProfileState::after_save(done.profile, done.saved.is_ok(), done.version, shared)
+            } else {
+                ProfileState::Unloaded
             }
         }
         Err(e) => {
@@ -545,18 +556,13 @@ impl Handler<SyncIds> for VisitorSession {
                 // forward ones would overwrite it and wait for a readable profile.
                 ProfileState::Unloaded
             } else {
-                match deps.profiles.save_held(visitor, &profile, replay, held) {
-                    Ok(version) => ProfileState::Loaded(profile, version),
-                    Err(e) => {
-                        log::error!(tid = tid.as_str(); "profile of {visitor} not saved: {e}");
-                        errors.push(DcsError::unspecified("Profile could not be saved"));
-                        if shared {
-                            ProfileState::Unloaded
-                        } else {
-                            ProfileState::Loaded(profile, None)
-                        }
-                    }
+                let saved = deps.profiles.save_held(visitor, &profile, replay, held);
+                if let Err(e) = &saved {
+                    log::error!(tid = tid.as_str(); "profile of {visitor} not saved: {e}");
+                    errors.push(DcsError::unspecified("Profile could not be saved"));
                 }
+                let version = saved.as_ref().ok().copied().flatten();
+                ProfileState::after_save(profile, saved.is_ok(), version, shared)
             };
             drop(pending);
             (state, errors)
