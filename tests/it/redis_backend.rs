@@ -129,9 +129,13 @@ async fn a_node_checks_the_version_of_a_profile_it_holds_and_reads_another_nodes
     let event = server.url(&format!(
         "/event?d_rtbd=json&d_cts=2&c_page=cars&d_uuid={VISITOR}"
     ));
-    assert_eq!(get(&event).await.status, 200);
-    server.running.sync_store().await.unwrap();
-    assert_eq!(server.stored_profile(visitor).traits[&11].count(), 1);
+    // An event, then the count of car pages its write leaves in the store.
+    let stored_count_after_event = || async {
+        assert_eq!(get(&event).await.status, 200);
+        server.running.sync_store().await.unwrap();
+        server.stored_profile(visitor).traits[&11].count()
+    };
+    assert_eq!(stored_count_after_event().await, 1);
 
     let client = redis::cluster::ClusterClient::new(cluster.urls.clone()).unwrap();
     let mut redis = client.get_connection().unwrap();
@@ -145,12 +149,15 @@ async fn a_node_checks_the_version_of_a_profile_it_holds_and_reads_another_nodes
         .query(&mut redis)
         .unwrap();
     assert_eq!((header.len(), header[0]), (9, 0xFF), "the version header");
-    let garbage = [header.clone(), b"not a profile".to_vec()].concat();
-    redis::cmd("SET")
-        .arg(&key)
-        .arg(garbage)
-        .exec(&mut redis)
-        .unwrap();
+    // What another node (or an older Tributary) would write under the visitor's key.
+    let mut store_value = |value: Vec<u8>| {
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(value)
+            .exec(&mut redis)
+            .unwrap()
+    };
+    store_value([header, b"not a profile".to_vec()].concat());
     let body = get(&event).await.json();
     assert_eq!(body["errors"], serde_json::Value::Null, "{body}");
     assert_eq!(
@@ -173,31 +180,18 @@ async fn a_node_checks_the_version_of_a_profile_it_holds_and_reads_another_nodes
     let mut value = vec![0xFF];
     value.extend_from_slice(&12345u64.to_be_bytes());
     value.extend_from_slice(&tributary::store::encode_profile(&theirs).unwrap());
-    redis::cmd("SET")
-        .arg(&key)
-        .arg(value)
-        .exec(&mut redis)
-        .unwrap();
-    assert_eq!(get(&event).await.status, 200);
-    server.running.sync_store().await.unwrap();
+    store_value(value);
     assert_eq!(
-        server.stored_profile(visitor).traits[&11].count(),
+        stored_count_after_event().await,
         13,
         "the other node's ten realizations read, and this event's added to them"
     );
 
     // A profile written before versions existed (no header) is read, and rewritten with one.
     theirs.realize(11, tributary::core::clock::unix_now(), false);
-    let legacy = tributary::store::encode_profile(&theirs).unwrap();
-    redis::cmd("SET")
-        .arg(&key)
-        .arg(legacy)
-        .exec(&mut redis)
-        .unwrap();
-    assert_eq!(get(&event).await.status, 200);
-    server.running.sync_store().await.unwrap();
+    store_value(tributary::store::encode_profile(&theirs).unwrap());
     assert_eq!(
-        server.stored_profile(visitor).traits[&11].count(),
+        stored_count_after_event().await,
         theirs.traits[&11].count() + 1
     );
     server.stop().await;
