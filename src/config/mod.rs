@@ -140,6 +140,7 @@ impl Config {
             .list_separator(",")
             .with_list_parse_key("server.cors_origins")
             .with_list_parse_key("server.idsync_redirect_hosts")
+            .with_list_parse_key("server.trusted_proxies")
             .with_list_parse_key("privacy.tcf_purposes")
             .with_list_parse_key("store.redis_urls");
         if let Some(vars) = env {
@@ -238,6 +239,26 @@ fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr,
         .map_err(|_| serde::de::Error::custom(format!("{NOT_AN_ADDRESS} ({text:?})")))
 }
 
+/// Start of the message of a `trusted_proxies` entry that is no CIDR; [`from_config_error`]
+/// knows it.
+const NOT_A_CIDR: &str = "not a CIDR like 10.0.0.0/8 or an address";
+
+/// `server.trusted_proxies`: `10.0.0.0/8`, `2001:db8::/32`, or a bare address (one host).
+fn cidrs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let texts = Vec::<String>::deserialize(deserializer)?;
+    texts
+        .iter()
+        .map(|text| {
+            let trimmed = text.trim();
+            trimmed
+                .parse::<ipnet::IpNet>()
+                .map(|net| net.trunc())
+                .or_else(|_| trimmed.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| serde::de::Error::custom(format!("{NOT_A_CIDR} ({text:?})")))
+        })
+        .collect()
+}
+
 /// The config crate reports keys inside its messages ("… for key `server.bind`"); we keep its
 /// text, which names the key, and add the key when it can be found. Our own `bind` message
 /// drops that suffix, reading as the checks of every other key do.
@@ -249,7 +270,7 @@ fn from_config_error(e: config::ConfigError) -> ConfigError {
     } = &e
     {
         if let config::ConfigError::Message(message) = error.as_ref() {
-            if message.starts_with(NOT_AN_ADDRESS) {
+            if message.starts_with(NOT_AN_ADDRESS) || message.starts_with(NOT_A_CIDR) {
                 return bad(key, message.clone());
             }
         }
@@ -358,6 +379,44 @@ mod tests {
             error("", &[("TRIBUTARY__REALTIME__CIRCUIT_WINDOW", "65")]),
             "config key realtime.circuit_window: must be between 1 and 64 (got 65)"
         );
+        assert_eq!(
+            error(
+                "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0/8\"]\n",
+                &[]
+            ),
+            "config key server.trusted_proxies: not a CIDR like 10.0.0.0/8 or an address \
+             (\"10.0.0/8\")"
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_take_cidrs_and_addresses() {
+        let c = Config::from_toml(
+            "[server]\ntrusted_proxies = [\"10.1.2.3/8\", \"127.0.0.1\", \"2001:db8::/32\"]\n",
+            env(&[]),
+        )
+        .unwrap();
+        let nets: Vec<String> = c
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "127.0.0.1/32", "2001:db8::/32"]);
+        assert!(Config::from_toml("", env(&[]))
+            .unwrap()
+            .server
+            .trusted_proxies
+            .is_empty());
+        let c = Config::from_toml(
+            "",
+            env(&[(
+                "TRIBUTARY__SERVER__TRUSTED_PROXIES",
+                "10.0.0.0/8,192.168.0.1",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(c.server.trusted_proxies.len(), 2);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::{bad, range, socket_addr, ConfigError};
@@ -41,6 +42,11 @@ pub struct ServerConfig {
     pub tls_cert: PathBuf,
     /// PEM private key of `tls_cert` (PKCS#8, RSA or SEC1, unencrypted).
     pub tls_key: PathBuf,
+    /// Peers whose `Forwarded`/`X-Forwarded-For`/`X-Forwarded-Proto` are believed (the load
+    /// balancers in front): CIDRs (`10.0.0.0/8`) or addresses. Empty = none: the socket's peer
+    /// is the client, whatever a request says (core/forwarded.rs).
+    #[serde(deserialize_with = "super::cidrs")]
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +65,7 @@ impl Default for ServerConfig {
             integration_codes: HashMap::new(),
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -121,11 +128,14 @@ impl ServerConfig {
             }
         }
         for (code, dpid) in &self.integration_codes {
-            if code.is_empty() || code.len() > 255 || code.chars().any(char::is_control) {
+            if code.is_empty() || code.len() > 255 {
                 return Err(bad(
                     "server.integration_codes",
                     format!("{code:?} is not an integration code"),
                 ));
+            }
+            if let Some(why) = crate::core::catalog::code_problem(code) {
+                return Err(bad("server.integration_codes", format!("{code:?}: {why}")));
             }
             if *dpid == 0 {
                 return Err(bad(

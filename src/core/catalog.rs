@@ -361,7 +361,7 @@ impl Catalog {
             }
             check_name(&object, &t.name)?;
             check_text(&object, "description", &t.description, 2000)?;
-            check_text(&object, "integrationCode", &t.integration_code, MAX_TEXT)?;
+            check_code(&object, &t.integration_code)?;
             if t.ttl > MAX_TTL_DAYS {
                 return Err(err(
                     object,
@@ -383,7 +383,7 @@ impl Catalog {
             }
             check_name(&object, &s.name)?;
             check_text(&object, "description", &s.description, 2000)?;
-            check_text(&object, "integrationCode", &s.integration_code, MAX_TEXT)?;
+            check_code(&object, &s.integration_code)?;
             let rule = SegmentRule::parse(&s.segment_rule)
                 .map_err(|e| CatalogError::rule(object.clone(), "segmentRule", e))?;
             if let Some(missing) = rule.traits().iter().find(|t| !trait_ids.contains(t)) {
@@ -546,6 +546,45 @@ fn check_text(
     Ok(())
 }
 
+fn check_code(object: &str, code: &str) -> Result<(), CatalogError> {
+    check_text(object, "integrationCode", code, MAX_TEXT)?;
+    match code_problem(code) {
+        Some(why) => Err(err(object.into(), "integrationCode", why)),
+        None => Ok(()),
+    }
+}
+
+/// Why `code` cannot be an integration code, if it cannot. A code is matched byte for byte
+/// (`/v1/traits/ic:<code>`, `d_cid_ic`, what destinations send), so two codes that look the
+/// same must be the same: no control or format characters (zero-width spaces and joiners,
+/// bidirectional overrides and isolates, the byte-order mark, soft hyphens), no line or
+/// paragraph separators, no space but U+0020, and none at either end.
+pub fn code_problem(code: &str) -> Option<String> {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    if code.starts_with(' ') || code.ends_with(' ') {
+        return Some("must not start or end with a space".into());
+    }
+    let (at, c) = code.chars().enumerate().find(|&(_, c)| {
+        c != ' '
+            && matches!(
+                c.general_category(),
+                GeneralCategory::Control
+                    | GeneralCategory::Format
+                    | GeneralCategory::SpaceSeparator
+                    | GeneralCategory::LineSeparator
+                    | GeneralCategory::ParagraphSeparator
+                    | GeneralCategory::PrivateUse
+                    | GeneralCategory::Surrogate
+                    | GeneralCategory::Unassigned
+            )
+    })?;
+    Some(format!(
+        "must hold visible characters only: U+{:04X} at character {} is not one",
+        c as u32,
+        at + 1
+    ))
+}
+
 fn check_url(object: &str, url: &str) -> Result<(), CatalogError> {
     url_problem(url).map_or(Ok(()), |why| Err(err(object.into(), "url", why)))
 }
@@ -586,6 +625,34 @@ mod tests {
             }"#,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn integration_codes_hold_visible_characters_only() {
+        for good in ["", "crm-tier", "DSID_20914", "Käse 7", "顧客"] {
+            assert_eq!(code_problem(good), None, "{good:?}");
+        }
+        for (bad, why) in [
+            ("crm\u{200B}tier", "U+200B at character 4"),
+            ("crm\u{202E}reit", "U+202E at character 4"),
+            ("\u{FEFF}crm", "U+FEFF at character 1"),
+            ("a\u{00A0}b", "U+00A0 at character 2"),
+            ("a\u{2066}b\u{2069}", "U+2066 at character 2"),
+            ("a\u{00AD}b", "U+00AD at character 2"),
+            ("a\nb", "U+000A at character 2"),
+            ("a\u{E000}", "U+E000 at character 2"),
+        ] {
+            let got = code_problem(bad).unwrap_or_default();
+            assert!(got.contains(why), "{bad:?}: {got}");
+        }
+        assert_eq!(
+            code_problem(" crm").as_deref(),
+            Some("must not start or end with a space")
+        );
+        let mut c = sample();
+        c.segments[0].integration_code = "seg\u{200D}1".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("integrationCode") && e.contains("U+200D"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`request`]: parsing `/event` parameters; visitor identification.
 //! - [`idsync`]: declared ids and `/ibs` (parsing, AAM's limits, safe redirects).
 //! - [`event`]: an identified event as the session, the providers and the engine see it.
+//! - [`forwarded`]: the client's address and scheme behind trusted proxies.
 //! - [`error`]: AAM's `errors` entries (the codes the DCS answers with).
 //! - [`id_service`]: the `/id` answer VisitorAPI reads, and ID sync partners.
 //! - [`response`]: rendering AAM's JSON/JSONP answer, `X-Error`, the pixel.
@@ -31,6 +32,7 @@ pub mod destinations;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod forwarded;
 pub mod id_service;
 pub mod ids;
 pub mod idsync;

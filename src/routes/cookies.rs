@@ -21,22 +21,14 @@ pub fn sent(req: &HttpRequest) -> Option<Cookie<'static>> {
 }
 
 /// The `demdex` cookie with the visitor's id, renewed for 180 days on every call.
-pub fn visitor(req: &HttpRequest, visitor: VisitorId, domain: &str) -> Cookie<'static> {
-    dcs_cookie(visitor.to_string(), COOKIE_DAYS, is_https(req), domain)
+/// `https`: whether the client's own connection is HTTPS (`AppState::client`).
+pub fn visitor(https: bool, visitor: VisitorId, domain: &str) -> Cookie<'static> {
+    dcs_cookie(visitor.to_string(), COOKIE_DAYS, https, domain)
 }
 
 /// `demdex=NOTARGET` for 10 years: the browser is never given an id again.
-pub fn opted_out(req: &HttpRequest, domain: &str) -> Cookie<'static> {
-    dcs_cookie(
-        OPT_OUT_VALUE.to_string(),
-        OPT_OUT_DAYS,
-        is_https(req),
-        domain,
-    )
-}
-
-fn is_https(req: &HttpRequest) -> bool {
-    req.connection_info().scheme() == "https"
+pub fn opted_out(https: bool, domain: &str) -> Cookie<'static> {
+    dcs_cookie(OPT_OUT_VALUE.to_string(), OPT_OUT_DAYS, https, domain)
 }
 
 /// The `demdex` cookie with `value`, for `days`.

@@ -2,7 +2,6 @@
 //! `docs/dcs-api.md`). The pipeline identifies the visitor, the visitor's session collects the
 //! event (providers, engine, profile), and the answer is rendered from what it produced.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,11 +66,13 @@ pub async fn event(
         Verdict::Identified(id) => id,
         Verdict::Refused { result } => return Ok(early(result, tid, Format::of(&request), &out)),
         Verdict::ChildDirected => {
-            return Ok(child_directed(&req, &catalog, tid, request, out, cts))
+            return Ok(child_directed(
+                &state, &req, &catalog, tid, request, out, cts,
+            ))
         }
     };
     let (visitor, new_visitor) = (id.visitor, id.new_visitor);
-    let event = Arc::new(event_data(&req, &mut request, id));
+    let event = Arc::new(event_data(&state, &req, &mut request, id));
     let collected = pipeline::ask_session(&state, visitor, deadline, |pending| CollectEvent {
         tid,
         // The route keeps a reference: URL destinations read the event's consent.
@@ -104,9 +105,14 @@ fn claims(request: &mut EventRequest) -> Claims {
 
 /// The event as the session sees it: the request's signals (with the real `h_` ones), and
 /// what the pipeline judged.
-fn event_data(req: &HttpRequest, request: &mut EventRequest, id: Identified) -> EventData {
+fn event_data(
+    state: &AppState,
+    req: &HttpRequest,
+    request: &mut EventRequest,
+    id: Identified,
+) -> EventData {
     EventData {
-        signals: with_header_signals(req, std::mem::take(&mut request.signals)),
+        signals: with_header_signals(state, req, std::mem::take(&mut request.signals)),
         sids: std::mem::take(&mut request.sids),
         tdpid: request.tdpid,
         privacy: id.privacy,
@@ -267,6 +273,7 @@ fn record(arrived: Instant, tid: Tid, visitor: VisitorId, result: &'static str, 
 /// no declared id), no profile is read or written, no provider is asked: the event's own
 /// signals are evaluated against the catalog and forgotten.
 fn child_directed(
+    state: &AppState,
     req: &HttpRequest,
     catalog: &CompiledCatalog,
     tid: Tid,
@@ -274,7 +281,7 @@ fn child_directed(
     mut out: EventBody,
     cts: bool,
 ) -> HttpResponse {
-    let signals = with_header_signals(req, std::mem::take(&mut request.signals));
+    let signals = with_header_signals(state, req, std::mem::take(&mut request.signals));
     let evaluation = catalog.evaluate(
         &mut Profile::default(),
         &EventInput {
@@ -302,7 +309,7 @@ fn child_directed(
 
 /// The `h_` signals, filled from the real request: whatever the query said for those keys is
 /// replaced.
-fn with_header_signals(req: &HttpRequest, mut signals: Signals) -> Signals {
+fn with_header_signals(state: &AppState, req: &HttpRequest, mut signals: Signals) -> Signals {
     for (name, key) in [
         (header::REFERER, "h_referer"),
         (header::USER_AGENT, "h_user-agent"),
@@ -313,18 +320,9 @@ fn with_header_signals(req: &HttpRequest, mut signals: Signals) -> Signals {
             signals.set(key, truncate(value, MAX_HEADER_SIGNAL));
         }
     }
-    if let Some(ip) = client_ip(req) {
+    if let Some(ip) = state.client(req).ip {
         // Truncated before anything else sees it: rules, logs and providers get the same.
         signals.set("h_ip", anonymize_ip(ip));
     }
     signals
-}
-
-/// The visitor's IP: from `Forwarded`/`X-Forwarded-For` when a proxy sets them, else the peer.
-fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
-    let info = req.connection_info();
-    let text = info.realip_remote_addr()?;
-    text.parse::<IpAddr>()
-        .ok()
-        .or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))
 }

@@ -36,7 +36,10 @@ pub async fn opt_out(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
     Answer {
         body: Body::Pixel,
         errors: &errors,
-        cookie: Some(cookies::opted_out(&req, &state.config.server.cookie_domain)),
+        cookie: Some(cookies::opted_out(
+            state.client(&req).https,
+            &state.config.server.cookie_domain,
+        )),
         tid: None,
     }
     .into_response()

@@ -330,7 +330,11 @@ pub async fn sync_ids(
 impl AppState {
     /// The `demdex` cookie for an identified visitor, renewed on every call.
     pub fn visitor_cookie(&self, req: &HttpRequest, visitor: VisitorId) -> Cookie<'static> {
-        cookies::visitor(req, visitor, &self.config.server.cookie_domain)
+        cookies::visitor(
+            self.client(req).https,
+            visitor,
+            &self.config.server.cookie_domain,
+        )
     }
 
     /// When a call arriving now must be answered.

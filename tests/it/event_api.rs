@@ -125,6 +125,13 @@ async fn pixel_without_rtbd_and_jsonp_with_callback() {
         text.starts_with("window.cb_1({\"stuff\":[]") && text.ends_with("});"),
         "{text}"
     );
+    // A browser never runs or renders an answer as anything but its declared type.
+    for reply in [&pixel, &jsonp, &get(&server.url("/nowhere")).await] {
+        assert_eq!(
+            reply.header("x-content-type-options").as_deref(),
+            Some("nosniff")
+        );
+    }
     server.stop().await;
 }
 
@@ -214,7 +221,37 @@ async fn size_limits() {
 
     let reply = post(&server.url("/event"), "application/json", b"{}".to_vec()).await;
     assert_eq!(reply.status, 415);
+
+    // Request lines HTTP clients cannot even build (awc's URIs stop at 64 KB): the HTTP layer
+    // refuses them before Tributary reads them, as README and docs/dcs-api.md say.
+    let authority = server.url("").trim_start_matches("http://").to_string();
+    for (len, status) in [(60_000, "414"), (70_000, "400"), (140_000, "431")] {
+        let line = raw_status(&authority, &format!("/event?c_x={}", "a".repeat(len))).await;
+        assert!(
+            line.starts_with(&format!("HTTP/1.1 {status}")),
+            "{len}: {line}"
+        );
+    }
     server.stop().await;
+}
+
+/// The status line a request line of `target` gets, over a plain socket.
+async fn raw_status(authority: &str, target: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let request = format!("GET {target} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    // The server may answer and close before it has read the whole request.
+    let _ = socket.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    text.lines().next().unwrap_or("").to_string()
 }
 
 #[actix_web::test]
@@ -383,4 +420,68 @@ async fn garbage_requests_never_get_a_5xx() {
     }
     assert_eq!(get(&server.url("/health")).await.status, 200);
     server.stop().await;
+}
+
+/// `server.trusted_proxies`: forwarded headers count from a configured proxy only, and even
+/// then only the hops it vouches for; from anyone else the socket's peer is the client and a
+/// claimed `https` leaves the cookie `SameSite=Lax`.
+#[actix_web::test]
+async fn forwarded_headers_count_only_from_trusted_proxies() {
+    let cat = catalog(
+        vec![],
+        json!([
+            {"sid": 11, "name": "loopback", "traitType": "RULE_BASED_TRAIT", "traitRule": "h_ip == \"127.0.0.0\"", "dataSourceId": 1},
+            {"sid": 12, "name": "claimed", "traitType": "RULE_BASED_TRAIT", "traitRule": "h_ip == \"198.51.100.0\"", "dataSourceId": 1},
+            {"sid": 13, "name": "real", "traitType": "RULE_BASED_TRAIT", "traitRule": "h_ip == \"203.0.113.0\"", "dataSourceId": 1}
+        ]),
+        json!([]),
+    );
+    let spoofed: [(&str, &str); 2] = [
+        ("x-forwarded-for", "198.51.100.9"),
+        ("x-forwarded-proto", "https"),
+    ];
+    let untrusting = TestServer::start(&cat).await;
+    let reply = get_with(&untrusting.url("/event?d_rtbd=json&d_cts=2"), &spoofed).await;
+    assert_eq!(reply.json()["traits"], json!([11]), "{}", reply.json());
+    let cookie = reply.header("set-cookie").unwrap();
+    assert!(
+        cookie.contains("SameSite=Lax") && !cookie.contains("Secure"),
+        "{cookie}"
+    );
+    let forwarded = [("forwarded", "for=198.51.100.9;proto=https")];
+    let reply = get_with(&untrusting.url("/event?d_rtbd=json&d_cts=2"), &forwarded).await;
+    assert_eq!(reply.json()["traits"], json!([11]));
+    untrusting.stop().await;
+
+    let behind_proxy = TestServer::start_with(&cat, |c| {
+        c.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()]
+    })
+    .await;
+    let url = behind_proxy.url("/event?d_rtbd=json&d_cts=2");
+    // The client wrote the first address itself; the proxy appended the one it saw.
+    let chain = [
+        ("x-forwarded-for", "198.51.100.9, 203.0.113.77"),
+        ("x-forwarded-proto", "https"),
+    ];
+    let reply = get_with(&url, &chain).await;
+    assert_eq!(reply.json()["traits"], json!([13]), "{}", reply.json());
+    let cookie = reply.header("set-cookie").unwrap();
+    assert!(
+        cookie.contains("SameSite=None") && cookie.contains("Secure"),
+        "{cookie}"
+    );
+    let forwarded = [(
+        "forwarded",
+        "for=198.51.100.9, for=\"203.0.113.77:5511\";proto=https",
+    )];
+    let reply = get_with(&url, &forwarded).await;
+    assert_eq!(reply.json()["traits"], json!([13]));
+    assert!(reply.header("set-cookie").unwrap().contains("Secure"));
+    // A proxy that does not know the client: no address rather than the proxy's own.
+    let reply = get_with(&url, &[("x-forwarded-for", "unknown")]).await;
+    assert_eq!(reply.json()["traits"], json!([]), "{}", reply.json());
+    // No header from the proxy: the proxy itself is the client.
+    let reply = get(&url).await;
+    assert_eq!(reply.json()["traits"], json!([11]));
+    behind_proxy.stop().await;
 }

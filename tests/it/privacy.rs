@@ -107,7 +107,11 @@ async fn child_directed_calls_are_stateless_and_ips_are_truncated() {
         ]),
         json!([{"sid": 101, "name": "cars", "segmentRule": "11T", "dataSourceId": 1}]),
     );
-    let server = TestServer::start(&cat).await;
+    // The test client stands for the site's load balancer: its X-Forwarded-For counts.
+    let server = TestServer::start_with(&cat, |c| {
+        c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]
+    })
+    .await;
     let cookie = format!("demdex={VISITOR}");
     for coppa in ["d_coppa=1", "d_coppa=true"] {
         let reply = get_with(

@@ -30,7 +30,11 @@ async fn a_fast_providers_segment_becomes_a_segment_in_the_reply() {
         json!([{"sid": 101, "name": "auto", "segmentRule": "21T", "dataSourceId": 1},
                {"sid": 102, "name": "never", "segmentRule": "22T", "dataSourceId": 1}]),
     );
-    let server = TestServer::start(&cat).await;
+    // The test client stands for the site's load balancer: its X-Forwarded-For counts.
+    let server = TestServer::start_with(&cat, |c| {
+        c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]
+    })
+    .await;
     let reply = get_with(
         &server.url(&format!(
             "/event?d_rtbd=json&d_cts=2&d_uuid={VISITOR}&c_page=cars&p_secret=s3cret"
