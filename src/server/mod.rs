@@ -20,6 +20,8 @@ use std::time::Duration;
 use actix_http::HttpService;
 use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
 use actix_web::dev::{AppConfig, Server};
+use actix_web::http::header;
+use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App, HttpServer};
 
 use crate::actors::directory::SessionDirectory;
@@ -258,6 +260,7 @@ fn listen_public(
     }
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(no_sniffing())
             .app_data(state.clone())
             .configure(routes::configure)
     })
@@ -269,6 +272,13 @@ fn listen_public(
     let bind = config.server.bind;
     let server = server.bind(bind).map_err(bind_failed(bind))?;
     Ok(Bound::new(server.addrs(), bind, server.run()))
+}
+
+/// `X-Content-Type-Options: nosniff` on every answer of both listeners: a JSONP answer, a
+/// pixel or an error body is only ever what its `Content-Type` says, never a script or a page
+/// a browser guessed.
+fn no_sniffing() -> DefaultHeaders {
+    DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
 }
 
 /// The public listener over TLS, put together as `HttpServer` does it and with its defaults,
@@ -295,6 +305,7 @@ fn listen_public_tls(
     let builder = builder
         .listen("tributary-public-https", listener, move || {
             let app = App::new()
+                .wrap(no_sniffing())
                 .app_data(state.clone())
                 .configure(routes::configure)
                 .into_factory()
@@ -335,13 +346,17 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// The admin listener: one worker (admins are few; changes are serialised by the writer).
 fn listen_admin(config: &Config, state: web::Data<AdminState>) -> Result<Bound, StartError> {
     let bind = config.admin.bind;
-    let server =
-        HttpServer::new(move || App::new().app_data(state.clone()).configure(admin::routes))
-            .workers(1)
-            .shutdown_timeout(config.server.shutdown_timeout_secs)
-            .disable_signals()
-            .bind(bind)
-            .map_err(bind_failed(bind))?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(no_sniffing())
+            .app_data(state.clone())
+            .configure(admin::routes)
+    })
+    .workers(1)
+    .shutdown_timeout(config.server.shutdown_timeout_secs)
+    .disable_signals()
+    .bind(bind)
+    .map_err(bind_failed(bind))?;
     Ok(Bound::new(server.addrs(), bind, server.run()))
 }
 

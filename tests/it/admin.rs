@@ -32,6 +32,10 @@ async fn the_admin_api_needs_the_token_and_lives_on_its_own_listener() {
         let reply = admin.raw("GET", "/v1/traits", None, token).await;
         assert_eq!(reply.status, 401, "{token:?}");
         assert_eq!(error_of(&reply)["code"], "unauthorized");
+        assert_eq!(
+            reply.header("x-content-type-options").as_deref(),
+            Some("nosniff")
+        );
         assert!(reply.header("www-authenticate").is_some());
     }
     let reply = admin.call("GET", "/v1/traits", None).await;
