@@ -21,7 +21,7 @@ use actix_http::HttpService;
 use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
 use actix_web::dev::{AppConfig, Server};
 use actix_web::http::header;
-use actix_web::middleware::DefaultHeaders;
+use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, App, HttpServer};
 
 use crate::actors::directory::SessionDirectory;
@@ -32,6 +32,7 @@ use crate::config::{Backend, Config, ConfigError};
 use crate::core::catalog::{Catalog, CatalogError};
 use crate::core::engine::{CatalogHandle, CompiledCatalog};
 use crate::outbox::{Outbox, OutboxSettings};
+use crate::routes::body::close_after_refusal;
 use crate::routes::{self, AppState};
 use crate::store::{
     CatalogStore, OutboxStore, ProfileService, ProfileStore, RedisSettings, RedisStore,
@@ -261,6 +262,7 @@ fn listen_public(
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(no_sniffing())
+            .wrap(from_fn(close_after_refusal))
             .app_data(state.clone())
             .configure(routes::configure)
     })
@@ -306,6 +308,7 @@ fn listen_public_tls(
         .listen("tributary-public-https", listener, move || {
             let app = App::new()
                 .wrap(no_sniffing())
+                .wrap(from_fn(close_after_refusal))
                 .app_data(state.clone())
                 .configure(routes::configure)
                 .into_factory()
@@ -349,6 +352,7 @@ fn listen_admin(config: &Config, state: web::Data<AdminState>) -> Result<Bound, 
     let server = HttpServer::new(move || {
         App::new()
             .wrap(no_sniffing())
+            .wrap(from_fn(close_after_refusal))
             .app_data(state.clone())
             .configure(admin::routes)
     })

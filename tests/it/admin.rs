@@ -958,3 +958,63 @@ async fn secrets_are_never_shown_and_kept_by_a_put_of_what_was_read() {
     );
     server.stop().await;
 }
+
+/// A refused upload is not read on: a chunked body over the limit (and one sent without the
+/// token) gets its `4xx` while it streams, and the connection is closed although the client
+/// keeps sending (actix-http would otherwise read and discard it for as long as it comes).
+#[actix_web::test]
+async fn refused_uploads_close_the_connection_while_the_client_still_sends() {
+    let server = TestServer::start(&seed()).await;
+    let admin = server.running.admin_addr().to_string();
+    let public = server.url("").trim_start_matches("http://").to_string();
+    let json = "Content-Type: application/json\r\n";
+    let auth = format!("Authorization: Bearer {ADMIN_TOKEN}\r\n{json}");
+    for (addr, path, headers, status) in [
+        (&admin, "/v1/traits", auth.as_str(), "413"),
+        (&admin, "/v1/traits", json, "401"),
+        (&public, "/event", "Content-Type: text/plain\r\n", "413"),
+        (&public, "/event", json, "415"),
+    ] {
+        let line = endless_upload(addr, path, headers).await;
+        assert!(
+            line.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path}: {line}"
+        );
+    }
+    server.stop().await;
+}
+
+/// Sends a chunked body without end to `path`, after `headers`; returns the answer's status line once the
+/// server has closed the connection. Panics if it is still reading after 20 s.
+async fn endless_upload(addr: &str, path: &str, headers: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = socket.into_split();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Transfer-Encoding: chunked\r\n\r\n"
+    );
+    write.write_all(head.as_bytes()).await.unwrap();
+    let sender = actix_rt::spawn(async move {
+        let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "a".repeat(64 * 1024));
+        while write.write_all(chunk.as_bytes()).await.is_ok() {}
+    });
+    let mut answer = Vec::new();
+    let read_all = async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = read.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    };
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(20), read_all).await;
+    assert!(
+        closed.is_ok(),
+        "{path}: the server still reads the refused body"
+    );
+    // The writer ends on its own once the socket is closed.
+    let _ = sender.await;
+    let text = String::from_utf8_lossy(&answer);
+    text.lines().next().unwrap_or("").to_string()
+}
