@@ -6,15 +6,21 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::answer::{Answer, Body};
-use super::{cookies, AppState};
+use super::answer::{Answer, Body, HttpError};
+use super::{cookies, pipeline, AppState};
 use crate::actors::visitor_session::{erase, Erasure};
 use crate::core::clock::unix_now;
 use crate::core::error::DcsError;
 use crate::core::ids::{Ecid, VisitorId, ECID_DATA_SOURCE};
 use crate::core::request::{parse_event, RequestError};
 
-pub async fn opt_out(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub async fn opt_out(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HttpError> {
+    // Admitted as events are: a flood of opt-outs is shed (`429`) like one of events, and the
+    // ones admitted share their flushes (store/group_commit.rs).
+    let _call = pipeline::admit(&state)?;
     let mut errors = Vec::new();
     let visitors = who(&req, &state, &mut errors).await;
     let now = unix_now();
@@ -33,7 +39,7 @@ pub async fn opt_out(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
             }
         }
     }
-    Answer {
+    Ok(Answer {
         body: Body::Pixel,
         errors: &errors,
         cookie: Some(cookies::opted_out(
@@ -42,7 +48,7 @@ pub async fn opt_out(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
         )),
         tid: None,
     }
-    .into_response()
+    .into_response())
 }
 
 /// The visitors the call names: the cookie's, `d_uuid`'s, and the one the device's ECID is

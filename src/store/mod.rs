@@ -8,6 +8,7 @@
 //! tasks ([`ProfileService`]) or at start-up, never from an actix-web worker.
 
 mod codec;
+mod group_commit;
 mod profile_service;
 mod readers;
 mod redis_store;
@@ -172,6 +173,8 @@ pub trait ProfileStore: Send + Sync {
     fn delete_link(&self, dpid: u32, id: &str) -> Result<(), StoreError>;
 
     /// Records that the visitor opted out (Unix seconds): nothing may be stored for it again.
+    /// Durable once a [`ProfileStore::flush`] that began after it has returned (the profile
+    /// service shares one flush among all the opt-outs waiting for one).
     fn set_opted_out(&self, visitor: VisitorId, at: i64) -> Result<(), StoreError>;
     /// Every visitor that opted out (read at start, and again when the count changes).
     fn opted_out(&self) -> Result<Vec<VisitorId>, StoreError>;

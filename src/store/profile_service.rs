@@ -49,6 +49,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+use super::group_commit::GroupCommit;
 use super::readers::ReadPool;
 use super::{
     codec, new_version, on_blocking_thread, IdLink, ProfileStore, ScanCursor, StoreError,
@@ -238,6 +239,8 @@ struct Inner {
     /// Visitors that opted out, all of them in memory (16 bytes each plus the set's overhead),
     /// so that no request of theirs reaches a session, a provider or the store.
     opted_out: RwLock<HashSet<VisitorId>>,
+    /// Opt-outs wait for a flush they share (one `fsync` for a flood of them).
+    group_commit: Arc<GroupCommit>,
 }
 
 impl Inner {
@@ -334,6 +337,10 @@ impl ProfileService {
             readers: ReadPool::start(read_threads),
             refreshes: Mutex::new(Refreshes::default()),
             opted_out: RwLock::new(opted_out),
+            group_commit: {
+                let store = store.clone();
+                GroupCommit::new(move || store.flush())
+            },
             shards: (0..shards.max(1)).map(|_| Shard::default()).collect(),
             store,
             write_delay,
@@ -660,7 +667,9 @@ impl ProfileService {
         on_blocking_thread("store write", move || {
             this.inner.store.set_opted_out(visitor, at)
         })
-        .await
+        .await?;
+        // An opt-out must survive a crash: it is the visitor's explicit choice.
+        self.inner.group_commit.durable().await
     }
 
     /// Reads the opt-outs again when their number in the store is not the one in memory:

@@ -259,8 +259,6 @@ impl ProfileStore for SledStore {
     fn set_opted_out(&self, visitor: VisitorId, at: i64) -> Result<(), StoreError> {
         self.optouts
             .insert(visitor.to_be_bytes(), &at.to_be_bytes()[..])?;
-        // An opt-out must survive a crash: it is the visitor's explicit choice.
-        self.db.flush()?;
         Ok(())
     }
 
