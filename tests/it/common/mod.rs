@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod demo;
+pub mod faults;
 mod redis_cluster;
 pub use redis_cluster::{unique_prefix, RedisCluster};
 
