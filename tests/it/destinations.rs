@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::common::faults::read_request;
 use crate::common::*;
 
 #[actix_web::test]
@@ -424,36 +425,6 @@ impl Drop for TricklingReceiver {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// One HTTP/1.1 request with a `Content-Length` body: its body, or `None` once the client
-/// closed the connection.
-async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
-    use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        match socket.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0);
-    while buf.len() < head_end + length {
-        match socket.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    Some(buf[head_end..head_end + length].to_vec())
 }
 
 /// `[s2s] timeout_ms` covers the whole exchange: a destination that sends its headers and
