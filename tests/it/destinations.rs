@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::faults::read_request;
+use crate::common::faults::{Fault, FaultServer};
 use crate::common::*;
 
 #[actix_web::test]
@@ -347,95 +347,14 @@ async fn s2s_outbox_keeps_the_newest_deliveries_within_its_cap() {
     receiver.handle.stop(true).await;
 }
 
-/// An S2S endpoint on a raw socket: while `trickling` is set it answers `200` headers with a
-/// `Content-Length` and then one body byte every 50 ms (a destination that keeps a request
-/// open without failing it); otherwise `200` at once, keeping the JSON bodies it received.
-struct TricklingReceiver {
-    url: String,
-    trickling: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    attempts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    accepted: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-    task: actix_rt::task::JoinHandle<()>,
-}
-
-impl TricklingReceiver {
-    async fn start() -> TricklingReceiver {
-        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        use std::sync::{Arc, Mutex};
-        use tokio::io::AsyncWriteExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/aam", listener.local_addr().unwrap());
-        let trickling = Arc::new(AtomicBool::new(true));
-        let attempts = Arc::new(AtomicUsize::new(0));
-        let accepted = Arc::new(Mutex::new(Vec::new()));
-        let (t, n, a) = (trickling.clone(), attempts.clone(), accepted.clone());
-        let task = actix_rt::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let (t, n, a) = (t.clone(), n.clone(), a.clone());
-                actix_rt::spawn(async move {
-                    // Keep-alive: the client may send the next request on this connection.
-                    while let Some(body) = read_request(&mut socket).await {
-                        n.fetch_add(1, Ordering::SeqCst);
-                        if t.load(Ordering::SeqCst) {
-                            let head = "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n";
-                            if socket.write_all(head.as_bytes()).await.is_err() {
-                                return;
-                            }
-                            for _ in 0..1000 {
-                                actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
-                                if socket.write_all(b" ").await.is_err() {
-                                    return;
-                                }
-                            }
-                            continue;
-                        }
-                        a.lock()
-                            .unwrap()
-                            .push(serde_json::from_slice(&body).expect("JSON body"));
-                        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-                        if socket.write_all(ok.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        TricklingReceiver {
-            url,
-            trickling,
-            attempts,
-            accepted,
-            task,
-        }
-    }
-
-    /// The `AAM_UUID` of every accepted user entry, in the order received.
-    fn uuids(&self) -> Vec<String> {
-        self.accepted
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|body| body["Users"].as_array().unwrap().clone())
-            .map(|u| u["AAM_UUID"].as_str().unwrap().to_string())
-            .collect()
-    }
-}
-
-impl Drop for TricklingReceiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// `[s2s] timeout_ms` covers the whole exchange: a destination that sends its headers and
 /// then trickles the body fails the POST when the time is up, so the delivery is retried
 /// instead of staying in flight, and arrives once the destination behaves.
 #[actix_web::test]
 async fn s2s_destination_that_trickles_its_answer_is_timed_out_and_retried() {
-    use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
-    let receiver = TricklingReceiver::start().await;
+    let receiver = FaultServer::start(Fault::Trickle);
     let mut cat = catalog(
         vec![],
         json!([{"sid": 11, "name": "cars", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == cars", "dataSourceId": 1}]),
@@ -461,23 +380,23 @@ async fn s2s_destination_that_trickles_its_answer_is_timed_out_and_retried() {
         assert_eq!(reply.status, 200);
     }
     wait_until("a second attempt after a timed-out one", DELIVERY, || {
-        receiver.attempts.load(Ordering::SeqCst) >= 2
+        receiver.requests() >= 2
     })
     .await;
-    assert!(receiver.uuids().is_empty());
+    assert!(receiver.s2s_uuids().is_empty());
     let metrics = String::from_utf8(get(&server.url("/metrics")).await.body).unwrap();
     assert!(
         metrics.contains(r#"tributary_s2s_requests_total{destination="15",result="error"}"#),
         "a timed-out POST counts as failed: {metrics}"
     );
 
-    receiver.trickling.store(false, Ordering::SeqCst);
+    receiver.recover();
     wait_until(
         "the deliveries once the destination answers",
         DELIVERY,
-        || receiver.uuids().len() >= 2,
+        || receiver.s2s_uuids().len() >= 2,
     )
     .await;
-    assert_eq!(receiver.uuids(), [A, B]);
+    assert_eq!(receiver.s2s_uuids(), [A, B]);
     server.stop().await;
 }

@@ -424,16 +424,6 @@ async fn counted(server: &TestServer, series: &str) -> f64 {
     metric_value(&metrics(server).await, series).unwrap_or(0.0)
 }
 
-/// The `AAM_UUID` of every user entry a destination accepted, in the order received.
-fn uuids(destination: &FaultServer) -> Vec<String> {
-    destination
-        .accepted()
-        .iter()
-        .flat_map(|body| body["Users"].as_array().cloned().unwrap_or_default())
-        .map(|u| u["AAM_UUID"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
 async fn run_s2s_case(setup: &S2sSetup) -> Row {
     let S2sSetup {
         fault,
@@ -456,15 +446,18 @@ async fn run_s2s_case(setup: &S2sSetup) -> Row {
     };
     let delivered = format!(r#"tributary_s2s_delivered_total{{destination="{id}"}}"#);
 
-    let all = || std::future::ready(uuids(healthy).len() >= VISITORS.len());
+    let all = || std::future::ready(healthy.s2s_uuids().len() >= VISITORS.len());
     awaited(
         "every delivery at the healthy destination",
         &mut problems,
         all,
     )
     .await;
-    if uuids(healthy) != VISITORS {
-        problems.push(format!("the healthy destination got {:?}", uuids(healthy)));
+    if healthy.s2s_uuids() != VISITORS {
+        problems.push(format!(
+            "the healthy destination got {:?}",
+            healthy.s2s_uuids()
+        ));
     }
     let healthy_after = started.elapsed();
 
@@ -505,10 +498,10 @@ async fn run_s2s_case(setup: &S2sSetup) -> Row {
             );
             if recovers {
                 faulty.recover();
-                let all = || std::future::ready(uuids(faulty).len() >= VISITORS.len());
+                let all = || std::future::ready(faulty.s2s_uuids().len() >= VISITORS.len());
                 awaited("the deliveries once it recovered", &mut problems, all).await;
-                if uuids(faulty) != VISITORS {
-                    problems.push(format!("after recovering it got {:?}", uuids(faulty)));
+                if faulty.s2s_uuids() != VISITORS {
+                    problems.push(format!("after recovering it got {:?}", faulty.s2s_uuids()));
                 }
                 shown += &format!("; recovered, all delivered after {:?}", started.elapsed());
             } else if counted(server, &delivered).await != 0.0 {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::common::faults::{Fault, FaultServer};
 use crate::common::*;
 
 /// How long a test waits for what it expects within milliseconds: only a loaded machine
@@ -520,15 +521,16 @@ async fn late_answers_count_on_the_next_event() {
     server.stop().await;
 }
 
-/// Faults below HTTP: a socket that accepts and never answers, headers followed by a body
-/// trickling one byte per 50 ms, and a 50 MB body. The event still answers by its deadline
+/// Faults below HTTP, all at once: a socket that reads the request and never answers, headers
+/// followed by a body trickling one byte per 50 ms, and a 50 MB body (each also in the fault
+/// matrix, `fault_matrix.rs`, one at a time). The event still answers by its deadline
 /// with the healthy provider's segment; the huge body is refused at the size limit instead of
 /// being read whole.
 #[actix_web::test]
 async fn socket_level_faults_do_not_hold_or_flood_the_event() {
-    let silent = RawProvider::start(RawFault::Silent).await;
-    let trickle = RawProvider::start(RawFault::Trickle).await;
-    let huge = RawProvider::start(RawFault::Huge).await;
+    let silent = FaultServer::start(Fault::NoAnswer);
+    let trickle = FaultServer::start(Fault::Trickle);
+    let huge = FaultServer::start(Fault::HugeBody);
     let fast = TestProvider::start(Behavior::Segments(vec!["x"], None)).await;
     let cat = catalog(
         vec![
@@ -566,7 +568,7 @@ async fn socket_level_faults_do_not_hold_or_flood_the_event() {
     }
     // The 50 MB answers were cut off: Tributary read at most its body limit (64 KiB) of each
     // and closed the connection, so the provider could not write them whole.
-    let written = huge.written.load(std::sync::atomic::Ordering::SeqCst);
+    let written = huge.written();
     assert!(written < 3 * (50 << 20), "wrote {written} bytes");
     server.stop().await;
 }

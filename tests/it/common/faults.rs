@@ -202,9 +202,17 @@ impl FaultServer {
         self.seen.healthy.store(true, Ordering::SeqCst);
     }
 
-    /// JSON bodies of the requests answered while healthy, in the order received.
-    pub fn accepted(&self) -> Vec<serde_json::Value> {
-        self.seen.accepted.lock().unwrap().clone()
+    /// As an S2S destination: the `AAM_UUID` of every user entry of the requests answered
+    /// while healthy, in the order received.
+    pub fn s2s_uuids(&self) -> Vec<String> {
+        self.seen
+            .accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|body| body["Users"].as_array().cloned().unwrap_or_default())
+            .map(|u| u["AAM_UUID"].as_str().unwrap_or_default().to_string())
+            .collect()
     }
 }
 
@@ -354,7 +362,7 @@ fn request_end(buf: &[u8]) -> Option<(usize, usize)> {
 
 /// One HTTP/1.1 request with a `Content-Length` body: its body, or `None` once the client
 /// closed the connection.
-pub async fn read_request(socket: &mut TcpStream) -> Option<Vec<u8>> {
+async fn read_request(socket: &mut TcpStream) -> Option<Vec<u8>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
