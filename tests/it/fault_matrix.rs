@@ -9,13 +9,14 @@
 //!   attempt at the faulty one ends and is retried (its queue is not held), and once it
 //!   recovers it gets its deliveries, in order.
 //!
-//! Every case runs side by side with the others, one server each, so the whole matrix takes
-//! about as long as its slowest case. A case collects what it found wrong instead of panicking,
-//! so that a failure shows the whole table.
+//! Each case has a server of its own; cases run side by side (providers a few at a time, see
+//! [`CASES_AT_ONCE`]), so the matrix takes seconds. A case collects what it found wrong instead
+//! of panicking, so that a failure shows the whole table.
 
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::common::faults::{Fault, FaultServer, HUGE, SEGMENT_ANSWER};
@@ -25,7 +26,7 @@ use crate::common::*;
 const DEADLINE_MS: u64 = 200;
 
 /// The bound on every answer, as the issue puts it: the deadline + 20 ms, measured at the
-/// client (connect, request, the whole answer). It is a correctness bound, not a speed one:
+/// client (from sending the request to the end of the answer's body). It is a correctness bound, not a speed one:
 /// a fault that held the event would show as the provider's own timeout (1 s here) or
 /// forever. It holds for the slowest of each case's answers, not for some average: the test
 /// servers keep 25 ms of the deadline for answering (`reply_reserve_ms` in
@@ -35,6 +36,12 @@ const BOUND: Duration = Duration::from_millis(DEADLINE_MS + 20);
 /// The faulty provider's own timeout: longer than the event waits, so that the deadline, not
 /// the call's end, is what the answer must keep to.
 const FAULTY_TIMEOUT_MS: u32 = 1000;
+
+/// Provider cases run side by side, this many at a time. All 22 at once put some 25 servers'
+/// work on two cores at the same moment, which here took answers up to 200 ms past the bound
+/// with nothing wrong but that load (the error kinds too, whose answers wait for nothing); four
+/// at a time keeps every answer well within it and the matrix within a few seconds.
+const CASES_AT_ONCE: usize = 4;
 
 /// Failed calls in a row that open a circuit, when it is on.
 const CIRCUIT_FAILURES: usize = 2;
@@ -137,10 +144,10 @@ async fn start_provider_case(case: ProviderCase, healthy_url: &str) -> ProviderS
 
 /// One event from a new visitor (so that no cached answer stands in for a call): how long
 /// its answer took, and the answer.
-async fn timed_event(server: &TestServer, n: usize) -> (Duration, Reply) {
+async fn timed_event(client: &awc::Client, server: &TestServer, n: usize) -> (Duration, Reply) {
     let url = server.url(&format!("/event?d_rtbd=json&d_cts=2&c_n={n}"));
     let started = Instant::now();
-    let reply = get(&url).await;
+    let reply = read(client.get(url).send().await.expect("an answer")).await;
     (started.elapsed(), reply)
 }
 
@@ -153,9 +160,11 @@ async fn run_provider_case(setup: &ProviderSetup) -> Row {
     let (name, healthy) = (case.name(), case.healthy_name());
     let class = provider_outcome(case.fault);
     let mut problems = Vec::new();
+    // Made before any answer is timed: setting up a client is the test's cost, not the server's.
+    let client = client();
     let mut answers = Vec::new();
     for n in 0..3 {
-        answers.push(timed_event(server, n).await);
+        answers.push(timed_event(&client, server, n).await);
     }
     if case.circuit {
         // The first calls' failures open it, a timeout once the call ends by its own timeout.
@@ -165,7 +174,7 @@ async fn run_provider_case(setup: &ProviderSetup) -> Row {
         let open = || async { counted(server, &opened).await == 1.0 };
         awaited("the circuit to open", &mut problems, open).await;
         for n in 3..5 {
-            answers.push(timed_event(server, n).await);
+            answers.push(timed_event(&client, server, n).await);
         }
     }
 
@@ -293,7 +302,10 @@ async fn every_provider_fault_keeps_the_deadline_and_the_healthy_segment() {
     // Every server first, so that starting one is not timed in another's answers.
     let setups = join_all(cases.iter().map(|&c| start_provider_case(c, &healthy.url))).await;
     let started = Instant::now();
-    let rows = join_all(setups.iter().map(run_provider_case)).await;
+    let rows: Vec<Row> = futures_util::stream::iter(setups.iter().map(run_provider_case))
+        .buffered(CASES_AT_ONCE)
+        .collect()
+        .await;
     eprintln!("provider cases took {:?} side by side", started.elapsed());
     for setup in setups {
         setup.server.stop().await;
