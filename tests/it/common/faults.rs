@@ -106,7 +106,8 @@ impl FaultServer {
         Self::spawn(fault, false)
     }
 
-    /// A peer that answers `200` to everything (a healthy S2S destination).
+    /// A peer that answers `200` to everything (a healthy S2S destination): a fault server
+    /// recovered from the start (which plain-HTTP fault it would have is never seen).
     pub fn healthy() -> FaultServer {
         Self::spawn(Fault::ServerError, true)
     }
