@@ -33,6 +33,9 @@ pub struct StoreConfig {
     pub expected_ids: usize,
     /// Shed events while this many changed profiles wait to be written (the disk is behind).
     pub max_pending_writes: usize,
+    /// Shed events while this many wait and the store is failing (a full disk, an I/O error):
+    /// a smaller bound, so a broken disk does not grow memory up to `max_pending_writes`.
+    pub max_pending_writes_failing: usize,
     /// `sled` (embedded, one node) or `redis` (Redis Cluster or Valkey, shared by many nodes).
     pub backend: Backend,
     /// `redis`: seed nodes of the cluster, `redis://host:port` (or `rediss://`).
@@ -69,6 +72,7 @@ impl Default for StoreConfig {
             read_threads: 4,
             write_delay_ms: 1000,
             max_pending_writes: 500_000,
+            max_pending_writes_failing: 10_000,
             expected_ids: 10_000_000,
             backend: Backend::Sled,
             redis_urls: Vec::new(),
@@ -159,6 +163,12 @@ impl StoreConfig {
             self.max_pending_writes as u64,
             1,
             100_000_000,
+        )?;
+        range(
+            "store.max_pending_writes_failing",
+            self.max_pending_writes_failing as u64,
+            0,
+            self.max_pending_writes as u64,
         )?;
         if self.profile_ttl_days == 0 || self.profile_ttl_days > 3650 {
             return Err(bad("store.profile_ttl_days", "must be between 1 and 3650"));

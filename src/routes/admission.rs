@@ -33,6 +33,8 @@ pub enum Shed {
     WorkerLag,
     InFlight,
     StoreBacklog,
+    /// The store fails writes and more than `store.max_pending_writes_failing` wait.
+    StoreFailing,
 }
 
 impl Shed {
@@ -41,6 +43,7 @@ impl Shed {
             Shed::WorkerLag => "worker_lag",
             Shed::InFlight => "in_flight",
             Shed::StoreBacklog => "store_backlog",
+            Shed::StoreFailing => "store_failing",
         }
     }
 }
@@ -50,6 +53,7 @@ pub struct Shedder {
     max_lag: Option<Duration>,
     max_in_flight: usize,
     max_store_backlog: usize,
+    max_failing_backlog: usize,
     in_flight: Arc<AtomicUsize>,
 }
 
@@ -64,18 +68,24 @@ impl Drop for Admitted {
 
 impl Shedder {
     /// `max_lag` of zero turns the lag signal off.
-    pub fn new(max_lag: Duration, max_in_flight: usize, max_store_backlog: usize) -> Self {
+    pub fn new(
+        max_lag: Duration,
+        max_in_flight: usize,
+        max_store_backlog: usize,
+        max_failing_backlog: usize,
+    ) -> Self {
         Shedder {
             max_lag: (!max_lag.is_zero()).then_some(max_lag),
             max_in_flight,
             max_store_backlog,
+            max_failing_backlog,
             in_flight: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// Admits an event or says why not. Must be called on an actix worker thread (it starts
     /// that thread's lag monitor on first use).
-    pub fn admit(&self, store_backlog: usize) -> Result<Admitted, Shed> {
+    pub fn admit(&self, store_backlog: usize, store_failing: bool) -> Result<Admitted, Shed> {
         if let Some(max) = self.max_lag {
             ensure_monitor();
             if LAG.with(Cell::get) > max {
@@ -84,6 +94,9 @@ impl Shedder {
         }
         if store_backlog > self.max_store_backlog {
             return Err(Shed::StoreBacklog);
+        }
+        if store_failing && store_backlog > self.max_failing_backlog {
+            return Err(Shed::StoreFailing);
         }
         let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
         let admitted = Admitted(self.in_flight.clone());
@@ -121,33 +134,40 @@ mod tests {
 
     #[actix_rt::test]
     async fn in_flight_and_backlog_limits() {
-        let shedder = Shedder::new(Duration::ZERO, 2, 100);
-        let a = shedder.admit(0).unwrap();
-        let _b = shedder.admit(0).unwrap();
-        assert_eq!(shedder.admit(0).err(), Some(Shed::InFlight));
+        let shedder = Shedder::new(Duration::ZERO, 2, 100, 10);
+        let a = shedder.admit(0, false).unwrap();
+        let _b = shedder.admit(0, false).unwrap();
+        assert_eq!(shedder.admit(0, false).err(), Some(Shed::InFlight));
         drop(a);
-        assert!(shedder.admit(0).is_ok());
+        assert!(shedder.admit(0, false).is_ok());
         assert_eq!(
             shedder.in_flight(),
             1,
             "refused and dropped admissions do not stay counted"
         );
-        assert_eq!(shedder.admit(101).err(), Some(Shed::StoreBacklog));
+        assert_eq!(shedder.admit(101, false).err(), Some(Shed::StoreBacklog));
+        // A failing store sheds at the smaller bound.
+        assert!(shedder.admit(11, false).is_ok());
+        assert!(shedder.admit(10, true).is_ok());
+        assert_eq!(shedder.admit(11, true).err(), Some(Shed::StoreFailing));
     }
 
     #[actix_rt::test]
     async fn a_blocked_worker_sheds_until_it_catches_up() {
-        let shedder = Shedder::new(Duration::from_millis(20), 1000, 1000);
-        assert!(shedder.admit(0).is_ok(), "the monitor starts on first use");
+        let shedder = Shedder::new(Duration::from_millis(20), 1000, 1000, 1000);
+        assert!(
+            shedder.admit(0, false).is_ok(),
+            "the monitor starts on first use"
+        );
         actix_rt::time::sleep(Duration::from_millis(20)).await;
         // Hog the thread: the monitor's next tick fires about 200 ms late (averaged: 100 ms,
         // halving with every on-time tick after). Waiting one tick period lets the monitor
         // record it before the check.
         std::thread::sleep(Duration::from_millis(200));
         actix_rt::time::sleep(Duration::from_millis(6)).await;
-        assert_eq!(shedder.admit(0).err(), Some(Shed::WorkerLag));
+        assert_eq!(shedder.admit(0, false).err(), Some(Shed::WorkerLag));
         // Once the thread is responsive again, on-time ticks bring the average down.
         actix_rt::time::sleep(Duration::from_millis(40)).await;
-        assert!(shedder.admit(0).is_ok());
+        assert!(shedder.admit(0, false).is_ok());
     }
 }

@@ -75,6 +75,7 @@ impl AppState {
                 std::time::Duration::from_millis(server.shed_lag_ms),
                 server.max_in_flight,
                 config.store.max_pending_writes,
+                config.store.max_pending_writes_failing,
             ),
             integration_codes: server
                 .integration_codes

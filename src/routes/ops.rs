@@ -1,5 +1,5 @@
 //! What operators and load balancers ask: `GET /health` (the process answers), `GET /ready`
-//! (store open, engine loaded, not stopping) and `GET /metrics` (Prometheus text).
+//! (not stopping, store writes succeeding) and `GET /metrics` (Prometheus text).
 
 use std::sync::atomic::Ordering;
 
@@ -13,15 +13,24 @@ pub async fn health() -> HttpResponse {
 }
 
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    if state.ready.load(Ordering::SeqCst) {
-        HttpResponse::Ok().json(serde_json::json!({
-            "status": "ready",
-            "catalogVersion": state.deps.catalog.current().version(),
-        }))
-    } else {
-        HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE)
-            .json(serde_json::json!({"status": "stopping"}))
+    let mut unavailable = HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE);
+    if !state.ready.load(Ordering::SeqCst) {
+        return unavailable.json(serde_json::json!({"status": "stopping"}));
     }
+    let profiles = &state.deps.profiles;
+    if let Some(failing) = profiles.store_failing() {
+        // Balancers stop sending; the operator sees why and since when (README, Operations).
+        return unavailable.json(serde_json::json!({
+            "status": "store_failing",
+            "since": failing.since,
+            "error": failing.error,
+            "pendingWrites": profiles.queue_depth(),
+        }));
+    }
+    HttpResponse::Ok().json(serde_json::json!({
+        "status": "ready",
+        "catalogVersion": state.deps.catalog.current().version(),
+    }))
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {

@@ -43,7 +43,10 @@ pub struct Call {
 pub fn admit(state: &AppState) -> Result<Call, HttpError> {
     let admitted = state
         .shedder
-        .admit(state.deps.profiles.queue_depth())
+        .admit(
+            state.deps.profiles.queue_depth(),
+            state.deps.profiles.is_store_failing(),
+        )
         .map_err(|reason| {
             metrics::counter!("tributary_events_shed_total", "reason" => reason.as_str())
                 .increment(1);

@@ -9,6 +9,7 @@
 
 mod codec;
 mod group_commit;
+mod health;
 mod profile_service;
 mod readers;
 mod redis_store;
@@ -17,6 +18,7 @@ mod stored_ids;
 
 /// The stored profile format, for tools and tests that prepare a store.
 pub use codec::{decode_profile, encode_profile};
+pub use health::Failing;
 pub use profile_service::{
     ProfileService, Refreshed, Replay, ServiceSettings, SweepReport, MAX_SWAP_ATTEMPTS,
 };

@@ -50,6 +50,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use super::group_commit::GroupCommit;
+use super::health::{Failing, StoreHealth};
 use super::readers::ReadPool;
 use super::{
     codec, new_version, on_blocking_thread, IdLink, ProfileStore, ScanCursor, StoreError,
@@ -241,6 +242,8 @@ struct Inner {
     opted_out: RwLock<HashSet<VisitorId>>,
     /// Opt-outs wait for a flush they share (one `fsync` for a flood of them).
     group_commit: Arc<GroupCommit>,
+    /// Whether writes reach the store (`/ready`, shedding).
+    health: StoreHealth,
 }
 
 impl Inner {
@@ -337,6 +340,7 @@ impl ProfileService {
             readers: ReadPool::start(read_threads),
             refreshes: Mutex::new(Refreshes::default()),
             opted_out: RwLock::new(opted_out),
+            health: StoreHealth::default(),
             group_commit: {
                 let store = store.clone();
                 GroupCommit::new(move || store.flush())
@@ -667,9 +671,23 @@ impl ProfileService {
         on_blocking_thread("store write", move || {
             this.inner.store.set_opted_out(visitor, at)
         })
-        .await?;
+        .await
+        .inspect_err(|e| self.inner.health.failed("opt-out write", e))?;
         // An opt-out must survive a crash: it is the visitor's explicit choice.
-        self.inner.group_commit.durable().await
+        self.inner
+            .group_commit
+            .durable()
+            .await
+            .inspect_err(|e| self.inner.health.failed("opt-out flush", e))
+    }
+
+    /// Whether writes reach the store: `None` while they do.
+    pub fn store_failing(&self) -> Option<Failing> {
+        self.inner.health.failing()
+    }
+
+    pub fn is_store_failing(&self) -> bool {
+        self.inner.health.is_failing()
     }
 
     /// Reads the opt-outs again when their number in the store is not the one in memory:
@@ -873,6 +891,7 @@ fn writer(inner: std::sync::Weak<Inner>, index: usize) {
             .unwrap_or_else(Instant::now);
         if let Err(e) = write_due(&inner, &inner.shards[index], Some(due_before)) {
             metrics::counter!("tributary_store_write_errors_total").increment(1);
+            inner.health.failed("profile writes", &e);
             // A failing disk fails every tick; one line every ten seconds is enough.
             if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                 log::error!("profile writes failed (they stay pending and are retried): {e}");
@@ -906,6 +925,7 @@ fn write_due(inner: &Inner, shard: &Shard, due_before: Option<Instant>) -> Resul
     }
     metrics::histogram!("tributary_store_write_seconds").record(started.elapsed().as_secs_f64());
     metrics::histogram!("tributary_store_write_batch_size").record(items.len() as f64);
+    inner.health.succeeded();
     let mut pending = lock(&shard.pending);
     for (visitor, _, version) in batch {
         if pending
@@ -1015,6 +1035,9 @@ fn write_due_shared(
     }
     metrics::histogram!("tributary_store_write_seconds").record(started.elapsed().as_secs_f64());
     metrics::histogram!("tributary_store_write_batch_size").record(batch.len() as f64);
+    if first_error.is_none() {
+        inner.health.succeeded();
+    }
     first_error.map_or(Ok(()), Err)
 }
 
@@ -1086,6 +1109,7 @@ fn write_links(inner: &Inner, shard: &Shard) -> Result<(), StoreError> {
     }
     if !writes.is_empty() {
         inner.store.put_links(&writes)?;
+        inner.health.succeeded();
         metrics::counter!("tributary_id_links_written_total").increment(writes.len() as u64);
     }
     let mut links = lock(&shard.links);
@@ -1269,6 +1293,45 @@ mod tests {
         ));
     }
 
+    /// Failed writes make the store failing (what `/ready` and the shedder see) and stay
+    /// pending; the first write that succeeds again makes it healthy, with nothing lost.
+    #[actix_rt::test]
+    async fn failed_writes_stay_pending_and_a_successful_one_ends_the_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SledStore::open(dir.path(), 8 << 20, 100).unwrap());
+        let disk = Arc::new(CountingReads {
+            inner: store.clone(),
+            reads: AtomicUsize::new(0),
+            full: AtomicBool::new(true),
+        });
+        let svc = ProfileService::start(
+            disk.clone(),
+            ServiceSettings::new(1, Duration::from_millis(1)),
+        )
+        .unwrap();
+        let visitors: Vec<VisitorId> = (0..20).map(|_| VisitorId::generate()).collect();
+        for (i, v) in visitors.iter().enumerate() {
+            svc.save(*v, &profile(i as i64)).unwrap();
+        }
+        let until = Instant::now() + Duration::from_secs(10);
+        while !svc.is_store_failing() {
+            assert!(Instant::now() < until, "the failure was not noticed");
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        let failing = svc.store_failing().unwrap();
+        assert!(failing.error.contains("No space left"), "{failing:?}");
+        assert_eq!(svc.queue_depth(), 20, "nothing dropped");
+        disk.full.store(false, Ordering::Relaxed);
+        while svc.is_store_failing() || svc.queue_depth() > 0 {
+            assert!(Instant::now() < until, "no recovery");
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        for (i, v) in visitors.iter().enumerate() {
+            let stored = store.get_profile_bytes(*v).unwrap().unwrap();
+            assert_eq!(codec::decode_profile(&stored).unwrap().last_seen, i as i64);
+        }
+    }
+
     /// Once the stored-id filter is built, an id never stored is answered without a store
     /// read; ids stored before the start, and ids saved since, are still read.
     #[actix_rt::test]
@@ -1288,6 +1351,7 @@ mod tests {
         let counting = Arc::new(CountingReads {
             inner: store.clone(),
             reads: AtomicUsize::new(0),
+            full: AtomicBool::new(false),
         });
         let svc = ProfileService::start(
             counting.clone(),
@@ -1320,6 +1384,8 @@ mod tests {
     struct CountingReads {
         inner: Arc<SledStore>,
         reads: AtomicUsize,
+        /// Profile writes fail with "No space left on device" while set.
+        full: AtomicBool,
     }
 
     impl ProfileStore for CountingReads {
@@ -1328,6 +1394,11 @@ mod tests {
             self.inner.get_profile_bytes(v)
         }
         fn put_profile_bytes(&self, batch: &[(VisitorId, &[u8])]) -> Result<(), StoreError> {
+            if self.full.load(Ordering::Relaxed) {
+                return Err(StoreError::Io(
+                    "No space left on device (os error 28)".into(),
+                ));
+            }
             self.inner.put_profile_bytes(batch)
         }
         fn delete_profile(&self, v: VisitorId) -> Result<(), StoreError> {
