@@ -1298,17 +1298,11 @@ mod tests {
     #[actix_rt::test]
     async fn failed_writes_stay_pending_and_a_successful_one_ends_the_failure() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SledStore::open(dir.path(), 8 << 20, 100).unwrap());
-        let disk = Arc::new(CountingReads {
-            inner: store.clone(),
-            reads: AtomicUsize::new(0),
-            full: AtomicBool::new(true),
-        });
-        let svc = ProfileService::start(
-            disk.clone(),
+        let (store, disk, svc) = counted(
+            dir.path(),
+            true,
             ServiceSettings::new(1, Duration::from_millis(1)),
-        )
-        .unwrap();
+        );
         let visitors: Vec<VisitorId> = (0..20).map(|_| VisitorId::generate()).collect();
         for (i, v) in visitors.iter().enumerate() {
             svc.save(*v, &profile(i as i64)).unwrap();
@@ -1347,17 +1341,11 @@ mod tests {
             };
             store.put_links(&[(3, "crm", link)]).unwrap();
         }
-        let store = Arc::new(SledStore::open(dir.path(), 8 << 20, 100).unwrap());
-        let counting = Arc::new(CountingReads {
-            inner: store.clone(),
-            reads: AtomicUsize::new(0),
-            full: AtomicBool::new(false),
-        });
-        let svc = ProfileService::start(
-            counting.clone(),
+        let (_store, counting, svc) = counted(
+            dir.path(),
+            false,
             ServiceSettings::new(2, Duration::from_millis(10)),
-        )
-        .unwrap();
+        );
         let until = Instant::now() + Duration::from_secs(10);
         while svc.inner.ids.may_have_profile(VisitorId::generate()) && Instant::now() < until {
             // Not built yet (or a wrong "yes": one in a hundred); ask again.
@@ -1381,6 +1369,22 @@ mod tests {
     }
 
     /// Counts profile and mapping reads that reach the store.
+    /// A service over sled at `dir` through [`CountingReads`] (`full`: writes fail at first).
+    fn counted(
+        dir: &std::path::Path,
+        full: bool,
+        settings: ServiceSettings,
+    ) -> (Arc<SledStore>, Arc<CountingReads>, ProfileService) {
+        let store = Arc::new(SledStore::open(dir, 8 << 20, 100).unwrap());
+        let counting = Arc::new(CountingReads {
+            inner: store.clone(),
+            reads: AtomicUsize::new(0),
+            full: AtomicBool::new(full),
+        });
+        let svc = ProfileService::start(counting.clone(), settings).unwrap();
+        (store, counting, svc)
+    }
+
     struct CountingReads {
         inner: Arc<SledStore>,
         reads: AtomicUsize,
