@@ -138,6 +138,15 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         let every = Duration::from_secs(config.store.retention_sweep_secs);
         background.push(actix_rt::spawn(sweep.clone().every(every)));
     }
+    let restart = Arc::new(AtomicBool::new(false));
+    if config.store.backend == Backend::Sled {
+        background.push(actix_rt::spawn(tasks::restart_when_the_disk_is_freed(
+            profiles.clone(),
+            config.store.path.clone(),
+            public.handle.clone(),
+            restart.clone(),
+        )));
+    }
     if shared {
         background.push(actix_rt::spawn(tasks::watch_shared_store(
             writer,
@@ -156,6 +165,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         outbox,
         outbox_task,
         background,
+        restart,
     })
 }
 

@@ -40,6 +40,9 @@ pub struct Running {
     pub(super) outbox_task: JoinHandle<()>,
     /// The session sweeper, the retention sweep and the shared-store watch: aborted at stop.
     pub(super) background: Vec<JoinHandle<()>>,
+    /// Set when the server stopped itself for its supervisor to start it again (a store that
+    /// cannot recover in this process: `tasks::restart_when_the_disk_is_freed`).
+    pub(super) restart: Arc<AtomicBool>,
 }
 
 impl Running {
@@ -93,9 +96,20 @@ impl Running {
         self.finish().await
     }
 
-    /// Runs until the server stops (a signal, or [`ServerHandle::stop`]), then flushes.
+    /// Runs until the server stops (a signal, or [`ServerHandle::stop`]), then flushes. An
+    /// error also when the server stopped itself to be started again.
     pub async fn wait(self) -> Result<(), StoreError> {
-        self.finish().await
+        let restart = self.restart.clone();
+        let finished = self.finish().await;
+        if restart.load(Ordering::SeqCst) {
+            return Err(StoreError::Io(format!(
+                "stopped to be started again: the store cannot recover in this process ({})",
+                finished
+                    .err()
+                    .map_or("pending changes written".into(), |e| e.to_string())
+            )));
+        }
+        finished
     }
 
     async fn finish(self) -> Result<(), StoreError> {

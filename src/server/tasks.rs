@@ -42,6 +42,59 @@ pub async fn sweep_sessions(
     }
 }
 
+/// How often a failing embedded store is looked at for a disk that has room again.
+const STORE_RECOVERY_POLL: Duration = Duration::from_secs(1);
+
+/// Free space at which a full disk counts as freed: 64 MiB, or a tenth of a smaller
+/// filesystem (sled needs room for its log and for compaction, not just one more write).
+const ROOM_AGAIN_BYTES: u64 = 64 << 20;
+
+/// sled 0.34 keeps its first I/O error for the life of the process, so an embedded store that
+/// failed (a full disk) never takes a write again, even once space is freed; and reopening it
+/// in this process would lose what it had in memory and not flushed, as a restart does. So
+/// once the store fails and its disk has room again, the server stops as on `SIGTERM` and
+/// `tributary serve` exits with an error for its supervisor (systemd, Kubernetes) to start it
+/// again, on a store sled then reopens and recovers. Until the disk has room, a restart would
+/// fail the same way: the node stays up, not ready, shedding (README, Operations).
+pub async fn restart_when_the_disk_is_freed(
+    profiles: ProfileService,
+    path: std::path::PathBuf,
+    public: actix_web::dev::ServerHandle,
+    restart: Arc<std::sync::atomic::AtomicBool>,
+) {
+    loop {
+        actix_rt::time::sleep(STORE_RECOVERY_POLL).await;
+        let Some(failing) = profiles.store_failing() else {
+            continue;
+        };
+        let Ok(Some(free)) = on_blocking_thread("free space", {
+            let path = path.clone();
+            move || Ok(room_again(&path))
+        })
+        .await
+        else {
+            continue;
+        };
+        log::error!(
+            "the store's disk has room again ({} MiB free) but sled keeps its error ({}): \
+             stopping so that the supervisor starts tributary again",
+            free >> 20,
+            failing.error
+        );
+        restart.store(true, std::sync::atomic::Ordering::SeqCst);
+        public.stop(true).await;
+        return;
+    }
+}
+
+/// The free bytes on `path`'s filesystem when there are enough again (see
+/// [`ROOM_AGAIN_BYTES`]); `None` when not, or when they cannot be told.
+fn room_again(path: &std::path::Path) -> Option<u64> {
+    let free = fs2::available_space(path).ok()?;
+    let total = fs2::total_space(path).ok()?;
+    (free >= ROOM_AGAIN_BYTES.min(total / 10)).then_some(free)
+}
+
 /// Other nodes change the shared catalog and opt visitors out: noticed within
 /// [`CATALOG_POLL`].
 pub async fn watch_shared_store(writer: Arc<CatalogWriter>, profiles: ProfileService) {

@@ -8,6 +8,7 @@ mod common;
 mod demo;
 mod dest5;
 mod destinations;
+mod disk_full;
 mod event_api;
 mod fault_matrix;
 mod id_service;
