@@ -495,6 +495,14 @@ fn check_destination(object: &str, d: &Destination) -> Result<(), CatalogError> 
                 check_url_field(object, "secureUrlFormatString", secure)?;
             }
             separator("delimiter", &d.delimiter)?;
+            // Joined into the fired URL as it is, so held to what the URL itself is held to.
+            if !d.delimiter.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(err(
+                    object.into(),
+                    "delimiter",
+                    "printable ASCII only, no spaces",
+                ));
+            }
         }
         DestinationType::S2s => {
             let url = required("url", &d.url)?;
@@ -710,5 +718,35 @@ mod tests {
         let mut c = sample();
         c.traits[0].name = " ".into();
         assert_eq!(c.validate().unwrap_err().field, "name");
+    }
+
+    /// The delimiter goes into the URL the browser fires, unencoded: it must keep the URL
+    /// printable ASCII without spaces, as `urlFormatString` must be (found by the
+    /// `admin_catalog` fuzz target: `"delimiter": "| "`).
+    #[test]
+    fn url_delimiters_keep_urls_printable() {
+        let with_delimiter = |delimiter: &str| {
+            let mut c = sample();
+            c.destinations.push(
+                serde_json::from_value(serde_json::json!({
+                    "destinationId": 1, "name": "pixel", "destinationType": "PUSH",
+                    "urlFormatString": "https://px.example/s?a=%ALIAS%",
+                    "serializationEnabled": true, "delimiter": delimiter,
+                    "mappings": [{"sid": 101}]
+                }))
+                .unwrap(),
+            );
+            c.validate()
+        };
+        for ok in [",", "|", ";;", "%7C", "~-~"] {
+            assert_eq!(with_delimiter(ok), Ok(()), "{ok:?}");
+        }
+        for bad in ["| ", " ", "\t", "a\nb", "\u{1}", "é", "12345678+"] {
+            assert_eq!(
+                with_delimiter(bad).map_err(|e| e.field),
+                Err("delimiter"),
+                "{bad:?}"
+            );
+        }
     }
 }
