@@ -8,7 +8,9 @@ use tributary::core::consent::{judge, Judgement, TcString, TcfPolicy};
 use tributary::core::request::PrivacyParams;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let _ = tributary::core::consent::gpp_sections(text);
     let _ = tributary::core::consent::parse_gpp_sid(text);
     let _ = tributary::core::consent::is_us_privacy(text);

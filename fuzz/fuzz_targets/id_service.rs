@@ -20,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
     assert!(json.is_object());
     if let Some(mid) = json.get("d_mid") {
         let mid = mid.as_str().expect("d_mid is a string");
-        assert_eq!(Ecid::parse(mid).map(|e| e.to_string()).as_deref(), Some(mid));
+        assert_eq!(
+            Ecid::parse(mid).map(|e| e.to_string()).as_deref(),
+            Some(mid)
+        );
     }
 });

@@ -24,7 +24,9 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, &b""[..]),
     };
-    let Ok(ibs) = parse_ibs(path, query) else { return };
+    let Ok(ibs) = parse_ibs(path, query) else {
+        return;
+    };
     let codes: HashMap<String, u32> = [("crm".to_string(), 7)].into_iter().collect();
     let (accepted, _errors) = resolve(&ibs.declared, &codes, &Known);
     assert!(accepted.len() <= tributary::core::idsync::MAX_IDS_PER_REQUEST);

@@ -11,7 +11,10 @@ fn signals() -> Signals {
     let mut add = |k: &str, vs: &[&str]| s.add(k, vs.iter().map(|v| v.to_string()));
     add("c_color", &["blue", "Red"]);
     add("price", &["10", "10.5", "-3", "abc"]);
-    add("c_page", &["https://example.com/a/b?x=1", "sports news today"]);
+    add(
+        "c_page",
+        &["https://example.com/a/b?x=1", "sports news today"],
+    );
     add("empty", &[""]);
     add("p_age", &["41 to 55", "é ünïcödé 🦀"]);
     add("k", &["1", "0.0", "+7", ".5", "1e3", "NaN"]);
