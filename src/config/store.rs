@@ -31,6 +31,13 @@ pub struct StoreConfig {
     /// filter that spares reads of ids never stored (1.2 MB per million, allocated at start;
     /// at most a billion, 1.2 GB). Beyond it more of those reads happen; answers stay right.
     pub expected_ids: usize,
+    /// Durable mode: an event is answered only once its profile change is on disk (written at
+    /// the writers' next tick and flushed in a flush shared by all events waiting then), so a
+    /// crash loses no answered event. `write_delay_ms` does not apply then.
+    pub durable: bool,
+    /// Durable mode: how long an event waits for its write; past it (or when the write fails)
+    /// the event is answered with an error entry saying its change is not yet durable.
+    pub durable_wait_ms: u64,
     /// Shed events while this many changed profiles wait to be written (the disk is behind).
     pub max_pending_writes: usize,
     /// Shed events while this many wait and the store is failing (a full disk, an I/O error):
@@ -71,6 +78,8 @@ impl Default for StoreConfig {
             threads: 2,
             read_threads: 4,
             write_delay_ms: 1000,
+            durable: false,
+            durable_wait_ms: 2000,
             max_pending_writes: 500_000,
             max_pending_writes_failing: 10_000,
             expected_ids: 10_000_000,
@@ -152,6 +161,7 @@ impl StoreConfig {
             1024,
         )?;
         range("store.write_delay_ms", self.write_delay_ms, 0, 60_000)?;
+        range("store.durable_wait_ms", self.durable_wait_ms, 1, 60_000)?;
         range(
             "store.expected_ids",
             self.expected_ids as u64,

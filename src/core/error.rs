@@ -73,6 +73,13 @@ impl DcsError {
         }
     }
 
+    /// Code 0, durable mode (`store.durable`): the event's change is not known to be on disk
+    /// (its write failed or took longer than `store.durable_wait_ms`); it stays pending. AAM
+    /// has no code for this: an unspecified error with its reason.
+    pub fn not_durable(why: &impl std::fmt::Display) -> Self {
+        DcsError::unspecified(format!("Profile change not yet durable: {why}"))
+    }
+
     /// Code 201: the id mappings of a declared id could not be read; the visitor is identified
     /// as if the id were not linked.
     pub fn id_links_unreadable() -> Self {

@@ -3,7 +3,7 @@
 //! event (providers, engine, profile), and the answer is rendered from what it produced.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::cookie::Cookie;
 use actix_web::http::{header, Method};
@@ -83,14 +83,39 @@ pub async fn event(
         new_visitor,
     })
     .await;
+    let evaluated = collected.is_ok();
     let result = match collected {
         Ok(result) => render(&state, &catalog, &event, visitor, result, &mut out, cts),
         Err(unanswered) => unavailable(tid, unanswered, &mut out),
     };
+    if state.config.store.durable {
+        durable(&state, visitor, evaluated, &mut out).await;
+    }
     out.uuid = Some(visitor.to_string());
     record(arrived, tid, visitor, result, &out);
     let cookie = state.visitor_cookie(&req, visitor);
     Ok(answer(Format::of(&request), &out, Some(cookie)))
+}
+
+/// Durable mode: the answer waits until the visitor's change is on disk, at most
+/// `store.durable_wait_ms`; otherwise it says so in `errors`.
+/// An event the session did not answer in time is still being evaluated: its change is not
+/// saved yet, so nothing can be waited for.
+async fn durable(state: &AppState, visitor: VisitorId, evaluated: bool, out: &mut EventBody) {
+    let wait = Duration::from_millis(state.config.store.durable_wait_ms);
+    let why = if evaluated {
+        let written = actix_rt::time::timeout(wait, state.deps.profiles.durable(visitor)).await;
+        match written {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("not written within {} ms", wait.as_millis()),
+        }
+    } else {
+        "answered before the event was evaluated".to_string()
+    };
+    metrics::counter!("tributary_events_not_durable_total").increment(1);
+    log::warn!(tid:% = out.tid, uuid:% = visitor; "answered before its change was durable: {why}");
+    out.errors.push(DcsError::not_durable(&why));
 }
 
 /// What the pipeline judges: taken out of the request, which keeps the rest.

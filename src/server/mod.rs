@@ -227,7 +227,11 @@ fn start_profiles(config: &Config, store: Arc<dyn Store>) -> Result<ProfileServi
     let store: Arc<dyn ProfileStore> = store;
     let settings = ServiceSettings {
         shards: config.store.threads,
-        write_delay: Duration::from_millis(config.store.write_delay_ms),
+        // Durable mode: an answer waits for its write, so nothing waits for more changes.
+        write_delay: match config.store.durable {
+            true => Duration::ZERO,
+            false => Duration::from_millis(config.store.write_delay_ms),
+        },
         expected_ids: config.store.expected_ids,
         read_threads: config.store.read_threads,
     };

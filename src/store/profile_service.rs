@@ -49,6 +49,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+use tokio::sync::oneshot;
+
 use super::group_commit::GroupCommit;
 use super::health::{Failing, StoreHealth};
 use super::readers::ReadPool;
@@ -219,6 +221,9 @@ struct Shard {
     links: Mutex<HashMap<LinkKey, IdLink>>,
     /// Held while this shard writes to or deletes from the store.
     io: Mutex<()>,
+    /// Durable mode: callers waiting until a visitor has nothing pending in this shard (its
+    /// changes are in the store); answered by the writer after each tick.
+    written_waiters: Mutex<HashMap<VisitorId, Vec<oneshot::Sender<()>>>>,
 }
 
 struct Inner {
@@ -681,6 +686,35 @@ impl ProfileService {
             .inspect_err(|e| self.inner.health.failed("opt-out flush", e))
     }
 
+    /// Resolves once every change saved for `visitor` before the call is durable: written
+    /// by its shard's writer (which, with `write_delay` 0, takes it at its next tick), then
+    /// flushed in a flush shared with every other caller waiting then (durable mode,
+    /// `store.durable`). Never resolves while writes fail; callers bound the wait.
+    pub async fn durable(&self, visitor: VisitorId) -> Result<(), StoreError> {
+        let shard = self.shard(visitor);
+        let written = {
+            // The writer's order too (`answer_written_waiters`): waiters, then pending.
+            let mut waiters = lock(&shard.written_waiters);
+            if lock(&shard.pending).entries.contains_key(&visitor) {
+                let (tx, rx) = oneshot::channel();
+                waiters.entry(visitor).or_default().push(tx);
+                Some(rx)
+            } else {
+                None
+            }
+        };
+        if let Some(written) = written {
+            written
+                .await
+                .map_err(|_| StoreError::Io("the profile writer stopped".into()))?;
+        }
+        self.inner
+            .group_commit
+            .durable()
+            .await
+            .inspect_err(|e| self.inner.health.failed("durable flush", e))
+    }
+
     /// Whether writes reach the store: `None` while they do.
     pub fn store_failing(&self) -> Option<Failing> {
         self.inner.health.failing()
@@ -889,7 +923,10 @@ fn writer(inner: std::sync::Weak<Inner>, index: usize) {
         let due_before = Instant::now()
             .checked_sub(inner.write_delay)
             .unwrap_or_else(Instant::now);
-        if let Err(e) = write_due(&inner, &inner.shards[index], Some(due_before)) {
+        let shard = &inner.shards[index];
+        let written = write_due(&inner, shard, Some(due_before));
+        answer_written_waiters(shard);
+        if let Err(e) = written {
             metrics::counter!("tributary_store_write_errors_total").increment(1);
             inner.health.failed("profile writes", &e);
             // A failing disk fails every tick; one line every ten seconds is enough.
@@ -899,6 +936,25 @@ fn writer(inner: std::sync::Weak<Inner>, index: usize) {
             }
         }
     }
+}
+
+/// Answers the durable-mode callers whose visitor has nothing pending in `shard` any more:
+/// written (or erased) since they asked.
+fn answer_written_waiters(shard: &Shard) {
+    let mut waiters = lock(&shard.written_waiters);
+    if waiters.is_empty() {
+        return;
+    }
+    let pending = lock(&shard.pending);
+    waiters.retain(|visitor, senders| {
+        if pending.entries.contains_key(visitor) {
+            return true;
+        }
+        for sender in senders.drain(..) {
+            let _ = sender.send(());
+        }
+        false
+    });
 }
 
 /// Writes the shard's entries pending since before `due_before` (all of them with `None`),
@@ -1324,6 +1380,24 @@ mod tests {
             let stored = store.get_profile_bytes(*v).unwrap().unwrap();
             assert_eq!(codec::decode_profile(&stored).unwrap().last_seen, i as i64);
         }
+    }
+
+    /// Durable mode's wait: answered once the visitor's change is written and flushed, not
+    /// while writes fail; at once for a visitor with nothing pending.
+    #[actix_rt::test]
+    async fn durable_waits_for_the_write_and_the_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, disk, svc) = counted(dir.path(), true, ServiceSettings::new(2, Duration::ZERO));
+        let visitor = VisitorId::generate();
+        svc.save(visitor, &profile(3)).unwrap();
+        let waiting = actix_rt::time::timeout(Duration::from_millis(200), svc.durable(visitor));
+        assert!(waiting.await.is_err(), "answered while writes fail");
+        assert!(store.get_profile_bytes(visitor).unwrap().is_none());
+        disk.full.store(false, Ordering::Relaxed);
+        svc.durable(visitor).await.unwrap();
+        let stored = store.get_profile_bytes(visitor).unwrap().unwrap();
+        assert_eq!(codec::decode_profile(&stored).unwrap().last_seen, 3);
+        svc.durable(VisitorId::generate()).await.unwrap();
     }
 
     /// Once the stored-id filter is built, an id never stored is answered without a store

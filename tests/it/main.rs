@@ -9,6 +9,7 @@ mod demo;
 mod dest5;
 mod destinations;
 mod disk_full;
+mod durable;
 mod event_api;
 mod fault_matrix;
 mod id_service;

@@ -117,6 +117,7 @@ pub enum Scenario {
     NoProvidersStored,
     /// `no-providers` on the Redis Cluster store (`--redis-urls`).
     NoProvidersRedis,
+    NoProvidersDurable,
     FanoutCeiling,
     ProvidersCold,
     ProvidersWarm,
@@ -139,6 +140,7 @@ impl Scenario {
             NoProviders,
             NoProvidersStored,
             NoProvidersRedis,
+            NoProvidersDurable,
             FanoutCeiling,
             ProvidersCold,
             ProvidersWarm,
@@ -156,6 +158,7 @@ impl Scenario {
             NoProviders => "no-providers",
             NoProvidersStored => "no-providers-stored",
             NoProvidersRedis => "no-providers-redis",
+            NoProvidersDurable => "no-providers-durable",
             FanoutCeiling => "fanout-ceiling",
             ProvidersCold => "providers-cold",
             ProvidersWarm => "providers-warm",
@@ -286,6 +289,7 @@ impl Bench {
             Scenario::NoProviders => self.no_providers(),
             Scenario::NoProvidersStored => self.no_providers_stored(),
             Scenario::NoProvidersRedis => self.no_providers_redis(),
+            Scenario::NoProvidersDurable => self.no_providers_durable(),
             Scenario::FanoutCeiling => self.fanout_ceiling(),
             Scenario::ProvidersCold => self.providers_cold(),
             Scenario::ProvidersWarm => self.providers_warm(),
@@ -321,6 +325,16 @@ impl Bench {
             took.as_secs_f64()
         );
         self.without_providers(Scenario::NoProvidersStored, catalogs::small(&[], 0, 80))
+    }
+
+    /// `no-providers` in durable mode (`store.durable`): every answer waits until its change
+    /// is on disk. What that costs against `no-providers` (BENCHMARKS.md).
+    fn no_providers_durable(&mut self) -> Result<(), String> {
+        self.without_providers_with(
+            Scenario::NoProvidersDurable,
+            catalogs::small(&[], 0, 80),
+            &[("TRIBUTARY__STORE__DURABLE", "true")],
+        )
     }
 
     /// `no-providers` on a Redis Cluster, and what each stored key costs there.
@@ -665,9 +679,19 @@ impl Bench {
         scenario: Scenario,
         catalog: serde_json::Value,
     ) -> Result<(), String> {
+        self.without_providers_with(scenario, catalog, &[])
+    }
+
+    /// [`Bench::without_providers`] with configuration overrides.
+    fn without_providers_with(
+        &mut self,
+        scenario: Scenario,
+        catalog: serde_json::Value,
+        overrides: &[(&str, &str)],
+    ) -> Result<(), String> {
         let o = self.options.clone();
         let name = scenario.name();
-        let (s, store) = self.tributary(name, catalog, "")?;
+        let (s, store) = self.tributary_with_env(name, catalog, "", overrides)?;
         let spec = self.spec(
             s.addr,
             Visitors::Zipf(o.visitors),

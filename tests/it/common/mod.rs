@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod demo;
 pub mod faults;
+pub mod process;
 mod redis_cluster;
 pub use redis_cluster::{unique_prefix, RedisCluster};
 
