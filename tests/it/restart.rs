@@ -1,13 +1,12 @@
 //! The real binary as a process: start, SIGTERM (graceful shutdown with a flush), start again
 //! on the same store — the profile survives.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::json;
 
+use crate::common::process::*;
 use crate::common::*;
 
 /// Starts `tributary serve` and returns it with its base URL, read from its log.
@@ -22,74 +21,6 @@ fn spawn_server_logging(
     store: &std::path::Path,
 ) -> (Child, String, Arc<Mutex<Vec<String>>>) {
     spawn_server_with(config, store, &[])
-}
-
-/// As [`spawn_server_logging`], with more environment overrides.
-fn spawn_server_with(
-    config: &std::path::Path,
-    store: &std::path::Path,
-    env: &[(&str, &str)],
-) -> (Child, String, Arc<Mutex<Vec<String>>>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("TRIBUTARY__SERVER__BIND", "127.0.0.1:0")
-        .env("TRIBUTARY__ADMIN__BIND", "127.0.0.1:0")
-        // As in `test_config`: a loaded machine's late timers are not what these tests test.
-        .env("TRIBUTARY__SERVER__SHED_LAG_MS", "0")
-        .env("TRIBUTARY__STORE__PATH", store)
-        .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tributary");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let seen = lines.clone();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            seen.lock().unwrap().push(line.clone());
-            if !sent {
-                if let Some(url) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(url.trim().to_string());
-                    sent = true;
-                }
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server announces its address");
-    (child, base, lines)
-}
-
-/// The first logged line containing `marker`, once the server has logged it.
-async fn logged(lines: &Mutex<Vec<String>>, marker: &str) -> String {
-    wait_until(
-        &format!("a log line with {marker:?}"),
-        Duration::from_secs(10),
-        || {
-            let lines = lines.lock().unwrap();
-            match lines.iter().find(|l| l.contains(marker)) {
-                Some(line) => Ok(line.clone()),
-                None => Err(format!("{lines:#?}")),
-            }
-        },
-    )
-    .await
-}
-
-fn terminate(mut child: Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let code = child.wait().unwrap();
-    assert!(code.success(), "graceful shutdown exits 0, got {code:?}");
 }
 
 #[actix_web::test]
@@ -118,13 +49,7 @@ async fn a_profile_survives_a_restart_on_the_same_store() {
     let token_line = logged(&lines, "admin token (generated at start, shown once): ").await;
     let token = token_line.rsplit(' ').next().unwrap().to_string();
     assert_eq!(token.len(), 64, "{token_line}");
-    let admin = logged(&lines, "admin API on http://").await;
-    let admin = admin
-        .split("admin API on ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .to_string();
+    let admin = admin_base(&lines).await;
     let authorized = read(
         client()
             .get(format!("{admin}/traits"))
