@@ -5,6 +5,7 @@ mod admin;
 mod adobe_libraries;
 mod browser;
 mod common;
+mod crash;
 mod demo;
 mod dest5;
 mod destinations;
