@@ -1442,14 +1442,21 @@ mod tests {
         assert_eq!(svc.load(new).await.unwrap().unwrap().last_seen, 9);
     }
 
-    /// Counts profile and mapping reads that reach the store.
     /// A service over sled at `dir` through [`CountingReads`] (`full`: writes fail at first).
     fn counted(
         dir: &std::path::Path,
         full: bool,
         settings: ServiceSettings,
     ) -> (Arc<SledStore>, Arc<CountingReads>, ProfileService) {
-        let store = Arc::new(SledStore::open(dir, 8 << 20, 100).unwrap());
+        // A store just closed in `dir` may still be held by sled's flusher for a moment.
+        let until = Instant::now() + Duration::from_secs(10);
+        let store = loop {
+            match SledStore::open(dir, 8 << 20, 100) {
+                Ok(store) => break Arc::new(store),
+                Err(e) if Instant::now() > until => panic!("{e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
         let counting = Arc::new(CountingReads {
             inner: store.clone(),
             reads: AtomicUsize::new(0),
@@ -1459,6 +1466,7 @@ mod tests {
         (store, counting, svc)
     }
 
+    /// Counts profile and mapping reads that reach the store.
     struct CountingReads {
         inner: Arc<SledStore>,
         reads: AtomicUsize,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::process::serve;
+use crate::common::process::{admin_get, serve};
 use crate::common::*;
 
 /// A tmpfs mounted for the test, unmounted when dropped.
@@ -83,7 +83,7 @@ async fn a_full_disk_that_is_freed_is_recovered_by_a_restart_with_nothing_acknow
     )
     .unwrap();
     let store = disk.path().join("store");
-    let (mut child, base, admin, lines) = serve(&config, &store);
+    let (mut child, base, admin, lines) = serve(&config, &store).await;
     let mut acknowledged = Vec::new();
     for i in 0..5 {
         let (status, sid) = create_trait(&admin, &format!("before {i}")).await;
@@ -154,18 +154,9 @@ async fn a_full_disk_that_is_freed_is_recovered_by_a_restart_with_nothing_acknow
     );
 
     // The supervisor's part: start it again on the same store.
-    let (child, base, admin, _) = serve(&config, &store);
+    let (child, base, admin, _) = serve(&config, &store).await;
     assert_eq!(get(&format!("{base}/ready")).await.status, 200);
-    let listed = read(
-        client()
-            .get(format!("{admin}/traits"))
-            .insert_header(("authorization", format!("Bearer {ADMIN_TOKEN}")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-    .json();
+    let listed = admin_get(&admin, "/traits").await.json();
     let traits = listed.as_array().unwrap();
     for sid in &acknowledged {
         assert!(

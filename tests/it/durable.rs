@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use tributary::core::ids::VisitorId;
 
-use crate::common::process::serve;
+use crate::common::process::{admin_get, serve};
 use crate::common::*;
 
 const VISITORS: usize = 8;
@@ -38,7 +38,7 @@ async fn durable_mode_loses_no_answered_event_across_kill_9() {
     let mut answered = [0u64; VISITORS];
     let mut sent = [0u64; VISITORS];
     for cycle in 0..CYCLES {
-        let (mut child, base, _, _) = serve(&config, &store);
+        let (mut child, base, _, _) = serve(&config, &store).await;
         let counts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let clients: Vec<_> = visitors
             .iter()
@@ -86,18 +86,9 @@ async fn durable_mode_loses_no_answered_event_across_kill_9() {
             answered.iter().sum::<u64>()
         );
     }
-    let (mut child, _, admin, _) = serve(&config, &store);
+    let (mut child, _, admin, _) = serve(&config, &store).await;
     for (i, uuid) in visitors.iter().enumerate() {
-        let profile = read(
-            client()
-                .get(format!("{admin}/profiles/{uuid}"))
-                .insert_header(("authorization", format!("Bearer {ADMIN_TOKEN}")))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
-        .json();
+        let profile = admin_get(&admin, &format!("/profiles/{uuid}")).await.json();
         let stored = profile["traits"][0]["count"].as_u64().unwrap_or(0);
         assert!(
             stored >= answered[i] && stored <= sent[i],

@@ -98,7 +98,10 @@ pub fn terminate(mut child: Child) {
 
 /// `tributary serve` with its store at `store` and the test's admin token: the process, its
 /// base and admin URLs and its log lines. The caller waits for the process.
-pub async fn serve(config: &Path, store: &Path) -> (Child, String, String, Arc<Mutex<Vec<String>>>) {
+pub async fn serve(
+    config: &Path,
+    store: &Path,
+) -> (Child, String, String, Arc<Mutex<Vec<String>>>) {
     let (child, base, lines) =
         spawn_server_with(config, store, &[("TRIBUTARY__ADMIN__TOKEN", ADMIN_TOKEN)]);
     let admin = admin_base(&lines).await;
