@@ -224,6 +224,8 @@ struct Shard {
     /// Durable mode: callers waiting until a visitor has nothing pending in this shard (its
     /// changes are in the store); answered by the writer after each tick.
     written_waiters: Mutex<HashMap<VisitorId, Vec<oneshot::Sender<()>>>>,
+    /// The shard's writer, woken by a durable-mode waiter instead of waiting for its tick.
+    writer: std::sync::OnceLock<std::thread::Thread>,
 }
 
 struct Inner {
@@ -363,9 +365,12 @@ impl ProfileService {
             let spawned = std::thread::Builder::new()
                 .name(format!("tributary-store-{index}"))
                 .spawn(move || writer(weak, index));
-            if let Err(e) = spawned {
+            match spawned {
+                Ok(handle) => {
+                    let _ = inner.shards[index].writer.set(handle.thread().clone());
+                }
                 // Without its writer a shard would only be written at flush; say so loudly.
-                log::error!("cannot start store writer thread {index}: {e}");
+                Err(e) => log::error!("cannot start store writer thread {index}: {e}"),
             }
         }
         Ok(ProfileService { inner })
@@ -687,7 +692,7 @@ impl ProfileService {
     }
 
     /// Resolves once every change saved for `visitor` before the call is durable: written
-    /// by its shard's writer (which, with `write_delay` 0, takes it at its next tick), then
+    /// by its shard's writer (woken for it; with `write_delay` 0 it takes it at once), then
     /// flushed in a flush shared with every other caller waiting then (durable mode,
     /// `store.durable`). Never resolves while writes fail; callers bound the wait.
     pub async fn durable(&self, visitor: VisitorId) -> Result<(), StoreError> {
@@ -704,6 +709,9 @@ impl ProfileService {
             }
         };
         if let Some(written) = written {
+            if let Some(writer) = shard.writer.get() {
+                writer.unpark();
+            }
             written
                 .await
                 .map_err(|_| StoreError::Io("the profile writer stopped".into()))?;
@@ -915,7 +923,8 @@ fn load_stored_ids(ids: &StoredIds, store: &dyn ProfileStore) {
 fn writer(inner: std::sync::Weak<Inner>, index: usize) {
     let mut last_error_log: Option<Instant> = None;
     loop {
-        std::thread::sleep(TICK);
+        // A durable-mode waiter unparks it early (`ProfileService::durable`).
+        std::thread::park_timeout(TICK);
         let Some(inner) = inner.upgrade() else { return };
         if inner.stopping.load(Ordering::Relaxed) {
             return;
