@@ -10,7 +10,13 @@ use crate::common::process::{admin_get, serve};
 use crate::common::*;
 
 const VISITORS: usize = 8;
-const CYCLES: usize = 3;
+/// Kill cycles: 3 in the suite; `TRIBUTARY_TEST_KILL_CYCLES=20` for the 20.
+fn cycles() -> usize {
+    std::env::var("TRIBUTARY_TEST_KILL_CYCLES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3)
+}
 /// Answered events per cycle before the kill.
 const ANSWERED_BEFORE_KILL: usize = 300;
 
@@ -37,7 +43,7 @@ async fn durable_mode_loses_no_answered_event_across_kill_9() {
     // Per visitor: events answered without an error, and events sent at all.
     let mut answered = [0u64; VISITORS];
     let mut sent = [0u64; VISITORS];
-    for cycle in 0..CYCLES {
+    for cycle in 0..cycles() {
         let (mut child, base, _, _) = serve(&config, &store).await;
         let counts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let clients: Vec<_> = visitors
