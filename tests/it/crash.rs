@@ -188,22 +188,19 @@ async fn kill_9_under_load_loses_no_acknowledged_admin_write_and_no_profile() {
         json!([{"sid": LOAD_TRAIT, "name": "cars", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == cars", "dataSourceId": 1}]),
         json!([]),
     );
-    let seed = dir.path().join("catalog.json");
-    std::fs::write(&seed, serde_json::to_vec(&cat).unwrap()).unwrap();
-    let config = dir.path().join("config.toml");
     // Short write-behind and flush intervals: profiles are being written all through the load,
     // so each kill lands in the middle of store writes, not between them. The long deadline
     // keeps a loaded machine's slow answers from looking like store errors (error 200 is also
     // what a profile read that times out gets).
-    std::fs::write(
-        &config,
-        format!(
-            "[admin]\ntoken = {ADMIN_TOKEN:?}\n[catalog]\nseed = {seed:?}\n\
+    let config = seeded_config(
+        dir.path(),
+        &cat,
+        &format!(
+            "[admin]\ntoken = {ADMIN_TOKEN:?}\n\
              [store]\nthreads = 1\nwrite_delay_ms = 10\nflush_every_ms = 50\n\
              expected_ids = 10000\n[realtime]\ndeadline_ms = 5000\n"
         ),
-    )
-    .unwrap();
+    );
     let store = dir.path().join("store");
 
     let load = Rc::new(Load::default());

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::process::{admin_get, serve};
+use crate::common::process::serve;
 use crate::common::*;
 
 /// A tmpfs mounted for the test, unmounted when dropped.
@@ -43,18 +43,10 @@ impl Drop for Tmpfs {
 }
 
 /// Creates a trait named `name`: the status, and its id when created.
-async fn create_trait(admin: &str, name: &str) -> (u16, Option<u64>) {
+async fn create_trait(admin: &Admin, name: &str) -> (u16, Option<u64>) {
     let body = json!({"name": name, "traitType": "RULE_BASED_TRAIT",
                       "traitRule": "c_x == 1", "dataSourceId": 1});
-    let reply = read(
-        client()
-            .post(format!("{admin}/traits"))
-            .insert_header(("authorization", format!("Bearer {ADMIN_TOKEN}")))
-            .send_json(&body)
-            .await
-            .unwrap(),
-    )
-    .await;
+    let reply = admin.call("POST", "/v1/traits", Some(body)).await;
     let sid = (reply.status == 201)
         .then(|| reply.json()["sid"].as_u64())
         .flatten();
@@ -156,7 +148,7 @@ async fn a_full_disk_that_is_freed_is_recovered_by_a_restart_with_nothing_acknow
     // The supervisor's part: start it again on the same store.
     let (child, base, admin, _) = serve(&config, &store).await;
     assert_eq!(get(&format!("{base}/ready")).await.status, 200);
-    let listed = admin_get(&admin, "/traits").await.json();
+    let listed = admin.call("GET", "/v1/traits", None).await.json();
     let traits = listed.as_array().unwrap();
     for sid in &acknowledged {
         assert!(

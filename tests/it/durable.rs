@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use tributary::core::ids::VisitorId;
 
-use crate::common::process::{admin_get, serve};
+use crate::common::process::{seeded_config, serve};
 use crate::common::*;
 
 const VISITORS: usize = 8;
@@ -28,14 +28,7 @@ async fn durable_mode_loses_no_answered_event_across_kill_9() {
         json!([{"sid": 11, "name": "seen", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_x == 1", "dataSourceId": 1}]),
         json!([]),
     );
-    let seed = dir.path().join("catalog.json");
-    std::fs::write(&seed, serde_json::to_vec(&cat).unwrap()).unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!("[catalog]\nseed = {seed:?}\n[store]\ndurable = true\nthreads = 2\n"),
-    )
-    .unwrap();
+    let config = seeded_config(dir.path(), &cat, "[store]\ndurable = true\nthreads = 2\n");
     let store = dir.path().join("store");
     let visitors: Vec<String> = (0..VISITORS)
         .map(|_| VisitorId::generate().to_string())
@@ -94,7 +87,10 @@ async fn durable_mode_loses_no_answered_event_across_kill_9() {
     }
     let (mut child, _, admin, _) = serve(&config, &store).await;
     for (i, uuid) in visitors.iter().enumerate() {
-        let profile = admin_get(&admin, &format!("/profiles/{uuid}")).await.json();
+        let profile = admin
+            .call("GET", &format!("/v1/profiles/{uuid}"), None)
+            .await
+            .json();
         let stored = profile["traits"][0]["count"].as_u64().unwrap_or(0);
         assert!(
             stored >= answered[i] && stored <= sent[i],

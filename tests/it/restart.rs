@@ -34,14 +34,7 @@ async fn a_profile_survives_a_restart_on_the_same_store() {
         ]),
         json!([{"sid": 101, "name": "both", "segmentRule": "11T AND 12T", "dataSourceId": 1}]),
     );
-    let seed = dir.path().join("catalog.json");
-    std::fs::write(&seed, serde_json::to_vec(&cat).unwrap()).unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!("[catalog]\nseed = {:?}\n[store]\nthreads = 1\n", seed),
-    )
-    .unwrap();
+    let config = seeded_config(dir.path(), &cat, "[store]\nthreads = 1\n");
     let store = dir.path().join("store");
 
     let (child, base, lines) = spawn_server_logging(&config, &store);
@@ -117,19 +110,16 @@ async fn two_processes_sharing_a_redis_cluster_count_every_event() {
         json!([{"sid": 11, "name": "cars", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == cars", "dataSourceId": 1}]),
         json!([]),
     );
-    let seed = dir.path().join("catalog.json");
-    std::fs::write(&seed, serde_json::to_vec(&cat).unwrap()).unwrap();
     let urls: Vec<String> = cluster.urls.iter().map(|u| format!("{u:?}")).collect();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[catalog]\nseed = {seed:?}\n[store]\nbackend = \"redis\"\nredis_urls = [{}]\n\
+    let config = seeded_config(
+        dir.path(),
+        &cat,
+        &format!(
+            "[store]\nbackend = \"redis\"\nredis_urls = [{}]\n\
              redis_prefix = {prefix:?}\nwrite_delay_ms = 50\n[realtime]\ndeadline_ms = 200\n",
             urls.join(", ")
         ),
-    )
-    .unwrap();
+    );
     let mut nodes = Vec::new();
     for name in ["dcs-1", "dcs-2"] {
         let (child, base, _) = spawn_server_with(

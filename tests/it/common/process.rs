@@ -2,12 +2,14 @@
 //! only a process shows — signals, a kill, a restart on the same store.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{client, read, wait_until, Reply, ADMIN_TOKEN};
+use tributary::core::catalog::Catalog;
+
+use super::{wait_until, Admin, ADMIN_TOKEN};
 
 /// Starts `tributary serve` with `config`, its store in `store` and more environment
 /// overrides; returns it with its base URL, read from its log, and every line it logs.
@@ -97,26 +99,23 @@ pub fn terminate(mut child: Child) {
 }
 
 /// `tributary serve` with its store at `store` and the test's admin token: the process, its
-/// base and admin URLs and its log lines. The caller waits for the process.
-pub async fn serve(
-    config: &Path,
-    store: &Path,
-) -> (Child, String, String, Arc<Mutex<Vec<String>>>) {
+/// base URL, its admin API and its log lines. The caller waits for the process.
+pub async fn serve(config: &Path, store: &Path) -> (Child, String, Admin, Arc<Mutex<Vec<String>>>) {
     let (child, base, lines) =
         spawn_server_with(config, store, &[("TRIBUTARY__ADMIN__TOKEN", ADMIN_TOKEN)]);
     let admin = admin_base(&lines).await;
+    let admin = Admin {
+        base: admin.trim_end_matches("/v1").to_string(),
+    };
     (child, base, admin, lines)
 }
 
-/// `GET {admin}{path}` with the test's admin token.
-pub async fn admin_get(admin: &str, path: &str) -> Reply {
-    read(
-        client()
-            .get(format!("{admin}{path}"))
-            .insert_header(("authorization", format!("Bearer {ADMIN_TOKEN}")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+/// Writes `catalog` as the seed of a config file in `dir`, followed by `more` (TOML sections);
+/// returns the config file's path.
+pub fn seeded_config(dir: &Path, catalog: &Catalog, more: &str) -> PathBuf {
+    let seed = dir.join("catalog.json");
+    std::fs::write(&seed, serde_json::to_vec(catalog).unwrap()).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(&config, format!("[catalog]\nseed = {seed:?}\n{more}")).unwrap();
+    config
 }
