@@ -60,11 +60,9 @@ pub fn client(
             None => Vec::new(),
         },
     };
-    let mut client = Client {
-        ip: Some(peer),
-        https: tls,
-    };
-    for hop in hops.iter().rev().take(MAX_HOPS) {
+    let mut client = direct;
+    // The parsers keep the nearest [`MAX_HOPS`] only.
+    for hop in hops.iter().rev() {
         let Some(ip) = client.ip else { break };
         if !is_trusted(ip, trusted) {
             break;

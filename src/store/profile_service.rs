@@ -684,11 +684,16 @@ impl ProfileService {
         .await
         .inspect_err(|e| self.inner.health.failed("opt-out write", e))?;
         // An opt-out must survive a crash: it is the visitor's explicit choice.
+        self.shared_flush("opt-out flush").await
+    }
+
+    /// The group commit's next flush (`what` names it in the store's health if it fails).
+    async fn shared_flush(&self, what: &str) -> Result<(), StoreError> {
         self.inner
             .group_commit
             .durable()
             .await
-            .inspect_err(|e| self.inner.health.failed("opt-out flush", e))
+            .inspect_err(|e| self.inner.health.failed(what, e))
     }
 
     /// Resolves once every change saved for `visitor` before the call is durable: written
@@ -716,11 +721,7 @@ impl ProfileService {
                 .await
                 .map_err(|_| StoreError::Io("the profile writer stopped".into()))?;
         }
-        self.inner
-            .group_commit
-            .durable()
-            .await
-            .inspect_err(|e| self.inner.health.failed("durable flush", e))
+        self.shared_flush("durable flush").await
     }
 
     /// Whether writes reach the store: `None` while they do.
