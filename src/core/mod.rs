@@ -36,6 +36,7 @@ pub mod forwarded;
 pub mod id_service;
 pub mod ids;
 pub mod idsync;
+pub mod inbound;
 pub mod profile;
 pub mod provider;
 pub mod request;
