@@ -49,6 +49,7 @@ struct TraitInfo {
     ttl_days: u32,
     onboarded: bool,
     active: bool,
+    data_source_id: u32,
     /// Segments that reference the trait: re-evaluated when it appears or disappears.
     segments: Vec<usize>,
     /// Segments whose `FREQUENCY` counts it: re-evaluated on each of its realizations.
@@ -188,6 +189,7 @@ impl CompiledCatalog {
                     ttl_days: t.ttl,
                     onboarded,
                     active,
+                    data_source_id: t.data_source_id,
                     segments: Vec::new(),
                     counting_segments: Vec::new(),
                 },
@@ -359,22 +361,11 @@ impl CompiledCatalog {
 
         let history = History {
             traits: &profile.traits,
+            merged: &[],
             today,
         };
         if full {
-            let mut candidates: HashSet<usize> = HashSet::new();
-            for sid in profile.traits.keys() {
-                if let Some(info) = self.traits.get(sid) {
-                    candidates.extend(info.segments.iter());
-                }
-            }
-            let mut segments: Vec<u64> = candidates
-                .into_iter()
-                .filter(|&i| self.segments[i].1.matches(&history))
-                .map(|i| self.segments[i].0)
-                .collect();
-            segments.sort_unstable();
-            profile.segments = segments;
+            profile.segments = self.all_segments(&history);
             profile.catalog_version = self.version;
         } else {
             let mut candidates: Vec<usize> = touched.into_iter().flatten().copied().collect();
@@ -404,22 +395,147 @@ impl CompiledCatalog {
     }
 }
 
-/// A profile's traits as segment rules see them on `today`.
+type Traits = std::collections::BTreeMap<u64, Realization>;
+
+impl CompiledCatalog {
+    /// Every segment the history qualifies for (sorted): only segments of traits it holds can
+    /// match (rules that could match otherwise are refused at save time).
+    fn all_segments(&self, history: &History<'_>) -> Vec<u64> {
+        let mut candidates: HashSet<usize> = HashSet::new();
+        for traits in std::iter::once(history.traits).chain(history.merged.iter().copied()) {
+            for sid in traits.keys() {
+                if let Some(info) = self.traits.get(sid) {
+                    candidates.extend(info.segments.iter());
+                }
+            }
+        }
+        let mut segments: Vec<u64> = candidates
+            .into_iter()
+            .filter(|&i| self.segments[i].1.matches(history))
+            .map(|i| self.segments[i].0)
+            .collect();
+        segments.sort_unstable();
+        segments
+    }
+
+    /// [`Self::evaluate`] against the profile merged with `linked` ones (a device with its
+    /// authenticated profile, or the other way round): the event's realizations go to
+    /// `profile` when `realize_here`, else nowhere (the caller writes them to the linked
+    /// profile they belong to, and they count here all the same); segments are those of the
+    /// merged traits, evaluated in full, as the linked profiles change elsewhere. The profile
+    /// is left marked so that its next evaluation alone is in full too.
+    pub fn evaluate_merged(
+        &self,
+        profile: &mut Profile,
+        linked: &mut [Profile],
+        event: &EventInput<'_>,
+        realize_here: bool,
+    ) -> Evaluation {
+        let today = day_of(event.now);
+        for other in linked.iter_mut() {
+            self.expire_realizations(other, event.now);
+        }
+        let realized = if realize_here {
+            // Realizes, expires and sets the segments of the profile alone, replaced below.
+            self.evaluate(profile, event).realized
+        } else {
+            let realized = self.evaluate(&mut profile.clone(), event).realized;
+            self.expire_realizations(profile, event.now);
+            if profile.first_seen == 0 {
+                profile.first_seen = event.now;
+            }
+            profile.last_seen = event.now;
+            realized
+        };
+        let mut fresh = Traits::new();
+        if !realize_here {
+            let mut scratch = Profile::default();
+            for sid in &realized {
+                if let Some(info) = self.traits.get(sid) {
+                    scratch.realize(*sid, event.now, info.onboarded);
+                }
+            }
+            fresh = scratch.traits;
+        }
+        let mut merged: Vec<&Traits> = linked.iter().map(|p| &p.traits).collect();
+        merged.push(&fresh);
+        let history = History {
+            traits: &profile.traits,
+            merged: &merged,
+            today,
+        };
+        profile.segments = self.all_segments(&history);
+        // Version 0 is never a catalog's: the next evaluation alone starts over in full.
+        profile.catalog_version = 0;
+        Evaluation {
+            realized,
+            segments: profile.segments.clone(),
+        }
+    }
+
+    /// The profile's segments evaluated again in full, after an inbound change to its traits
+    /// (expired realizations dropped first).
+    pub fn reevaluate(&self, profile: &mut Profile, now: i64) -> Vec<u64> {
+        self.expire_realizations(profile, now);
+        let history = History {
+            traits: &profile.traits,
+            merged: &[],
+            today: day_of(now),
+        };
+        profile.segments = self.all_segments(&history);
+        profile.catalog_version = self.version;
+        profile.segments.clone()
+    }
+
+    /// What the inbound data path checks about a trait; `None` for one not in the catalog.
+    pub fn trait_facts(&self, sid: u64) -> Option<TraitFacts> {
+        self.traits.get(&sid).map(|t| TraitFacts {
+            onboarded: t.onboarded,
+            active: t.active,
+            data_source_id: t.data_source_id,
+        })
+    }
+
+    /// Active onboarded traits of data source `dpid` whose rules `signals` satisfy (sorted).
+    pub fn onboarded_matching(&self, dpid: u32, signals: &Signals) -> Vec<u64> {
+        let mut out = Vec::new();
+        if let Some(index) = self.onboarded_by_source.get(&dpid) {
+            index.matching(signals, |_| true, &mut out);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// A profile's traits as segment rules see them on `today`, with those of the profiles merged
+/// with it (`docs/customer-data.md`, Merge rules): a superset of traits whose counts add up.
 struct History<'a> {
-    traits: &'a std::collections::BTreeMap<u64, Realization>,
+    traits: &'a Traits,
+    merged: &'a [&'a Traits],
     today: u32,
 }
 
 impl TraitHistory for History<'_> {
     fn holds(&self, trait_id: u64) -> bool {
-        self.traits.contains_key(&trait_id)
+        self.traits.contains_key(&trait_id) || self.merged.iter().any(|t| t.contains_key(&trait_id))
     }
 
     fn count(&self, trait_id: u64, recency: Option<Recency>) -> u64 {
-        self.traits
-            .get(&trait_id)
-            .map_or(0, |r| r.count_recent(self.today, recency))
+        std::iter::once(self.traits)
+            .chain(self.merged.iter().copied())
+            .filter_map(|t| t.get(&trait_id))
+            .map(|r| r.count_recent(self.today, recency))
+            .sum()
     }
+}
+
+/// What the inbound data path needs to know about one trait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraitFacts {
+    pub onboarded: bool,
+    pub active: bool,
+    pub data_source_id: u32,
 }
 
 /// The current compiled catalog, swapped whole when the catalog changes.
@@ -482,6 +598,126 @@ mod tests {
             s.add(*k, [v.to_string()]);
         }
         s
+    }
+
+    fn merged_catalog() -> CompiledCatalog {
+        let c: Catalog = serde_json::from_str(
+            r#"{
+              "traits": [
+                {"sid": 11, "name": "cars", "traitType": "RULE_BASED_TRAIT", "traitRule": "c_page == cars", "dataSourceId": 1},
+                {"sid": 31, "name": "gold", "traitType": "ON_BOARDED_TRAIT", "traitRule": "tier == gold", "dataSourceId": 9001},
+                {"sid": 32, "name": "silver", "traitType": "ON_BOARDED_TRAIT", "traitRule": "tier == silver", "dataSourceId": 9001}
+              ],
+              "segments": [
+                {"sid": 201, "name": "gold car buyers", "segmentRule": "11T AND 31T", "dataSourceId": 1},
+                {"sid": 202, "name": "keen", "segmentRule": "FREQUENCY([11T]) >= 3", "dataSourceId": 1}
+              ]
+            }"#,
+        )
+        .unwrap();
+        CompiledCatalog::compile(&c, 1).unwrap()
+    }
+
+    fn page_view(now: i64) -> (Signals, i64) {
+        (signals(&[("c_page", "cars")]), now)
+    }
+
+    fn input<'a>(s: &'a Signals, now: i64) -> EventInput<'a> {
+        EventInput {
+            signals: s,
+            providers: &[],
+            sids: &[],
+            tdpid: None,
+            now,
+            answers_only: false,
+        }
+    }
+
+    #[test]
+    fn merged_evaluation_sees_a_superset_whose_frequencies_add_up() {
+        let c = merged_catalog();
+        let mut auth = Profile::default();
+        auth.realize(31, 100, true);
+        auth.realize(11, 100, false);
+        let mut device = Profile::default();
+        let (s, now) = page_view(200);
+        // On the device: 11 realized here, 31 only on the authenticated profile.
+        let e = c.evaluate_merged(&mut device, &mut [auth.clone()], &input(&s, now), true);
+        assert_eq!(e.realized, [11]);
+        assert_eq!(e.segments, [201], "11T AND 31T across the two profiles");
+        assert_eq!(device.traits[&11].count(), 1);
+        assert!(
+            !device.holds(31),
+            "nothing is copied from the linked profile"
+        );
+        // A third view: 2 on the device + 1 on the linked profile.
+        c.evaluate_merged(&mut device, &mut [auth.clone()], &input(&s, 300), true);
+        assert_eq!(device.segments, [201, 202]);
+        // Alone again, its next evaluation is in full, over its own two views only.
+        assert_eq!(device.catalog_version, 0);
+        let alone = c.evaluate(&mut device, &input(&Signals::new(), 400));
+        assert_eq!(
+            alone.segments,
+            Vec::<u64>::new(),
+            "without 31T and with 2 views only"
+        );
+    }
+
+    #[test]
+    fn merged_evaluation_can_leave_realizations_to_the_linked_profile() {
+        let c = merged_catalog();
+        let mut auth = Profile::default();
+        auth.realize(31, 100, true);
+        let mut device = Profile::default();
+        let (s, now) = page_view(200);
+        let e = c.evaluate_merged(&mut device, &mut [auth], &input(&s, now), false);
+        assert_eq!(
+            e.realized,
+            [11],
+            "the caller writes it to the authenticated profile"
+        );
+        assert_eq!(e.segments, [201], "and it counts already");
+        assert!(device.traits.is_empty());
+        assert_eq!(device.segments, [201]);
+        assert_eq!(device.last_seen, 200);
+    }
+
+    #[test]
+    fn linked_realizations_past_their_ttl_do_not_count() {
+        let c = merged_catalog();
+        let mut auth = Profile::default();
+        auth.realize(31, 0, true);
+        let mut device = Profile::default();
+        // Default TTL 120 days: 31 is gone by day 200.
+        let (s, now) = page_view(200 * crate::core::profile::SECS_PER_DAY);
+        let e = c.evaluate_merged(&mut device, &mut [auth], &input(&s, now), true);
+        assert_eq!(e.segments, Vec::<u64>::new());
+    }
+
+    #[test]
+    fn inbound_helpers_answer_about_traits_and_onboarded_rules() {
+        let c = merged_catalog();
+        assert_eq!(
+            c.trait_facts(31),
+            Some(TraitFacts {
+                onboarded: true,
+                active: true,
+                data_source_id: 9001
+            })
+        );
+        assert_eq!(c.trait_facts(99), None);
+        assert_eq!(
+            c.onboarded_matching(9001, &signals(&[("tier", "gold")])),
+            [31]
+        );
+        assert!(c
+            .onboarded_matching(1, &signals(&[("tier", "gold")]))
+            .is_empty());
+        let mut p = Profile::default();
+        p.realize(11, 100, false);
+        p.realize(31, 100, true);
+        assert_eq!(c.reevaluate(&mut p, 200), [201]);
+        assert_eq!(p.catalog_version, 1);
     }
 
     fn run(

@@ -51,6 +51,45 @@ impl VisitorId {
         self.0
     }
 
+    /// The id of the authenticated profile of customer id `id` in cross-device data source
+    /// `dpid` (`docs/customer-data.md`, Authenticated profiles): derived, so finding it needs no
+    /// lookup and two nodes creating it at once create the same one. Derived ids lie above every
+    /// 38-digit number, so no cookie or `d_uuid` can name one: only the data source and the
+    /// customer id lead to it.
+    pub fn authenticated(dpid: u32, id: &str) -> Self {
+        let mut input = b"tributary-authenticated\0".to_vec();
+        input.extend_from_slice(&dpid.to_be_bytes());
+        input.extend_from_slice(id.as_bytes());
+        let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+        let mut word = [0u8; 16];
+        word.copy_from_slice(&digest.as_ref()[..16]);
+        VisitorId(ID_LIMIT + u128::from_be_bytes(word) % (u128::MAX - ID_LIMIT + 1))
+    }
+
+    /// Whether this is an authenticated profile's id rather than a device's.
+    pub fn is_authenticated(self) -> bool {
+        self.0 >= ID_LIMIT
+    }
+
+    /// Any id a store key may hold: a device's (38 digits) or an authenticated profile's.
+    pub fn from_stored(value: u128) -> Self {
+        VisitorId(value)
+    }
+
+    /// [`Self::from_stored`] for a key written as text: 38 digits, or an authenticated
+    /// profile's 39.
+    pub fn parse_stored(text: &str) -> Option<Self> {
+        match text.len() {
+            38 => Self::parse(text),
+            39 if text.bytes().all(|b| b.is_ascii_digit()) => text
+                .parse::<u128>()
+                .ok()
+                .filter(|&v| v >= ID_LIMIT)
+                .map(VisitorId),
+            _ => None,
+        }
+    }
+
     /// Big-endian bytes: an order-preserving store key.
     pub fn to_be_bytes(self) -> [u8; 16] {
         self.0.to_be_bytes()
@@ -58,6 +97,7 @@ impl VisitorId {
 }
 
 impl fmt::Display for VisitorId {
+    /// 38 digits; an authenticated profile's id (above them) prints as the 39 it has.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:038}", self.0)
     }
@@ -204,6 +244,28 @@ mod tests {
         assert_eq!(
             VisitorId::parse("99999999999999999999999999999999999999").map(|v| v.as_u128()),
             Some(ID_LIMIT - 1)
+        );
+    }
+
+    #[test]
+    fn authenticated_ids_lie_beyond_every_device_id() {
+        let a = VisitorId::authenticated(9001, "crm-1");
+        assert!(a.is_authenticated());
+        assert_eq!(a, VisitorId::authenticated(9001, "crm-1"));
+        assert_ne!(a, VisitorId::authenticated(9002, "crm-1"));
+        assert_ne!(a, VisitorId::authenticated(9001, "crm-2"));
+        let text = a.to_string();
+        assert_eq!(text.len(), 39);
+        assert_eq!(VisitorId::parse(&text), None, "no d_uuid names it");
+        assert_eq!(VisitorId::parse_stored(&text), Some(a));
+        assert_eq!(VisitorId::from_stored(a.as_u128()), a);
+        let device = VisitorId::generate();
+        assert!(!device.is_authenticated());
+        assert_eq!(VisitorId::parse_stored(&device.to_string()), Some(device));
+        assert_eq!(VisitorId::parse_stored(&"9".repeat(40)), None);
+        assert_eq!(
+            VisitorId::parse_stored("099999999999999999999999999999999999999"),
+            None
         );
     }
 

@@ -115,6 +115,27 @@ pub struct Profile {
     /// The catalog version `segments` was computed with; another version means a full
     /// re-evaluation, since rules may have changed.
     pub catalog_version: u64,
+    /// Profiles linked to this one, oldest first, at most [`MAX_LINKS`]: on an authenticated
+    /// profile the devices that declared its id (data source 0, the device's AAM id), on a
+    /// device the authenticated profiles it declared (`docs/customer-data.md`, Merge rules).
+    pub links: Vec<ProfileLink>,
+    /// An authenticated profile's own id (data source, customer id); `None` on a device.
+    pub identity: Option<(u32, String)>,
+}
+
+/// AAM's bound on a merged evaluation: the current device and 99 linked ones; the same bound
+/// serves a device's links to authenticated profiles. The oldest link goes first.
+pub const MAX_LINKS: usize = 100;
+
+/// One link between a device and an authenticated profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileLink {
+    /// The linked profile's data source: 0 for a device (its AAM id), else the cross-device
+    /// data source of the customer id.
+    pub dpid: u32,
+    pub id: String,
+    /// Unix seconds of the latest declaration.
+    pub at: i64,
 }
 
 impl Profile {
@@ -146,6 +167,33 @@ impl Profile {
                 Err(i) => r.days.insert(i, (day, 1)),
             },
         }
+    }
+
+    /// Records a link to (`dpid`, `id`) at `at`, as the newest one, dropping the oldest link
+    /// beyond [`MAX_LINKS`]. `true` when the links changed (not only their time).
+    pub fn link(&mut self, dpid: u32, id: &str, at: i64) -> bool {
+        let known = self.links.iter().position(|l| l.dpid == dpid && l.id == id);
+        let newest = known.is_some_and(|i| i + 1 == self.links.len());
+        if let Some(i) = known {
+            let mut link = self.links.remove(i);
+            link.at = link.at.max(at);
+            self.links.push(link);
+        } else {
+            self.links.push(ProfileLink {
+                dpid,
+                id: id.to_owned(),
+                at,
+            });
+            if self.links.len() > MAX_LINKS {
+                self.links.remove(0);
+            }
+        }
+        !newest
+    }
+
+    /// The newest link into data source `dpid` (a device's last authenticated profile there).
+    pub fn last_link(&self, dpid: u32) -> Option<&ProfileLink> {
+        self.links.iter().rev().find(|l| l.dpid == dpid)
     }
 
     /// Whether the visitor holds the trait (an unexpired realization).
@@ -277,6 +325,28 @@ mod tests {
         assert_eq!(r.count(), u64::from(today) + 1);
         let after = windows(&r);
         assert_eq!(before, after);
+    }
+
+    #[test]
+    fn links_keep_the_newest_last_and_at_most_max_links() {
+        let mut p = Profile::default();
+        assert!(p.link(9, "a", 10));
+        assert!(p.link(9, "b", 11));
+        assert!(p.link(9, "a", 12), "a moved to the end");
+        assert!(
+            !p.link(9, "a", 13),
+            "already the newest: only its time changes"
+        );
+        assert_eq!(
+            p.last_link(9).map(|l| (l.id.as_str(), l.at)),
+            Some(("a", 13))
+        );
+        assert_eq!(p.last_link(8), None);
+        for i in 0..MAX_LINKS {
+            p.link(0, &i.to_string(), 20);
+        }
+        assert_eq!(p.links.len(), MAX_LINKS);
+        assert_eq!(p.last_link(9), None, "the oldest went first");
     }
 
     #[test]

@@ -79,9 +79,9 @@ struct ProfileV2 {
     catalog_version: u64,
 }
 
-impl From<ProfileV2> for Profile {
-    fn from(v2: ProfileV2) -> Profile {
-        Profile {
+impl From<ProfileV2> for ProfileV3 {
+    fn from(v2: ProfileV2) -> ProfileV3 {
+        ProfileV3 {
             traits: migrate_traits(v2.traits),
             segments: v2.segments,
             synced_ids: v2.synced_ids,
@@ -93,11 +93,41 @@ impl From<ProfileV2> for Profile {
     }
 }
 
+/// The layout of issues 4–17 (realizations per day), frozen.
+#[derive(Serialize, Deserialize)]
+struct ProfileV3 {
+    traits: BTreeMap<u64, Realization>,
+    segments: Vec<u64>,
+    synced_ids: BTreeMap<u32, String>,
+    provider_cache: BTreeMap<u32, CachedAnswer>,
+    first_seen: i64,
+    last_seen: i64,
+    catalog_version: u64,
+}
+
+impl From<ProfileV3> for Profile {
+    /// Profiles before issue 18 had no links and were all devices.
+    fn from(v3: ProfileV3) -> Profile {
+        Profile {
+            traits: v3.traits,
+            segments: v3.segments,
+            synced_ids: v3.synced_ids,
+            provider_cache: v3.provider_cache,
+            first_seen: v3.first_seen,
+            last_seen: v3.last_seen,
+            catalog_version: v3.catalog_version,
+            links: Vec::new(),
+            identity: None,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 enum StoredProfile {
     V1(ProfileV1),
     V2(ProfileV2),
-    V3(Profile),
+    V3(ProfileV3),
+    V4(Profile),
 }
 
 /// Borrowing twin of [`StoredProfile`] so that encoding does not clone the profile; it only
@@ -108,11 +138,13 @@ enum StoredProfileRef<'a> {
     V1(()),
     #[allow(dead_code)]
     V2(()),
-    V3(&'a Profile),
+    #[allow(dead_code)]
+    V3(()),
+    V4(&'a Profile),
 }
 
 pub fn encode_profile(profile: &Profile) -> Result<Vec<u8>, StoreError> {
-    postcard::to_stdvec(&StoredProfileRef::V3(profile)).map_err(|e| StoreError::Corrupt {
+    postcard::to_stdvec(&StoredProfileRef::V4(profile)).map_err(|e| StoreError::Corrupt {
         what: "profile",
         detail: format!("cannot encode: {e}"),
     })
@@ -120,9 +152,10 @@ pub fn encode_profile(profile: &Profile) -> Result<Vec<u8>, StoreError> {
 
 pub fn decode_profile(bytes: &[u8]) -> Result<Profile, StoreError> {
     match postcard::from_bytes::<StoredProfile>(bytes) {
-        Ok(StoredProfile::V1(p)) => Ok(ProfileV2::from(p).into()),
-        Ok(StoredProfile::V2(p)) => Ok(p.into()),
-        Ok(StoredProfile::V3(p)) => Ok(p),
+        Ok(StoredProfile::V1(p)) => Ok(ProfileV3::from(ProfileV2::from(p)).into()),
+        Ok(StoredProfile::V2(p)) => Ok(ProfileV3::from(p).into()),
+        Ok(StoredProfile::V3(p)) => Ok(p.into()),
+        Ok(StoredProfile::V4(p)) => Ok(p),
         Err(e) => Err(StoreError::Corrupt {
             what: "profile",
             detail: e.to_string(),
@@ -151,8 +184,7 @@ pub fn decode_link(value: &[u8]) -> Result<IdLink, StoreError> {
     let mut at = [0u8; 8];
     at.copy_from_slice(&bytes[16..]);
     Ok(IdLink {
-        visitor: VisitorId::from_u128(u128::from_be_bytes(visitor))
-            .ok_or_else(|| corrupt("not a visitor id".into()))?,
+        visitor: VisitorId::from_stored(u128::from_be_bytes(visitor)),
         at: i64::from_be_bytes(at),
     })
 }
@@ -280,11 +312,26 @@ mod tests {
 
     /// Fails when the current layout changes: see the module doc before updating these bytes.
     #[test]
-    fn profile_v3_golden_bytes() {
+    fn profile_v4_golden_bytes() {
+        let mut p = sample();
+        p.link(9001, "c", 5);
+        p.identity = Some((9001, "c".into()));
         assert_eq!(
-            encode_profile(&sample()).unwrap(),
-            [2, 1, 11, 2, 4, 1, 0, 3, 1, 101, 1, 5, 3, 97, 98, 99, 1, 1, 1, 1, 115, 18, 2, 4, 7]
+            encode_profile(&p).unwrap(),
+            [
+                3, 1, 11, 2, 4, 1, 0, 3, 1, 101, 1, 5, 3, 97, 98, 99, 1, 1, 1, 1, 115, 18, 2, 4, 7,
+                1, 169, 70, 1, 99, 10, 1, 169, 70, 1, 99
+            ]
         );
+    }
+
+    /// Records of issues 4–17 (V3: no links) load as devices without links.
+    #[test]
+    fn profile_v3_records_migrate() {
+        let v3 = [
+            2, 1, 11, 2, 4, 1, 0, 3, 1, 101, 1, 5, 3, 97, 98, 99, 1, 1, 1, 1, 115, 18, 2, 4, 7,
+        ];
+        assert_eq!(decode_profile(&v3).unwrap(), sample());
     }
 
     /// Records of issue 3 (V2: a total count per trait) load, the count dated the last

@@ -335,7 +335,7 @@ fn object_entry(object: &CatalogObject) -> Result<(String, Vec<u8>), StoreError>
 fn visitor_of(key: &[u8]) -> Option<VisitorId> {
     let open = key.iter().position(|&b| b == b'{')?;
     let digits = std::str::from_utf8(key.get(open + 1..key.len().checked_sub(1)?)?).ok()?;
-    VisitorId::parse(digits)
+    VisitorId::parse_stored(digits)
 }
 
 impl ProfileStore for RedisStore {

@@ -52,7 +52,7 @@ fn visitor_key(what: &'static str, key: &[u8]) -> Result<Option<VisitorId>, Stor
         what,
         detail: format!("{} bytes instead of 16", key.len()),
     })?;
-    Ok(VisitorId::from_u128(u128::from_be_bytes(bytes)))
+    Ok(Some(VisitorId::from_stored(u128::from_be_bytes(bytes))))
 }
 
 fn catalog_key(kind: u8, id: u64) -> [u8; 9] {
