@@ -15,6 +15,9 @@ pub struct AdminConfig {
     /// Bearer token required on every admin request; empty = a random one is generated at
     /// start and printed once.
     pub token: String,
+    /// The organization id Customer Data API calls must carry (`x-gw-ims-org-id`, `d_orgid`),
+    /// as Adobe's SDK sends it (`…@AdobeOrg`); empty = not checked.
+    pub org_id: String,
 }
 
 impl Default for AdminConfig {
@@ -22,6 +25,7 @@ impl Default for AdminConfig {
         AdminConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8081)),
             token: String::new(),
+            org_id: String::new(),
         }
     }
 }
@@ -38,6 +42,13 @@ impl AdminConfig {
             return Err(bad(
                 "admin.token",
                 "must be 16 to 256 printable ASCII characters (or empty: one is generated)",
+            ));
+        }
+        let org = &self.org_id;
+        if org.len() > 256 || !org.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad(
+                "admin.org_id",
+                "must be up to 256 printable ASCII characters, like ABC123@AdobeOrg",
             ));
         }
         Ok(())

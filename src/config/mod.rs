@@ -21,6 +21,7 @@ use crate::telemetry::logging::LogFormat;
 mod admin;
 mod id_service;
 mod privacy;
+mod profiles;
 mod realtime;
 mod s2s;
 mod server;
@@ -29,6 +30,7 @@ mod store;
 pub use admin::AdminConfig;
 pub use id_service::IdServiceConfig;
 pub use privacy::PrivacyConfig;
+pub use profiles::{MergeRule, ProfilesConfig};
 pub use realtime::RealtimeConfig;
 pub use s2s::S2sConfig;
 pub use server::ServerConfig;
@@ -56,6 +58,8 @@ pub struct Config {
     pub privacy: PrivacyConfig,
     #[serde(default)]
     pub s2s: S2sConfig,
+    #[serde(default)]
+    pub profiles: ProfilesConfig,
     #[serde(default)]
     pub id_service: IdServiceConfig,
     /// Seed providers, added to the seed file's (AAM field names, as in the admin API).
@@ -142,6 +146,7 @@ impl Config {
             .with_list_parse_key("server.idsync_redirect_hosts")
             .with_list_parse_key("server.trusted_proxies")
             .with_list_parse_key("privacy.tcf_purposes")
+            .with_list_parse_key("profiles.cross_device_data_sources")
             .with_list_parse_key("store.redis_urls");
         if let Some(vars) = env {
             environment = environment.source(Some(vars.into_iter().collect()));
@@ -166,6 +171,7 @@ impl Config {
         self.s2s.validate()?;
         self.privacy.validate()?;
         self.id_service.validate()?;
+        self.profiles.validate()?;
 
         if !self.providers.is_empty() {
             let catalog = Catalog {
@@ -270,7 +276,11 @@ fn from_config_error(e: config::ConfigError) -> ConfigError {
     } = &e
     {
         if let config::ConfigError::Message(message) = error.as_ref() {
-            if message.starts_with(NOT_AN_ADDRESS) || message.starts_with(NOT_A_CIDR) {
+            // Our own deserializers' messages, which need no "for key" suffix.
+            if message.starts_with(NOT_AN_ADDRESS)
+                || message.starts_with(NOT_A_CIDR)
+                || message.starts_with("must be ")
+            {
                 return bad(key, message.clone());
             }
         }

@@ -419,58 +419,55 @@ impl CompiledCatalog {
     }
 
     /// [`Self::evaluate`] against the profile merged with `linked` ones (a device with its
-    /// authenticated profile, or the other way round): the event's realizations go to
-    /// `profile` when `realize_here`, else nowhere (the caller writes them to the linked
-    /// profile they belong to, and they count here all the same); segments are those of the
-    /// merged traits, evaluated in full, as the linked profiles change elsewhere. The profile
-    /// is left marked so that its next evaluation alone is in full too.
+    /// authenticated profile; `docs/customer-data.md`, Merge rules). The event's realizations
+    /// go to `profile` when `merge.realize_here`, else nowhere (the caller writes them to the
+    /// linked profile they belong to); they count in the segments either way. Segments are
+    /// those of the merged traits — the profile's own only with `merge.use_own` — evaluated
+    /// in full, as the linked profiles change elsewhere, and the profile is left marked so
+    /// that its next evaluation alone is in full too.
     pub fn evaluate_merged(
         &self,
         profile: &mut Profile,
         linked: &mut [Profile],
         event: &EventInput<'_>,
-        realize_here: bool,
+        merge: Merge,
     ) -> Evaluation {
-        let today = day_of(event.now);
+        let now = event.now;
+        // Which traits the event realizes, as the plain evaluation finds them.
+        let realized = self.evaluate(&mut profile.clone(), event).realized;
+        self.expire_realizations(profile, now);
         for other in linked.iter_mut() {
-            self.expire_realizations(other, event.now);
+            self.expire_realizations(other, now);
         }
-        let realized = if realize_here {
-            // Realizes, expires and sets the segments of the profile alone, replaced below.
-            self.evaluate(profile, event).realized
-        } else {
-            let realized = self.evaluate(&mut profile.clone(), event).realized;
-            self.expire_realizations(profile, event.now);
-            if profile.first_seen == 0 {
-                profile.first_seen = event.now;
-            }
-            profile.last_seen = event.now;
-            realized
-        };
-        let mut fresh = Traits::new();
-        if !realize_here {
-            let mut scratch = Profile::default();
-            for sid in &realized {
-                if let Some(info) = self.traits.get(sid) {
-                    scratch.realize(*sid, event.now, info.onboarded);
+        let mut fresh = Profile::default();
+        for sid in &realized {
+            if let Some(info) = self.traits.get(sid) {
+                if merge.realize_here {
+                    profile.realize(*sid, now, info.onboarded);
                 }
+                fresh.realize(*sid, now, info.onboarded);
             }
-            fresh = scratch.traits;
         }
+        let nothing = Traits::new();
+        let own = if merge.use_own { &profile.traits } else { &nothing };
         let mut merged: Vec<&Traits> = linked.iter().map(|p| &p.traits).collect();
-        merged.push(&fresh);
+        if !(merge.use_own && merge.realize_here) {
+            merged.push(&fresh.traits);
+        }
         let history = History {
-            traits: &profile.traits,
+            traits: own,
             merged: &merged,
-            today,
+            today: day_of(now),
         };
-        profile.segments = self.all_segments(&history);
+        let segments = self.all_segments(&history);
+        profile.segments = segments.clone();
         // Version 0 is never a catalog's: the next evaluation alone starts over in full.
         profile.catalog_version = 0;
-        Evaluation {
-            realized,
-            segments: profile.segments.clone(),
+        if profile.first_seen == 0 {
+            profile.first_seen = now;
         }
+        profile.last_seen = now;
+        Evaluation { realized, segments }
     }
 
     /// The profile's segments evaluated again in full, after an inbound change to its traits
@@ -528,6 +525,15 @@ impl TraitHistory for History<'_> {
             .map(|r| r.count_recent(self.today, recency))
             .sum()
     }
+}
+
+/// How [`CompiledCatalog::evaluate_merged`] treats the profile it is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Merge {
+    /// Its own traits count (not under "current authenticated profiles" alone).
+    pub use_own: bool,
+    /// The event's realizations are written to it (else to a linked profile, by the caller).
+    pub realize_here: bool,
 }
 
 /// What the inbound data path needs to know about one trait.
@@ -618,6 +624,31 @@ mod tests {
         CompiledCatalog::compile(&c, 1).unwrap()
     }
 
+    const BOTH: Merge = Merge {
+        use_own: true,
+        realize_here: true,
+    };
+    const ELSEWHERE: Merge = Merge {
+        use_own: true,
+        realize_here: false,
+    };
+
+    #[test]
+    fn current_authenticated_alone_ignores_the_device_s_own_traits() {
+        let c = merged_catalog();
+        let mut device = Profile::default();
+        device.realize(31, 100, true);
+        let s = signals(&[("c_page", "cars")]);
+        let alone = Merge {
+            use_own: false,
+            realize_here: true,
+        };
+        let e = c.evaluate_merged(&mut device, &mut [], &input(&s, 200), alone);
+        assert_eq!(e.realized, [11]);
+        assert_eq!(e.segments, Vec::<u64>::new(), "31 is the device's: not counted");
+        assert!(device.holds(11), "but the realization is written to it");
+    }
+
     fn page_view(now: i64) -> (Signals, i64) {
         (signals(&[("c_page", "cars")]), now)
     }
@@ -642,7 +673,7 @@ mod tests {
         let mut device = Profile::default();
         let (s, now) = page_view(200);
         // On the device: 11 realized here, 31 only on the authenticated profile.
-        let e = c.evaluate_merged(&mut device, &mut [auth.clone()], &input(&s, now), true);
+        let e = c.evaluate_merged(&mut device, &mut [auth.clone()], &input(&s, now), BOTH);
         assert_eq!(e.realized, [11]);
         assert_eq!(e.segments, [201], "11T AND 31T across the two profiles");
         assert_eq!(device.traits[&11].count(), 1);
@@ -651,7 +682,7 @@ mod tests {
             "nothing is copied from the linked profile"
         );
         // A third view: 2 on the device + 1 on the linked profile.
-        c.evaluate_merged(&mut device, &mut [auth.clone()], &input(&s, 300), true);
+        c.evaluate_merged(&mut device, &mut [auth.clone()], &input(&s, 300), BOTH);
         assert_eq!(device.segments, [201, 202]);
         // Alone again, its next evaluation is in full, over its own two views only.
         assert_eq!(device.catalog_version, 0);
@@ -670,7 +701,7 @@ mod tests {
         auth.realize(31, 100, true);
         let mut device = Profile::default();
         let (s, now) = page_view(200);
-        let e = c.evaluate_merged(&mut device, &mut [auth], &input(&s, now), false);
+        let e = c.evaluate_merged(&mut device, &mut [auth], &input(&s, now), ELSEWHERE);
         assert_eq!(
             e.realized,
             [11],
@@ -690,7 +721,7 @@ mod tests {
         let mut device = Profile::default();
         // Default TTL 120 days: 31 is gone by day 200.
         let (s, now) = page_view(200 * crate::core::profile::SECS_PER_DAY);
-        let e = c.evaluate_merged(&mut device, &mut [auth], &input(&s, now), true);
+        let e = c.evaluate_merged(&mut device, &mut [auth], &input(&s, now), BOTH);
         assert_eq!(e.segments, Vec::<u64>::new());
     }
 
