@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use actix::{Actor, Addr, Context, Handler, Message};
 
-use crate::core::engine::{CompiledCatalog, Evaluation, EventInput, ProviderSegments};
+use crate::core::engine::{CompiledCatalog, Evaluation, EventInput, Merge, ProviderSegments};
 use crate::core::event::EventData;
 use crate::core::ids::{Tid, VisitorId};
 use crate::core::profile::{CachedAnswer, Profile};
@@ -47,6 +47,15 @@ pub struct EvaluateProfile {
     /// What the session changed before evaluation (synced ids, cached answers), for the
     /// event's replay in a shared store.
     pub changes: ProfileChanges,
+    /// The profiles merged with this one by the merge rule (`docs/customer-data.md`), if any.
+    pub merged: Option<Arc<Merged>>,
+}
+
+/// The authenticated profiles an evaluation merges with the device's, and how.
+#[derive(Clone, Debug)]
+pub struct Merged {
+    pub linked: Vec<Profile>,
+    pub merge: Merge,
 }
 
 /// Changes a session makes to a profile outside evaluation, to make again on another copy.
@@ -115,9 +124,11 @@ pub struct ReplayedEvaluation {
     pub event: Arc<EventData>,
     pub provider_segments: Vec<(u32, Vec<String>)>,
     pub answers_only: bool,
+    pub merged: Option<Arc<Merged>>,
 }
 
-/// Qualifies one event against a profile: the engine's one call into the rules.
+/// Qualifies one event against a profile (merged with others when the merge rule says so):
+/// the engine's one call into the rules.
 fn evaluate(
     catalog: &CompiledCatalog,
     profile: &mut Profile,
@@ -125,6 +136,7 @@ fn evaluate(
     provider_segments: &[(u32, Vec<String>)],
     now: i64,
     answers_only: bool,
+    merged: Option<&Merged>,
 ) -> Evaluation {
     let providers: Vec<ProviderSegments<'_>> = provider_segments
         .iter()
@@ -133,17 +145,18 @@ fn evaluate(
             segments,
         })
         .collect();
-    catalog.evaluate(
-        profile,
-        &EventInput {
-            signals: &event.signals,
-            providers: &providers,
-            sids: &event.sids,
-            tdpid: event.tdpid,
-            now,
-            answers_only,
-        },
-    )
+    let input = EventInput {
+        signals: &event.signals,
+        providers: &providers,
+        sids: &event.sids,
+        tdpid: event.tdpid,
+        now,
+        answers_only,
+    };
+    match merged {
+        None => catalog.evaluate(profile, &input),
+        Some(m) => catalog.evaluate_merged(profile, &mut m.linked.clone(), &input, m.merge),
+    }
 }
 
 impl Replay for EventReplay {
@@ -160,6 +173,7 @@ impl Replay for EventReplay {
                 &e.provider_segments,
                 self.now,
                 e.answers_only,
+                e.merged.as_deref(),
             );
         }
     }
@@ -209,6 +223,7 @@ impl Handler<EvaluateProfile> for SegmentEngine {
             &msg.provider_segments,
             msg.now,
             msg.answers_only,
+            msg.merged.as_deref(),
         );
         let saved = if msg.persist {
             let replay = self.profiles.is_shared().then(|| {
@@ -220,6 +235,7 @@ impl Handler<EvaluateProfile> for SegmentEngine {
                         event: msg.event.clone(),
                         provider_segments: msg.provider_segments.clone(),
                         answers_only: msg.answers_only,
+                        merged: msg.merged.clone(),
                     }),
                 }) as Arc<dyn Replay>
             });

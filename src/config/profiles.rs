@@ -57,7 +57,10 @@ impl ProfilesConfig {
         if sources.len() > MAX_CROSS_DEVICE_SOURCES {
             return Err(bad(
                 "profiles.cross_device_data_sources",
-                format!("at most {MAX_CROSS_DEVICE_SOURCES} data sources (got {})", sources.len()),
+                format!(
+                    "at most {MAX_CROSS_DEVICE_SOURCES} data sources (got {})",
+                    sources.len()
+                ),
             ));
         }
         for &dpid in sources {
@@ -99,7 +102,10 @@ mod tests {
             "",
             env(&[
                 ("TRIBUTARY__PROFILES__MERGE_RULE", "current_authenticated"),
-                ("TRIBUTARY__PROFILES__CROSS_DEVICE_DATA_SOURCES", "9001,9002"),
+                (
+                    "TRIBUTARY__PROFILES__CROSS_DEVICE_DATA_SOURCES",
+                    "9001,9002",
+                ),
             ]),
         )
         .unwrap();
@@ -110,7 +116,10 @@ mod tests {
             "config key profiles.merge_rule: must be last_authenticated_and_device, current_authenticated or device_only (got \"all\")"
         );
         assert_eq!(
-            error("[profiles]\ncross_device_data_sources = [1, 2, 3, 5]\n", &[]),
+            error(
+                "[profiles]\ncross_device_data_sources = [1, 2, 3, 5]\n",
+                &[]
+            ),
             "config key profiles.cross_device_data_sources: at most 3 data sources (got 4)"
         );
         assert_eq!(

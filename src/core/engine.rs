@@ -449,7 +449,11 @@ impl CompiledCatalog {
             }
         }
         let nothing = Traits::new();
-        let own = if merge.use_own { &profile.traits } else { &nothing };
+        let own = if merge.use_own {
+            &profile.traits
+        } else {
+            &nothing
+        };
         let mut merged: Vec<&Traits> = linked.iter().map(|p| &p.traits).collect();
         if !(merge.use_own && merge.realize_here) {
             merged.push(&fresh.traits);
@@ -645,7 +649,11 @@ mod tests {
         };
         let e = c.evaluate_merged(&mut device, &mut [], &input(&s, 200), alone);
         assert_eq!(e.realized, [11]);
-        assert_eq!(e.segments, Vec::<u64>::new(), "31 is the device's: not counted");
+        assert_eq!(
+            e.segments,
+            Vec::<u64>::new(),
+            "31 is the device's: not counted"
+        );
         assert!(device.holds(11), "but the realization is written to it");
     }
 

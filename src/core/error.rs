@@ -89,6 +89,15 @@ impl DcsError {
         }
     }
 
+    /// Code 202: the authenticated profile the merge rule calls for could not be read; the
+    /// event is evaluated with the device's profile alone.
+    pub fn related_profile_unreadable() -> Self {
+        DcsError {
+            code: 202,
+            msg: "Cannot read related customer for device id".into(),
+        }
+    }
+
     /// Code 300: a declared id (or its data source) is malformed, blank or unknown.
     pub fn invalid_customer_id(id: &str) -> Self {
         DcsError {

@@ -73,6 +73,7 @@ async fn segment_engine_evaluates_persists_and_loads() {
             provider_segments: vec![(1001, vec!["auto".into()])],
             now: 1_000,
             answers_only: false,
+            merged: None,
         })
         .await
         .unwrap();
@@ -98,6 +99,7 @@ async fn segment_engine_evaluates_persists_and_loads() {
             provider_segments: vec![],
             now: 1_000,
             answers_only: false,
+            merged: None,
         })
         .await
         .unwrap();
@@ -210,6 +212,7 @@ fn harness_reading_in(
         },
         directory: Arc::new(SessionDirectory::default()),
         outbox: tributary::outbox::Outbox::disabled(),
+        profiles_config: Default::default(),
     };
     Harness {
         deps,

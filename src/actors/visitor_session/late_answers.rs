@@ -174,6 +174,7 @@ impl Handler<LateAnswers> for VisitorSession {
                     provider_segments: segments,
                     now: msg.now,
                     answers_only: true,
+                    merged: None,
                 },
             )
             .await;

@@ -18,6 +18,10 @@
 
 mod fanout;
 mod late_answers;
+mod merge;
+mod update;
+
+pub use update::{update, ProfileUpdate, UpdateProfile};
 
 pub use late_answers::LateAnswers;
 
@@ -31,8 +35,10 @@ use actix::{
 
 use super::directory::{PendingGuard, SessionDirectory};
 use super::provider_client::ClientSettings;
-use super::segment_engine::{engine_for, ChangeBaseline, EvaluateProfile, Evaluated, EventReplay};
-use crate::config::RealtimeConfig;
+use super::segment_engine::{
+    engine_for, ChangeBaseline, EvaluateProfile, Evaluated, EventReplay, Merged,
+};
+use crate::config::{ProfilesConfig, RealtimeConfig};
 use crate::core::clock::unix_now;
 use crate::core::engine::CatalogHandle;
 use crate::core::error::DcsError;
@@ -127,6 +133,8 @@ pub struct SessionDeps {
     pub directory: Arc<SessionDirectory<VisitorSession>>,
     /// Where membership changes for S2S destinations go.
     pub outbox: Outbox,
+    /// Cross-device data sources and the merge rule.
+    pub profiles_config: Arc<ProfilesConfig>,
 }
 
 impl SessionDeps {
@@ -286,6 +294,25 @@ async fn run_event(
     let shared = deps.profiles.is_shared();
     let baseline = shared.then(|| ChangeBaseline::of(&profile));
     sync_ids(&deps.profiles, visitor, &mut profile, &event.declared, now);
+    let merge_plan = merge::plan(&deps.profiles_config, &event.declared, &profile);
+    let merged = match &merge_plan {
+        Some(plan) => merged_profiles(&deps, plan, deadline, tid, &mut result).await,
+        None => None,
+    };
+    // The device's link to the id it declared; the profile learns of it when it is new, or an
+    // hour old, so a logged-in visitor does not cost a write of the profile on every event.
+    let link_due = merge_plan
+        .as_ref()
+        .and_then(|p| p.declared.as_ref())
+        .filter(|_| merged.is_some())
+        .map(|d| {
+            let stale = profile
+                .last_link(d.dpid)
+                .filter(|l| l.id == d.id)
+                .is_none_or(|l| now.saturating_sub(l.at) >= LINK_REFRESH_SECS);
+            profile.link(d.dpid, &d.id, now) || stale
+        })
+        .unwrap_or(false);
 
     fanout.plan(&deps, &catalog, &event, &profile, now, &mut result);
     let (provider_segments, late) = fanout
@@ -306,6 +333,7 @@ async fn run_event(
             provider_segments,
             now,
             answers_only: false,
+            merged: merged.clone(),
         },
     )
     .await;
@@ -318,6 +346,16 @@ async fn run_event(
                 result
                     .errors
                     .push(DcsError::unspecified("Profile could not be saved"));
+            }
+            if let (Some(plan), Some(_)) = (&merge_plan, &merged) {
+                write_to_linked(
+                    &deps,
+                    visitor,
+                    plan,
+                    &done.evaluation.realized,
+                    link_due,
+                    now,
+                );
             }
             result.realized = done.evaluation.realized;
             result.segments = done.evaluation.segments;
@@ -336,6 +374,85 @@ async fn run_event(
     };
     drop(pending);
     (state, result)
+}
+
+/// How old a device's link to its customer id may grow before an event renews it.
+const LINK_REFRESH_SECS: i64 = 3600;
+
+/// The profiles the merge rule merges with the device's for this event, read by the time the
+/// providers are collected; `None` (error 202, the device alone) when the authenticated
+/// profile cannot be read by then.
+async fn merged_profiles(
+    deps: &SessionDeps,
+    plan: &merge::MergePlan,
+    deadline: Instant,
+    tid: Tid,
+    result: &mut EventResult,
+) -> Option<Arc<Merged>> {
+    let linked = match &plan.auth {
+        None => Vec::new(),
+        Some(auth) => {
+            let read_by = deadline
+                .checked_sub(deps.realtime.reply_reserve())
+                .unwrap_or(deadline);
+            let read = deps.profiles.load(auth.visitor);
+            match tokio::time::timeout_at(read_by.into(), read).await {
+                Ok(Ok(found)) => found.into_iter().collect(),
+                Ok(Err(e)) => {
+                    store_unavailable(tid, auth.visitor, &e.to_string());
+                    result.errors.push(DcsError::related_profile_unreadable());
+                    return None;
+                }
+                Err(_) => {
+                    store_unavailable(tid, auth.visitor, "authenticated profile read timed out");
+                    result.errors.push(DcsError::related_profile_unreadable());
+                    return None;
+                }
+            }
+        }
+    };
+    metrics::counter!("tributary_merged_evaluations_total").increment(1);
+    Some(Arc::new(Merged {
+        linked,
+        merge: plan.merge,
+    }))
+}
+
+/// Writes what belongs to the authenticated profile: the event's realizations when the
+/// visitor was authenticated, and the device's link. Through that profile's own session, so
+/// it is applied in order with the profile's other changes; the answer does not wait for it.
+fn write_to_linked(
+    deps: &SessionDeps,
+    device: VisitorId,
+    plan: &merge::MergePlan,
+    realized: &[u64],
+    link_due: bool,
+    now: i64,
+) {
+    let Some(auth) = &plan.auth else { return };
+    let realized = if plan.merge.realize_here {
+        Vec::new()
+    } else {
+        realized.to_vec()
+    };
+    let link = plan
+        .declared
+        .as_ref()
+        .filter(|d| link_due && d.visitor == auth.visitor)
+        .map(|_| (0, device.to_string()));
+    if realized.is_empty() && link.is_none() {
+        return;
+    }
+    let mut change = ProfileUpdate::new(deps.catalog.current(), now);
+    change.identity = Some((auth.dpid, auth.id.clone()));
+    change.realized = realized;
+    change.link = link;
+    let (deps, to) = (deps.clone(), auth.visitor);
+    actix::spawn(async move {
+        if let Err(e) = update(&deps, to, change).await {
+            log::warn!("authenticated profile of {device} not updated: {e}");
+        }
+    });
 }
 
 /// The visitor's profile, and the version it is held as: the one in memory, an empty one for
@@ -480,11 +597,12 @@ impl Handler<EraseProfile> for VisitorSession {
         let state = std::mem::replace(&mut self.profile, ProfileState::Unloaded);
         let profiles = self.deps.profiles.clone();
         let (outbox, catalog) = (self.deps.outbox.clone(), self.deps.catalog.clone());
+        let deps = self.deps.clone();
         let visitor = self.visitor;
         let work = async move {
             // The synced ids say which reverse mappings to remove, the segments which S2S
             // destinations to tell; an unreadable record is deleted all the same.
-            let erased = match state {
+            let mut erased = match state {
                 ProfileState::Loaded(p, _) => p,
                 ProfileState::Unloaded => match profiles.load(visitor).await {
                     Ok(Some(p)) => p,
@@ -492,6 +610,8 @@ impl Handler<EraseProfile> for VisitorSession {
                 },
             };
             let keep_device = msg.erasure == Erasure::OptOut;
+            let links = std::mem::take(&mut erased.links);
+            let identity = erased.identity.take();
             let ids = erased
                 .synced_ids
                 .into_iter()
@@ -505,6 +625,7 @@ impl Handler<EraseProfile> for VisitorSession {
             if result.is_ok() {
                 let now = unix_now();
                 outbox.membership(&catalog.current(), visitor, &erased.segments, &[], now);
+                unlink_everywhere(&deps, visitor, identity, links, now).await;
             }
             drop(msg.pending);
             result
@@ -517,6 +638,39 @@ impl Handler<EraseProfile> for VisitorSession {
             }
             result
         })))
+    }
+}
+
+/// After an erasure, removes the erased profile from the profiles linked to it: a device from
+/// its authenticated profiles, an authenticated profile from its devices (with the devices'
+/// ID sync of its customer id). A failure is logged: the erased profile itself is gone.
+async fn unlink_everywhere(
+    deps: &SessionDeps,
+    erased: VisitorId,
+    identity: Option<(u32, String)>,
+    links: Vec<crate::core::profile::ProfileLink>,
+    now: i64,
+) {
+    let catalog = deps.catalog.current();
+    let updates = links.into_iter().filter_map(|l| {
+        let mut change = ProfileUpdate::new(catalog.clone(), now);
+        let target = match &identity {
+            // An authenticated profile: its links are devices.
+            Some(own) => {
+                change.unlink.push(own.clone());
+                VisitorId::parse(&l.id).filter(|_| l.dpid == 0)?
+            }
+            None => {
+                change.unlink.push((0, erased.to_string()));
+                VisitorId::authenticated(l.dpid, &l.id)
+            }
+        };
+        Some(async move { (target, update(deps, target, change).await) })
+    });
+    for (target, result) in futures_util::future::join_all(updates).await {
+        if let Err(e) = result {
+            log::warn!("link from {target} to the erased {erased} not removed: {e}");
+        }
     }
 }
 
