@@ -7,6 +7,8 @@
 //! - [`signals`]: an event's key/values, and which of them may leave the process.
 //! - [`request`]: parsing `/event` parameters; visitor identification.
 //! - [`idsync`]: declared ids and `/ibs` (parsing, AAM's limits, safe redirects).
+//! - [`inbound`]: one profile update from the customer's own systems, however it arrived.
+//! - [`customer_data`]: the Customer Data API's `/stream` bodies and `/event/s2s` parameters.
 //! - [`event`]: an identified event as the session, the providers and the engine see it.
 //! - [`forwarded`]: the client's address and scheme behind trusted proxies.
 //! - [`error`]: AAM's `errors` entries (the codes the DCS answers with).
@@ -28,6 +30,7 @@ pub mod catalog;
 pub mod circuit;
 pub mod clock;
 pub mod consent;
+pub mod customer_data;
 pub mod destinations;
 pub mod engine;
 pub mod error;
