@@ -54,12 +54,12 @@ pub enum OpKind {
 pub struct Op {
     /// The profiles it acts upon (at least one).
     pub identities: Vec<Identity>,
-    /// Traits written by id (`traitInput.traitIds`, `d_sid`, a file's `d_sid=` and bare ids).
+    /// Traits written by id (`traitInput.traitIds`, `d_sid`, a file's `d_sid=` and `<id>:1`).
     pub trait_ids: Vec<u64>,
     /// Traits removed by id (a file's `d_unsid=`, `<id>:0`, `<id>:-1`).
     pub remove_trait_ids: Vec<u64>,
     /// Signals evaluated against the onboarded traits of the target data sources
-    /// (`traitEvaluation.data`, a file's `key=value` and `ic=` items, `/event/s2s` keys).
+    /// (`traitEvaluation.data`, a file's `key=value`, `ic=` and bare items, `/event/s2s` keys).
     pub signals: Vec<(String, String)>,
     /// `targetDataSource` / `d_tdpid`: whose onboarded traits the signals are evaluated
     /// against, and which data source an OVERWRITE replaces. Empty: the identities' own.

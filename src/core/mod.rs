@@ -25,6 +25,8 @@
 //! - [`provider`]: the provider protocol (request body, answer parsing, outcomes, budget).
 //! - [`signing`]: the HMAC signature of provider requests and S2S deliveries.
 //! - [`circuit`]: a provider's circuit breaker (when to stop calling it, when to try again).
+//! - [`inbound`]: a profile update from the customer's systems, whichever way it arrived.
+//! - [`inbound_file`]: AAM inbound data files: the name, the lines, a bounded line reader.
 
 pub mod catalog;
 pub mod circuit;
@@ -40,6 +42,7 @@ pub mod id_service;
 pub mod ids;
 pub mod idsync;
 pub mod inbound;
+pub mod inbound_file;
 pub mod profile;
 pub mod provider;
 pub mod request;
