@@ -40,6 +40,7 @@ pub mod actors;
 pub mod admin;
 pub mod config;
 pub mod core;
+pub mod inbound;
 pub mod outbox;
 pub mod routes;
 pub mod server;

@@ -204,6 +204,22 @@ impl<A: Actor> SessionDirectory<A> {
         retired
     }
 
+    /// Removes the entry of this session when nothing is pending for it, as the sweep would
+    /// once it is idle: how a session started only for a server-side update (an inbound op)
+    /// goes at once instead of holding memory for `session_idle_secs`. `true` if removed: the
+    /// session must stop.
+    pub fn remove_if_idle(&self, visitor: VisitorId, generation: u64) -> bool {
+        let mut shard = lock(self.shard(visitor));
+        let idle = shard.get(&visitor).is_some_and(|e| {
+            e.generation == generation && e.activity.pending.load(Ordering::Acquire) == 0
+        });
+        if idle {
+            shard.remove(&visitor);
+            self.removed(1);
+        }
+        idle
+    }
+
     /// Drops the entry of a session that stopped (for whatever reason).
     pub fn forget(&self, visitor: VisitorId, generation: u64) {
         let mut shard = lock(self.shard(visitor));

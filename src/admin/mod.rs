@@ -19,7 +19,9 @@
 //! `GET /openapi.json` and `GET /docs` describe all of this (no token needed; see [`openapi`]).
 
 mod catalog_writer;
+mod customer_data;
 pub mod error;
+mod inbound;
 pub mod openapi;
 mod profiles;
 pub mod resource;
@@ -41,6 +43,8 @@ use crate::actors::visitor_session::SessionDeps;
 use crate::core::catalog::{Catalog, Destination, Provider, Segment, Trait};
 use crate::core::rules::segment_rule::SegmentRule;
 use crate::core::rules::trait_rule::TraitRule;
+use crate::inbound::jobs::Jobs;
+use crate::inbound::Inbound;
 use crate::routes::body::{media_type, read_body, BodyError};
 use error::AdminError;
 use resource::Resource;
@@ -57,14 +61,39 @@ pub struct AdminState {
     pub deps: SessionDeps,
     /// SHA-256 of the token: compared in constant time whatever the length sent.
     token_digest: [u8; 32],
+    /// The Customer Data API's ops are applied through it.
+    pub inbound: Inbound,
+    /// Inbound file imports.
+    pub jobs: Jobs,
+    /// `[admin] org_id`: empty = not checked.
+    pub org_id: String,
+    /// `[server] dcs_region`, the profile viewer's one region.
+    pub region: u32,
+    /// `[server] integration_codes`: the viewer's names of data sources.
+    pub integration_codes: std::collections::HashMap<String, u32>,
 }
 
 impl AdminState {
-    pub fn new(writer: Arc<CatalogWriter>, deps: SessionDeps, token: &str) -> Self {
+    pub fn new(
+        writer: Arc<CatalogWriter>,
+        deps: SessionDeps,
+        token: &str,
+        config: &crate::config::Config,
+    ) -> Self {
+        let inbound = Inbound::new(deps.clone(), &config.server.integration_codes);
         AdminState {
             writer,
+            inbound: inbound.clone(),
+            jobs: Jobs::new(
+                inbound,
+                std::env::temp_dir().join("tributary-inbound"),
+                config.store.max_pending_writes,
+            ),
             deps,
             token_digest: digest(token.as_bytes()),
+            org_id: config.admin.org_id.clone(),
+            region: config.server.dcs_region,
+            integration_codes: config.server.integration_codes.clone(),
         }
     }
 }
@@ -106,6 +135,25 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         }),
     )
     .service(
+        web::resource(["/stream/{streamId}", "/stream/{streamId}/"])
+            .wrap(from_fn(require_token_for_updates))
+            .route(web::post().to(customer_data::stream))
+            .default_service(other_methods("POST")),
+    )
+    .service(
+        web::resource(["/event/s2s/{streamId}", "/event/s2s/{streamId}/"])
+            .wrap(from_fn(require_token_for_updates))
+            .route(web::get().to(customer_data::event_s2s))
+            .route(web::post().to(customer_data::event_s2s))
+            .default_service(other_methods("GET, POST")),
+    )
+    .service(
+        web::resource("/profile/{dataSourceId}/{id}")
+            .wrap(from_fn(require_token))
+            .route(web::get().to(customer_data::profile))
+            .default_service(other_methods("GET")),
+    )
+    .service(
         web::scope("/v1")
             .wrap(from_fn(require_token))
             .configure(resource_routes::<Provider>)
@@ -122,6 +170,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .configure(resource_routes::<Segment>)
             .configure(resource_routes::<Destination>)
+            .service(
+                web::resource(["/inbound", "/inbound/"])
+                    .route(web::get().to(inbound::list))
+                    .route(web::post().to(inbound::upload))
+                    .default_service(other_methods("GET, POST")),
+            )
+            .service(
+                web::resource("/inbound/{id}")
+                    .route(web::get().to(inbound::progress))
+                    .default_service(other_methods("GET")),
+            )
             .service(
                 web::resource("/profiles/{uuid}")
                     .route(web::get().to(profiles::get_profile))
@@ -170,6 +229,27 @@ async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    if !token_ok(&req) {
+        let response = actix_web::ResponseError::error_response(&AdminError::Unauthorized);
+        return Ok(req.into_response(response));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// [`require_token`] for the Customer Data API's update endpoints, whose `401` is in their
+/// own answer's shape (status `UNAUTHORIZED`).
+async fn require_token_for_updates(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    if !token_ok(&req) {
+        return Ok(req.into_response(customer_data::unauthorized()));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// Whether the request carries the admin token (compared in constant time).
+fn token_ok(req: &ServiceRequest) -> bool {
     let expected = req
         .app_data::<web::Data<AdminState>>()
         .map(|s| s.token_digest);
@@ -182,15 +262,10 @@ async fn require_token(
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(|t| digest(t.trim().as_bytes()));
-    let ok = match (expected, sent) {
+    match (expected, sent) {
         (Some(expected), Some(sent)) => bool::from(expected.ct_eq(&sent)),
         _ => false,
-    };
-    if !ok {
-        let response = actix_web::ResponseError::error_response(&AdminError::Unauthorized);
-        return Ok(req.into_response(response));
     }
-    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 #[derive(Deserialize)]

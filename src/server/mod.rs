@@ -112,7 +112,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     ));
     let public = listen_public(&config, options, state, tls)?;
     let token = admin_token(&config);
-    let admin_state = web::Data::new(AdminState::new(writer.clone(), deps, &token));
+    let admin_state = web::Data::new(AdminState::new(writer.clone(), deps, &token, &config));
     let admin = listen_admin(&config, admin_state)?;
     let (public, admin) = (public.spawn(), admin.spawn());
     let scheme = if config.server.tls().is_some() {

@@ -180,6 +180,8 @@ pub struct VisitorSession {
     /// Erasures so far: late provider answers of events before an erasure are dropped, so an
     /// erased (or opted-out) visitor's profile is not rebuilt from them.
     erasures: u64,
+    /// Events so far: a session that served none was started for server-side updates only.
+    events: u64,
 }
 
 impl VisitorSession {
@@ -190,6 +192,7 @@ impl VisitorSession {
             profile: ProfileState::Unloaded,
             deps,
             erasures: 0,
+            events: 0,
         }
     }
 }
@@ -219,6 +222,7 @@ impl Handler<CollectEvent> for VisitorSession {
     type Result = AtomicResponse<Self, EventResult>;
 
     fn handle(&mut self, msg: CollectEvent, ctx: &mut Self::Context) -> Self::Result {
+        self.events += 1;
         let state = std::mem::replace(&mut self.profile, ProfileState::Unloaded);
         let work = run_event(
             self.deps.clone(),
@@ -449,7 +453,7 @@ fn write_to_linked(
     change.link = link;
     let (deps, to) = (deps.clone(), auth.visitor);
     actix::spawn(async move {
-        if let Err(e) = update(&deps, to, change).await {
+        if let Err(e) = update(&deps, to, change, false).await {
             log::warn!("authenticated profile of {device} not updated: {e}");
         }
     });
@@ -665,7 +669,7 @@ async fn unlink_everywhere(
                 VisitorId::authenticated(l.dpid, &l.id)
             }
         };
-        Some(async move { (target, update(deps, target, change).await) })
+        Some(async move { (target, update(deps, target, change, true).await) })
     });
     for (target, result) in futures_util::future::join_all(updates).await {
         if let Err(e) = result {

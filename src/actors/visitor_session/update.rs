@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use actix::{ActorFutureExt, AtomicResponse, Handler, Message, WrapFuture};
+use actix::{ActorContext, ActorFutureExt, AtomicResponse, Handler, Message, WrapFuture};
 
 use super::{current_profile, ProfileState, SessionDeps, VisitorSession};
 use crate::actors::directory::PendingGuard;
@@ -21,6 +21,9 @@ use crate::store::{Replay, StoreError};
 pub struct UpdateProfile {
     pub update: Arc<ProfileUpdate>,
     pub pending: Option<PendingGuard>,
+    /// The session stops afterwards if it served no event and nothing else is pending: a
+    /// bulk import must not keep a session per profile it touched.
+    pub transient: bool,
 }
 
 /// What an [`UpdateProfile`] changes, in this order.
@@ -106,12 +109,14 @@ pub async fn update(
     deps: &SessionDeps,
     visitor: VisitorId,
     update: ProfileUpdate,
+    transient: bool,
 ) -> Result<Vec<u64>, StoreError> {
     let (session, pending) = deps.session_for(visitor);
     session
         .send(UpdateProfile {
             update: Arc::new(update),
             pending: Some(pending),
+            transient,
         })
         .await
         .map_err(|e| StoreError::Io(format!("visitor session unavailable: {e}")))?
@@ -124,15 +129,27 @@ impl Handler<UpdateProfile> for VisitorSession {
         let state = std::mem::replace(&mut self.profile, ProfileState::Unloaded);
         let deps = self.deps.clone();
         let visitor = self.visitor;
+        let transient = msg.transient;
         let work = async move {
-            let UpdateProfile { update, pending } = msg;
+            let UpdateProfile {
+                update, pending, ..
+            } = msg;
             let result = apply_update(&deps, visitor, state, update).await;
             drop(pending);
             result
         };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(
-            |(state, result), act, _| {
+            move |(state, result), act, ctx| {
                 act.profile = state;
+                if transient
+                    && act.events == 0
+                    && act
+                        .deps
+                        .directory
+                        .remove_if_idle(act.visitor, act.generation)
+                {
+                    ctx.stop();
+                }
                 result
             },
         )))
