@@ -283,23 +283,22 @@ pub async fn event_s2s(
             .refuse(StatusCode::BAD_REQUEST, why, Some("streamId"))
             .respond("s2s");
     }
-    let pairs: Vec<(String, String)> = if req.method() == actix_web::http::Method::POST {
-        let body = match body_of(&req, payload).await {
+    // A POST's parameters are its body; a GET's, its query (decoded as strictly).
+    let source = if req.method() == actix_web::http::Method::POST {
+        match body_of(&req, payload).await {
             Ok(body) => body,
             Err((status, why)) => return answer.refuse(status, why, None).respond("s2s"),
-        };
-        match s2s_body_pairs(&body) {
-            Ok(pairs) => pairs,
-            Err(e) => {
-                return answer
-                    .refuse(StatusCode::BAD_REQUEST, e.message, None)
-                    .respond("s2s")
-            }
         }
     } else {
-        url::form_urlencoded::parse(req.query_string().as_bytes())
-            .into_owned()
-            .collect()
+        req.query_string().as_bytes().to_vec()
+    };
+    let pairs = match s2s_body_pairs(&source) {
+        Ok(pairs) => pairs,
+        Err(e) => {
+            return answer
+                .refuse(StatusCode::BAD_REQUEST, e.message, None)
+                .respond("s2s")
+        }
     };
     let parsed = parse_s2s(
         pairs

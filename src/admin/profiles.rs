@@ -31,6 +31,33 @@ struct ProfileView {
     ecid: Option<String>,
     synced_ids: Vec<SyncedView>,
     provider_answers: Vec<AnswerView>,
+    /// An authenticated profile's customer id (`docs/customer-data.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authenticated: Option<SyncedView>,
+    /// The profiles linked to this one: a device's customer ids, an authenticated profile's
+    /// devices (data source 0), newest last.
+    links: Vec<LinkView>,
+    /// A device's authenticated profiles (the last one per cross-device data source), as the
+    /// merge rule reads them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    authenticated_profiles: Vec<LinkedView>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LinkView {
+    data_source_id: u32,
+    id: String,
+    linked_at: i64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LinkedView {
+    data_source_id: u32,
+    id: String,
+    traits: Vec<TraitView>,
+    segments: Vec<u64>,
 }
 
 #[derive(Serialize)]
@@ -58,22 +85,39 @@ struct AnswerView {
     expires_at: i64,
 }
 
-fn view(visitor: VisitorId, p: Profile) -> ProfileView {
+fn trait_views(p: &Profile) -> Vec<TraitView> {
+    p.traits
+        .iter()
+        .map(|(sid, r)| TraitView {
+            sid: *sid,
+            first_realization: r.first,
+            last_realization: r.last,
+            count: r.count(),
+        })
+        .collect()
+}
+
+fn view(shown: String, p: Profile, linked: Vec<LinkedView>) -> ProfileView {
     ProfileView {
-        uuid: visitor.to_string(),
+        uuid: shown,
         first_seen: p.first_seen,
         last_seen: p.last_seen,
         catalog_version: p.catalog_version,
-        traits: p
-            .traits
+        traits: trait_views(&p),
+        authenticated: p
+            .identity
+            .clone()
+            .map(|(data_source_id, id)| SyncedView { data_source_id, id }),
+        links: p
+            .links
             .iter()
-            .map(|(sid, r)| TraitView {
-                sid: *sid,
-                first_realization: r.first,
-                last_realization: r.last,
-                count: r.count(),
+            .map(|l| LinkView {
+                data_source_id: l.dpid,
+                id: l.id.clone(),
+                linked_at: l.at,
             })
             .collect(),
+        authenticated_profiles: linked,
         segments: p.segments,
         ecid: p.synced_ids.get(&ECID_DATA_SOURCE).cloned(),
         synced_ids: p
@@ -93,32 +137,70 @@ fn view(visitor: VisitorId, p: Profile) -> ProfileView {
     }
 }
 
-fn visitor_of(req: &HttpRequest) -> Result<VisitorId, AdminError> {
+/// The profile a path names: a device's 38-digit AAM id, or `<dataSourceId>:<customer id>`
+/// for an authenticated profile of a cross-device data source.
+fn visitor_of(req: &HttpRequest, state: &AdminState) -> Result<(VisitorId, String), AdminError> {
     let text = req.match_info().get("uuid").unwrap_or("");
-    VisitorId::parse(text).ok_or_else(|| {
+    if let Some((dpid, id)) = text.split_once(':') {
+        let dpid: u32 = dpid.parse().map_err(|_| {
+            AdminError::invalid("uuid", format!("{:?} is not a data source id", clip(dpid)))
+        })?;
+        if !state.deps.profiles_config.is_cross_device(dpid) || id.is_empty() {
+            return Err(AdminError::invalid(
+                "uuid",
+                format!("data source {dpid} is not in [profiles] cross_device_data_sources: its ids have no profiles of their own"),
+            ));
+        }
+        return Ok((VisitorId::authenticated(dpid, id), text.to_string()));
+    }
+    let visitor = VisitorId::parse(text).ok_or_else(|| {
         AdminError::invalid(
             "uuid",
-            format!("{:?} is not a 38-digit visitor id", clip(text)),
+            format!(
+                "{:?} is neither a 38-digit visitor id nor <dataSourceId>:<customer id>",
+                clip(text)
+            ),
         )
-    })
+    })?;
+    Ok((visitor, visitor.to_string()))
 }
 
 pub async fn get_profile(
     req: HttpRequest,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, AdminError> {
-    let visitor = visitor_of(&req)?;
-    match state.deps.profiles.load(visitor).await? {
-        Some(profile) => Ok(HttpResponse::Ok().json(view(visitor, profile))),
-        None => Err(AdminError::NotFound(format!("no profile for {visitor}"))),
+    let (visitor, shown) = visitor_of(&req, &state)?;
+    let profile = state
+        .deps
+        .profiles
+        .load(visitor)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("no profile for {shown}")))?;
+    let mut linked = Vec::new();
+    if profile.identity.is_none() {
+        for dpid in &state.deps.profiles_config.cross_device_data_sources {
+            let Some(link) = profile.last_link(*dpid) else {
+                continue;
+            };
+            let auth = VisitorId::authenticated(*dpid, &link.id);
+            if let Some(p) = state.deps.profiles.load(auth).await? {
+                linked.push(LinkedView {
+                    data_source_id: *dpid,
+                    id: link.id.clone(),
+                    traits: trait_views(&p),
+                    segments: p.segments,
+                });
+            }
+        }
     }
+    Ok(HttpResponse::Ok().json(view(shown, profile, linked)))
 }
 
 pub async fn delete_profile(
     req: HttpRequest,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, AdminError> {
-    let visitor = visitor_of(&req)?;
+    let (visitor, _) = visitor_of(&req, &state)?;
     erase(&state.deps, visitor, Erasure::Everything).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -6,6 +6,7 @@ mod adobe_libraries;
 mod browser;
 mod common;
 mod crash;
+mod customer_data;
 mod demo;
 mod dest5;
 mod destinations;
