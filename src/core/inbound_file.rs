@@ -423,16 +423,22 @@ fn add_signal(op: &mut Op, key: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `text` quoted for a message, cut to [`SHOWN_BYTES`]: a 100 KB item makes a short message.
+/// `text` quoted for a message, escaped, and cut where the escaped text passes
+/// [`SHOWN_BYTES`]: a 100 KB item, or a short one of control characters (each escaped to as
+/// many as 10 bytes), makes a short message.
 fn shown(text: &str) -> String {
-    if text.len() <= SHOWN_BYTES {
-        return format!("{text:?}");
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        let before = out.len();
+        out.extend(c.escape_debug());
+        if out.len() > SHOWN_BYTES + 1 {
+            out.truncate(before);
+            out.push('…');
+            break;
+        }
     }
-    let mut end = SHOWN_BYTES;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{:?}", format!("{}…", &text[..end]))
+    out.push('"');
+    out
 }
 
 /// One line as read: without its line end (`\n`, `\r\n`).
@@ -727,6 +733,14 @@ mod tests {
         );
         let long = format!("ftp_dpm_21_1234567890.sync.{}", "x".repeat(10_000));
         assert!(render_name(&long).len() < 400);
+        // Found by fuzzing: escaped control characters made a message ten times as long.
+        let controls = format!("ftp_dpm_20914_21_1234{}567890.sync", "\u{1}".repeat(80));
+        let message = render_name(&controls);
+        assert!(message.len() < 400, "{} bytes: {message}", message.len());
+        assert!(
+            message.contains("(the unix time \"1234\\u{1}\\u{1}"),
+            "{message}"
+        );
     }
 
     #[test]
