@@ -7,6 +7,7 @@ mod browser;
 mod common;
 mod crash;
 mod customer_data;
+mod customer_data_sdk;
 mod demo;
 mod dest5;
 mod destinations;
