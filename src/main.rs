@@ -12,6 +12,7 @@ use tributary::server::{self, StartOptions};
 use tributary::telemetry::logging::LogFormat;
 use tributary::tools::bench::{baseline, BenchOptions};
 use tributary::tools::mock_provider::{self, MockBehavior};
+use tributary::tools::onboard::Outcome;
 
 // mimalloc instead of glibc's malloc: the A/B in BENCHMARKS.md (issue 16) is why.
 #[global_allocator]
@@ -71,6 +72,25 @@ enum Command {
         ttl: Option<u64>,
         #[arg(long, default_value_t = 1)]
         workers: usize,
+    },
+    /// Import inbound files in AAM's format (`ftp_dpm_<DPID>_<unix secs>.sync[.gz]`…) through a
+    /// running server's admin API, with progress. Exit status: 0 when every line was applied,
+    /// 2 when some were rejected (each is printed with its number), 1 when a file could not be
+    /// imported.
+    Onboard {
+        /// Files, imported in the order given (AAM's names: they say the data source).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The server's admin listener.
+        #[arg(
+            long,
+            env = "TRIBUTARY_ADMIN_URL",
+            default_value = "http://127.0.0.1:8081"
+        )]
+        admin: String,
+        /// The server's admin token.
+        #[arg(long, env = "TRIBUTARY__ADMIN__TOKEN", hide_env_values = true)]
+        token: String,
     },
     /// Print a TCF v2 consent string (core segment) granting these purposes and vendors, to
     /// try `gdpr=1` calls; `--decode` shows what a string grants instead.
@@ -215,6 +235,25 @@ fn main() -> ExitCode {
             Err(e) => Err(e.to_string()),
         },
         Command::Demo { config, tls } => system.block_on(tributary::tools::demo::run(&config, tls)),
+        Command::Onboard {
+            files,
+            admin,
+            token,
+        } => {
+            let options = tributary::tools::onboard::OnboardOptions {
+                admin,
+                token,
+                files,
+            };
+            return match system.block_on(tributary::tools::onboard::run(options)) {
+                Ok(Outcome::Applied) => ExitCode::SUCCESS,
+                Ok(Outcome::SomeLinesRefused) => ExitCode::from(2),
+                Err(message) => {
+                    eprintln!("tributary onboard: {message}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::TcString {
             purposes,
             vendors,

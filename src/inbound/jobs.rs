@@ -40,7 +40,7 @@ const CHANNEL: usize = 4096;
 /// Jobs whose progress is kept.
 const KEPT_JOBS: usize = 64;
 /// Rejected lines whose number and reason a job keeps (all are counted).
-const KEPT_ERRORS: usize = 1000;
+pub const KEPT_ERRORS: usize = 1000;
 /// Largest upload: AAM's limit for a compressed file.
 pub const MAX_UPLOAD_BYTES: u64 = 3 << 30;
 

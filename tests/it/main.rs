@@ -17,6 +17,7 @@ mod event_api;
 mod fault_matrix;
 mod id_service;
 mod idsync;
+mod onboard;
 mod privacy;
 mod providers;
 mod redis_backend;
