@@ -113,6 +113,73 @@ fn validate_path(kind: &str, paths: &mut Map<String, Value>) {
     );
 }
 
+/// `POST /v1/inbound`, `GET /v1/inbound`, `GET /v1/inbound/{id}` (`tributary onboard` uses them).
+fn inbound_paths(paths: &mut Map<String, Value>) {
+    let job = json!({"content": {"application/json": {"schema": schema_ref("InboundJob")}}});
+    let mut accepted = job.clone();
+    accepted["description"] = Value::from("received; the job runs on (poll the `Location`)");
+    let mut one = job.clone();
+    one["description"] = Value::from("the job's progress");
+    paths.insert(
+        "/v1/inbound".into(),
+        json!({
+            "get": {"tags": ["inbound"], "summary": "The last 64 import jobs, newest first (without their errors)",
+                "responses": with_errors(json!({"200": {"description": "the jobs",
+                    "content": {"application/json": {"schema": {"type": "array", "items": schema_ref("InboundJob")}}}}}))},
+            "post": {"tags": ["inbound"], "summary": "Import an inbound file in AAM's format (the body is the file, up to 3 GiB)",
+                "parameters": [{"name": "file", "in": "query", "required": true,
+                    "description": "AAM's file name, `ftp_dpm_<DPID>[_<TARGET DPID>]_<unix secs>.sync|.overwrite[.<n>][.gz]`",
+                    "schema": {"type": "string"}}],
+                "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                "responses": with_errors(json!({"202": accepted}))}
+        }),
+    );
+    paths.insert(
+        "/v1/inbound/{id}".into(),
+        json!({
+            "parameters": [{"name": "id", "in": "path", "required": true, "description": "the job id", "schema": {"type": "integer"}}],
+            "get": {"tags": ["inbound"], "summary": "An import job's progress",
+                "parameters": [{"name": "errorsFrom", "in": "query", "required": false,
+                    "description": "only the kept errors from this index on", "schema": {"type": "integer"}}],
+                "responses": with_errors(json!({"200": one}))}
+        }),
+    );
+}
+
+/// AAM's Customer Data API at its own paths (Adobe's SDK `@adobe/aio-lib-audience-manager-cd`
+/// describes it in full; this is what Tributary serves of it).
+fn customer_data_paths(paths: &mut Map<String, Value>) {
+    let answer = json!({"description": "per-op outcome (`errors` name the 1-based op)",
+        "content": {"application/json": {"schema": schema_ref("UpdateUsersDataResponse")}}});
+    let stream_id = json!({"name": "streamId", "in": "path", "required": true,
+        "description": "a name for the stream (letters, digits, `-`, `_`, `.`)", "schema": {"type": "string"}});
+    paths.insert(
+        "/stream/{streamId}".into(),
+        json!({"parameters": [stream_id.clone()],
+            "post": {"tags": ["customer data"], "summary": "Up to 1,000 ops (identities, traitInput, traitEvaluation, operationType) in at most 100 KB",
+                "requestBody": body(json!({"type": "object", "required": ["ops"], "properties": {
+                    "tracing_id": {"type": "string"}, "ops": {"type": "array", "maxItems": 1000, "items": {"type": "object"}}}})),
+                "responses": with_errors(json!({"200": answer.clone()}))}}),
+    );
+    paths.insert(
+        "/event/s2s/{streamId}".into(),
+        json!({"parameters": [stream_id],
+            "get": {"tags": ["customer data"], "summary": "One DCS-style update: d_cid, d_uuid, d_mid, d_sid, d_tdpid, signals",
+                "responses": with_errors(json!({"200": answer.clone()}))},
+            "post": {"tags": ["customer data"], "summary": "The same, as a form or a JSON object in the body",
+                "responses": with_errors(json!({"200": answer}))}}),
+    );
+    paths.insert(
+        "/profile/{dataSourceId}/{id}".into(),
+        json!({"parameters": [
+                {"name": "dataSourceId", "in": "path", "required": true, "schema": {"type": "integer"},
+                    "description": "0 for an AAM id, 4 for an ECID, else the data source of a customer id"},
+                {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "get": {"tags": ["customer data"], "summary": "The profile viewer: summaries per region, traits, segments and links",
+                "responses": with_errors(json!({"200": {"description": "the profile"}}))}}),
+    );
+}
+
 /// The whole description.
 pub fn document() -> Value {
     let components = ComponentsBuilder::new()
@@ -156,8 +223,9 @@ pub fn document() -> Value {
     paths.insert(
         "/v1/profiles/{uuid}".into(),
         json!({
-            "parameters": [{"name": "uuid", "in": "path", "required": true, "description": "the 38-digit visitor id",
-                "schema": {"type": "string", "pattern": "^[0-9]{38}$"}}],
+            "parameters": [{"name": "uuid", "in": "path", "required": true,
+                "description": "the 38-digit visitor id, or `<dataSourceId>:<customer id>` for an authenticated profile",
+                "schema": {"type": "string"}}],
             "get": {"tags": ["profiles"], "summary": "What is remembered about a visitor (times in Unix seconds)",
                 "responses": with_errors(json!({"200": {"description": "the profile",
                     "content": {"application/json": {"schema": schema_ref("Profile")}}}}))},
@@ -166,10 +234,30 @@ pub fn document() -> Value {
         }),
     );
 
+    schemas["InboundJob"] = json!({"type": "object", "properties": {
+        "jobId": {"type": "integer"}, "file": {"type": "string"},
+        "state": {"type": "string", "enum": ["receiving", "running", "done", "failed"]},
+        "bytesReceived": {"type": "integer"}, "lines": {"type": "integer", "description": "lines read so far"},
+        "applied": {"type": "integer"}, "rejected": {"type": "integer", "description": "lines refused; nothing of them applied"},
+        "failed": {"type": "integer", "description": "lines the store failed: import the file again"},
+        "errors": {"type": "array", "description": "the first 1,000 refused lines", "items": {"type": "object",
+            "properties": {"line": {"type": "integer"}, "message": {"type": "string"}}}},
+        "message": {"type": "string", "description": "why a failed job stopped"},
+        "startedAt": {"type": "integer"}, "finishedAt": {"type": "integer"}}});
+    schemas["UpdateUsersDataResponse"] = json!({"type": "object", "properties": {
+        "transactionId": {"type": "string"}, "tracingId": {"type": "string", "description": "the request's tracing_id"},
+        "status": {"type": "string", "enum": ["SUCCESS", "PARTIAL_SUCCESS", "BAD_REQUEST", "UNAUTHORIZED", "INTERNAL_ERROR"]},
+        "errors": {"type": "array", "items": {"type": "object", "properties": {
+            "operationIndex": {"type": "integer", "description": "1-based index of the op"},
+            "details": {"type": "array", "items": {"type": "object", "properties": {
+                "errorCode": {"type": "integer"}, "message": {"type": "string"}}}}}}}}});
+    inbound_paths(&mut paths);
+    customer_data_paths(&mut paths);
+
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Tributary admin API", "version": env!("CARGO_PKG_VERSION"),
-            "description": "Manage providers, traits, segments and visitor profiles (AAM field names). Changes are durable once answered and live for the next event."},
+            "description": "Manage providers, traits, segments, destinations and visitor profiles (AAM field names); take in the customer's own data through AAM's Customer Data API and inbound files. Changes are durable once answered and live for the next event."},
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {"schemas": schemas,

@@ -144,9 +144,7 @@ async fn import(client: &awc::Client, base: &str, path: &Path) -> Result<Outcome
 
     bar.set_length(0);
     bar.set_position(0);
-    bar.set_style(style(
-        "{prefix} {spinner} {pos} lines · {msg} · {elapsed}",
-    ));
+    bar.set_style(style("{prefix} {spinner} {pos} lines · {msg} · {elapsed}"));
     bar.enable_steady_tick(Duration::from_millis(100));
     let applying = Instant::now();
     let mut printed = 0usize;
