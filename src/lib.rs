@@ -16,13 +16,17 @@
 //! - [`actors`]: the real-time path — one `VisitorSession` per active visitor (with its
 //!   provider fan-out and late answers), a `ProviderClient` per provider per thread, a
 //!   `SegmentEngine` per thread, and the session directory.
+//! - [`inbound`]: the customer's own data applied — Customer Data API ops and inbound-file
+//!   lines resolved to profiles and handed to their sessions; the file import jobs.
 //! - [`routes`]: the public listener (`/event`, `/ibs`, opt-out, health, metrics), the one
 //!   identification pipeline they share, cookies, CORS, body reading, and the one place
 //!   answers are written.
-//! - [`admin`]: the admin REST API on its own listener, and the catalog writer behind it.
+//! - [`admin`]: the admin REST API on its own listener (with the Customer Data API and the
+//!   inbound file uploads), and the catalog writer behind it.
 //! - [`server`]: the composition — [`server::start`] wires everything together for
 //!   `tributary serve`, the demo and the tests; background tasks; shutdown.
-//! - [`tools`]: the demo, the sample provider, the benchmark and the consent-string helper.
+//! - [`tools`]: the demo, the sample provider, the benchmark, `tributary onboard` and the
+//!   consent-string helper.
 //!
 //! `docs/architecture.md` says the same for a reader who never opens the code, with the
 //! invariants below and why they hold.
