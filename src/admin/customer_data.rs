@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::error::{clip, AdminError};
 use super::AdminState;
 use crate::core::catalog::{Catalog, Status, TraitType};
-use crate::core::clock::unix_now;
+use crate::core::clock::{unix_now, utc_text};
 use crate::core::customer_data::{
     parse_s2s, parse_stream, s2s_body_pairs, valid_stream_id, MAX_STREAM_BODY,
 };
@@ -403,15 +403,6 @@ struct ViewerLink {
     linking_datetime: String,
 }
 
-/// `2019-09-05 09:41:00`, UTC, as the profile viewer writes times.
-fn viewer_time(unix: i64) -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(format).ok())
-        .unwrap_or_default()
-}
-
 /// What the viewer says about data sources: names come from the providers and the
 /// integration codes.
 struct Names<'a> {
@@ -498,7 +489,7 @@ fn viewer_answer(
                 },
                 description: t.description.clone(),
                 data_provider_name: names.owner(t.data_source_id),
-                last_realization: viewer_time(r.last),
+                last_realization: utc_text(r.last),
             })
         })
         .collect();
@@ -543,7 +534,7 @@ fn viewer_answer(
                 .map(|l| ViewerLink {
                     id: l.id.clone(),
                     namespace: names.namespace(l.dpid),
-                    linking_datetime: viewer_time(l.at),
+                    linking_datetime: utc_text(l.at),
                 })
                 .collect(),
         },

@@ -12,8 +12,8 @@
 //! - The event path comes first: while the store's write backlog is over a tenth of
 //!   `store.max_pending_writes`, the job waits, so an import never makes the server shed
 //!   events.
-//! - A line's realizations are dated the file's timestamp, so importing a file again changes
-//!   nothing: imports are idempotent.
+//! - A line's realizations are dated the file's timestamp (or now, if that is in the future),
+//!   so importing a file again changes nothing: imports are idempotent.
 //! - Jobs are kept in memory (the last [`KEPT_JOBS`]); a restart forgets them.
 
 use std::collections::{HashSet, VecDeque};
@@ -333,7 +333,8 @@ async fn run(
     if let Err(e) = reader {
         return Some(format!("cannot start the reading thread: {e}"));
     }
-    let now = file.timestamp;
+    // A time stamp from the future would date realizations nobody has made yet.
+    let now = file.timestamp.min(unix_now());
     let mut in_flight = FuturesUnordered::new();
     let mut users: HashSet<String> = HashSet::new();
     let profiles = inbound.deps().profiles.clone();

@@ -18,6 +18,7 @@ use actix_web::web::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 
+use crate::core::clock::{unix_now, utc_text};
 use crate::core::inbound_file::parse_file_name;
 use crate::inbound::jobs::KEPT_ERRORS;
 
@@ -95,7 +96,16 @@ async fn import(client: &awc::Client, base: &str, path: &Path) -> Result<Outcome
         .ok_or_else(|| format!("{shown}: not a file name"))?
         .to_string();
     // The server checks it too; checking first saves uploading a file it would refuse.
-    parse_file_name(&name).map_err(|why| format!("{shown}: {why}"))?;
+    let parsed = parse_file_name(&name).map_err(|why| format!("{shown}: {why}"))?;
+    // Realizations are dated the name's time stamp: an old one can put them past their
+    // traits' lifetime, which should not come as a surprise.
+    let days = (unix_now() - parsed.timestamp) / 86_400;
+    if days >= 1 {
+        println!(
+            "{name}: note: its realizations are dated {} UTC, the time in its name ({days} days ago)",
+            utc_text(parsed.timestamp)
+        );
+    }
     let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     if size == 0 {

@@ -454,3 +454,86 @@ async fn org_ids_are_checked_where_one_is_configured() {
     assert_eq!(send(None).await.status, 401);
     server.stop().await;
 }
+
+/// In a real browser that blocks third-party cookies, the site tag declares the customer id a
+/// page signed in with: the CRM's data, streamed and imported from a file, is in the answer of
+/// the next page view, on a first device and on a second one that has never seen the CRM.
+#[actix_rt::test]
+async fn the_site_tag_in_a_browser_gets_the_customer_s_own_data() {
+    use crate::common::browser::{Browser, Options, TestSite};
+    let Some(browser) = Browser::start(Options::blocking_third_party_cookies()).await else {
+        return;
+    };
+    let site = TestSite::start().await;
+    let (server, admin) = start(MergeRule::LastAuthenticatedAndDevice).await;
+    let signed_in = |id: &str| {
+        json!({"signals": {"c_page": "cars"},
+               "declaredIds": [{"code": "crm", "id": id, "authState": 1}]})
+    };
+
+    let reply = stream(
+        &admin,
+        json!({"ops": [op(crm("alice"), json!({"traitInput": {"traitIds": [31]}}))]}),
+    )
+    .await;
+    assert_eq!(reply.json()["status"], "SUCCESS");
+    let first =
+        crate::site_tag::page_with_tag(&browser, &site, &server.base, signed_in("alice")).await;
+    assert_eq!(segments_of(&first), [201, 202], "{first}");
+
+    // Bob's gold comes from an inbound file instead.
+    // Dated now: the realizations of a file are dated its time stamp, and a years-old one would
+    // be past the traits' lifetime.
+    let file = format!("ftp_dpm_9001_{}.sync", tributary::core::clock::unix_now());
+    let upload = admin
+        .raw(
+            "POST",
+            &format!("/v1/inbound?file={file}"),
+            Some(b"bob\ttier=gold\n".to_vec()),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(
+        upload.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&upload.body)
+    );
+    let job = upload.json()["jobId"].as_u64().unwrap();
+    wait_for(
+        "the import to finish",
+        std::time::Duration::from_secs(10),
+        || {
+            let admin = &admin;
+            async move {
+                let p = admin
+                    .call("GET", &format!("/v1/inbound/{job}"), None)
+                    .await
+                    .json();
+                if p["state"] == "done" {
+                    Ok(p)
+                } else {
+                    Err(p.to_string())
+                }
+            }
+        },
+    )
+    .await;
+    // A second device, in a fresh browser profile: bob signs in there.
+    let other = Browser::start(Options::blocking_third_party_cookies())
+        .await
+        .expect("a second browser where the first started");
+    let bob = crate::site_tag::page_with_tag(&other, &site, &server.base, signed_in("bob")).await;
+    assert_eq!(segments_of(&bob), [201, 202], "{bob}");
+    assert_ne!(bob["uuid"], first["uuid"], "another device");
+
+    // The first device, signed out and without a declared id: still alice's device.
+    let anonymous = json!({"signals": {"c_page": "cars"}});
+    let later = crate::site_tag::page_with_tag(&browser, &site, &server.base, anonymous).await;
+    assert_eq!(later["uuid"], first["uuid"]);
+    assert_eq!(segments_of(&later), [201, 202, 203], "{later}");
+    other.close().await;
+    browser.close().await;
+    site.stop().await;
+    server.stop().await;
+}

@@ -115,6 +115,12 @@ async fn rejected_lines_are_printed_by_number_and_the_rest_applied() {
             && text.contains("2 applied, 3 rejected, 0 not applied"),
         "{text}"
     );
+    assert!(
+        text.contains(&format!(
+            "{name}: note: its realizations are dated 2023-11-14 22:13:20 UTC"
+        )),
+        "an old time stamp is pointed out: {text}"
+    );
     assert_eq!(traits(&admin, "alice").await, [31]);
     assert_eq!(traits(&admin, "bob").await, [32]);
     for refused in ["carol", "dave", "erin"] {

@@ -38,7 +38,7 @@ pub fn tag_catalog(site: &TestSite) -> tributary::core::catalog::Catalog {
 
 /// Opens the site's page and loads the tag from the DCS with `config`; the answer of the
 /// tag's first event, or `null` when it sent none.
-async fn page_with_tag(browser: &Browser, site: &TestSite, dcs: &str, config: Value) -> Value {
+pub async fn page_with_tag(browser: &Browser, site: &TestSite, dcs: &str, config: Value) -> Value {
     browser
         .open(&format!("{}/page", site.origin("localhost")))
         .await;
