@@ -17,6 +17,7 @@ mod event_api;
 mod fault_matrix;
 mod id_service;
 mod idsync;
+mod inbound_files;
 mod onboard;
 mod privacy;
 mod providers;
