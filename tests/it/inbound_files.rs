@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tributary::config::MergeRule;
+use tributary::config::{Config, MergeRule};
 use tributary::core::catalog::Catalog;
 
 use crate::common::*;
@@ -33,10 +33,15 @@ fn crm_catalog() -> Catalog {
 }
 
 async fn start() -> (TestServer, Admin) {
+    start_with(|_| {}).await
+}
+
+async fn start_with(tweak: impl FnOnce(&mut Config)) -> (TestServer, Admin) {
     let server = TestServer::start_with(&crm_catalog(), |c| {
         c.profiles.cross_device_data_sources = vec![CRM];
         c.profiles.merge_rule = MergeRule::LastAuthenticatedAndDevice;
         c.server.integration_codes.insert("crm".into(), CRM);
+        tweak(c);
     })
     .await;
     let admin = Admin::of(&server);
@@ -554,6 +559,38 @@ async fn bad_requests_and_long_lines() {
     server.stop().await;
 }
 
+/// Sends events, one after another, to a few visitors until `location`'s job has ended and
+/// at least 300 were sent; each must be answered 200. The job's last progress.
+async fn events_during(server: &TestServer, admin: &Admin, location: &str) -> Value {
+    let mut events = 0;
+    let mut during = 0;
+    let progress = loop {
+        // A few visitors, so that the events' own saves are a small part of the backlog.
+        let visitor = format!("{}{:02}", &VISITOR[..36], events % 10);
+        let answer =
+            get(&server.url(&format!("/event?d_uuid={visitor}&c_page=cars&d_rtbd=json"))).await;
+        assert_eq!(
+            answer.status,
+            200,
+            "event {events}: {}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        assert_eq!(answer.json()["uuid"], visitor.as_str());
+        events += 1;
+        let p = admin.call("GET", location, None).await.json();
+        match p["state"].as_str() {
+            Some("running") => during += 1,
+            _ if events >= 300 => break p,
+            _ => {}
+        }
+    };
+    assert!(
+        during > 0,
+        "no event was answered while the file was imported"
+    );
+    progress
+}
+
 #[actix_web::test]
 async fn events_are_answered_while_a_large_file_is_imported() {
     let (server, admin) = start().await;
@@ -574,31 +611,7 @@ async fn events_are_answered_while_a_large_file_is_imported() {
     let lines = (users * per_user) as u64;
     let reply = upload(&admin, &format!("ftp_dpm_{CRM}_{}.sync", stamp()), body).await;
     assert_eq!(reply.status, 202);
-    let location = reply.header("location").unwrap();
-
-    let mut events = 0;
-    let mut during = 0;
-    let progress = loop {
-        let answer = get(&server.url("/event?c_page=cars&d_rtbd=json")).await;
-        assert_eq!(
-            answer.status,
-            200,
-            "event {events}: {}",
-            String::from_utf8_lossy(&answer.body)
-        );
-        assert!(answer.json()["uuid"].is_string());
-        events += 1;
-        let p = admin.call("GET", &location, None).await.json();
-        match p["state"].as_str() {
-            Some("running") => during += 1,
-            _ if events >= 300 => break p,
-            _ => {}
-        }
-    };
-    assert!(
-        during > 0,
-        "no event was answered while the file was imported"
-    );
+    let progress = events_during(&server, &admin, &reply.header("location").unwrap()).await;
     assert_eq!(progress["state"], "done", "{progress}");
     assert_eq!(counts(&progress), [lines, lines, 0, 0], "{progress}");
     assert_traits(
@@ -610,5 +623,37 @@ async fn events_are_answered_while_a_large_file_is_imported() {
         ],
     )
     .await;
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn an_import_waits_for_the_store_rather_than_have_events_shed() {
+    // A write backlog bound the import would pass on its own (each user it changes waits
+    // `store.write_delay_ms` to be written): events are shed at 200, the import waits above
+    // 20. The wait makes the import slow, hence fewer lines than above.
+    let (server, admin) = start_with(|c| {
+        c.store.max_pending_writes = 200;
+        c.store.max_pending_writes_failing = 100;
+        c.store.write_delay_ms = 200;
+    })
+    .await;
+    let users = 8_000;
+    let body: String = (0..users).map(|u| format!("w{u}\td_sid=31\n")).collect();
+    let reply = upload(
+        &admin,
+        &format!("ftp_dpm_{CRM}_{}.sync", stamp()),
+        body.into(),
+    )
+    .await;
+    assert_eq!(reply.status, 202);
+    let progress = events_during(&server, &admin, &reply.header("location").unwrap()).await;
+    assert_eq!(progress["state"], "done", "{progress}");
+    assert_eq!(counts(&progress), [users, users, 0, 0], "{progress}");
+    let waits = metric_value(
+        &metrics(&server).await,
+        "tributary_inbound_backlog_waits_total",
+    );
+    assert!(waits.is_some_and(|w| w > 0.0), "{waits:?}");
+    assert_traits(&admin, &[("w0", Some(&[31])), ("w7999", Some(&[31]))]).await;
     server.stop().await;
 }
