@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::error::{clip, AdminError};
 use super::AdminState;
+use crate::inbound::jobs::{UploadError, MAX_UPLOAD_BYTES};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,24 +36,23 @@ pub async fn upload(
         .jobs
         .receive(&query.file)
         .await
-        .map_err(|why| AdminError::invalid("file", why))?;
+        .map_err(upload_error)?;
     while let Some(chunk) = payload.next().await {
         let written = match chunk {
             Ok(bytes) => upload.write(bytes).await,
-            Err(e) => Err(format!("the upload broke off: {e}")),
+            Err(e) => {
+                let why = format!("the upload broke off: {e}");
+                upload.abandon(&state.jobs, &why);
+                return Err(AdminError::invalid("body", why));
+            }
         };
-        if let Err(why) = written {
-            let too_large = why.contains("larger than");
-            upload.abandon(why.clone());
-            return Err(if too_large {
-                AdminError::TooLarge(crate::inbound::jobs::MAX_UPLOAD_BYTES as usize)
-            } else {
-                AdminError::invalid("body", why)
-            });
+        if let Err(e) = written {
+            upload.abandon(&state.jobs, &e.to_string());
+            return Err(upload_error(e));
         }
     }
     if upload.received() == 0 {
-        upload.abandon("empty upload".into());
+        upload.abandon(&state.jobs, "empty upload");
         return Err(AdminError::invalid(
             "body",
             "the file is empty: AAM refuses empty files, and so does Tributary",
@@ -64,6 +64,14 @@ pub async fn upload(
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", format!("/v1/inbound/{id}")))
         .json(job.progress(0)))
+}
+
+fn upload_error(e: UploadError) -> AdminError {
+    match e {
+        UploadError::BadName(why) => AdminError::invalid("file", why),
+        UploadError::TooLarge => AdminError::TooLarge(MAX_UPLOAD_BYTES as usize),
+        UploadError::Spool(why) => AdminError::Store(why),
+    }
 }
 
 pub async fn list(state: web::Data<AdminState>) -> HttpResponse {

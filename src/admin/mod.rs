@@ -86,7 +86,7 @@ impl AdminState {
             inbound: inbound.clone(),
             jobs: Jobs::new(
                 inbound,
-                std::env::temp_dir().join("tributary-inbound"),
+                config.admin.spool_dir(),
                 config.store.max_pending_writes,
             ),
             deps,

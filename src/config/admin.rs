@@ -1,6 +1,7 @@
 //! `[admin]`: the admin REST API's listener (docs/admin-api.md).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -18,6 +19,10 @@ pub struct AdminConfig {
     /// The organization id Customer Data API calls must carry (`x-gw-ims-org-id`, `d_orgid`),
     /// as Adobe's SDK sends it (`…@AdobeOrg`); empty = not checked.
     pub org_id: String,
+    /// Where uploaded inbound files wait while they are imported (`POST /v1/inbound`); empty =
+    /// `tributary-inbound` in the system's temporary directory. Put it on a disk with room for
+    /// the largest file: a temporary directory in memory (tmpfs) holds uploads in RAM.
+    pub inbound_spool_dir: PathBuf,
 }
 
 impl Default for AdminConfig {
@@ -26,11 +31,21 @@ impl Default for AdminConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8081)),
             token: String::new(),
             org_id: String::new(),
+            inbound_spool_dir: PathBuf::new(),
         }
     }
 }
 
 impl AdminConfig {
+    /// The inbound spool directory in use.
+    pub fn spool_dir(&self) -> PathBuf {
+        if self.inbound_spool_dir.as_os_str().is_empty() {
+            std::env::temp_dir().join("tributary-inbound")
+        } else {
+            self.inbound_spool_dir.clone()
+        }
+    }
+
     /// `bind` needs no check here: it was parsed when the configuration was read.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let token = &self.token;

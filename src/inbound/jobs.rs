@@ -14,7 +14,8 @@
 //!   events.
 //! - A line's realizations are dated the file's timestamp (or now, if that is in the future),
 //!   so importing a file again changes nothing: imports are idempotent.
-//! - Jobs are kept in memory (the last [`KEPT_JOBS`]); a restart forgets them.
+//! - Jobs are kept in memory (the last [`KEPT_JOBS`], running ones always); a restart forgets
+//!   them. An upload refused during its request (too large, broken off, empty) leaves no job.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Write as _};
@@ -102,6 +103,13 @@ impl Job {
         }
     }
 
+    fn is_finished(&self) -> bool {
+        matches!(
+            lock(&self.progress).state,
+            JobState::Done | JobState::Failed
+        )
+    }
+
     fn update(&self, f: impl FnOnce(&mut Progress)) {
         f(&mut lock(&self.progress));
     }
@@ -151,6 +159,19 @@ pub struct Jobs {
     max_backlog: usize,
 }
 
+/// Why an upload was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The file name is not AAM's (the message says how).
+    #[error("{0}")]
+    BadName(String),
+    #[error("the file is larger than {MAX_UPLOAD_BYTES} bytes")]
+    TooLarge,
+    /// The server could not spool it (a full or unwritable disk): not the client's fault.
+    #[error("{0}")]
+    Spool(String),
+}
+
 /// A spool file being written.
 pub struct Upload {
     pub job: Arc<Job>,
@@ -194,8 +215,8 @@ impl Jobs {
 
     /// Starts receiving `name` (AAM's file name, which says the data source, sync or overwrite,
     /// gzip, and the date of its realizations). `Err` says what is wrong with the name.
-    pub async fn receive(&self, name: &str) -> Result<Upload, String> {
-        let file = parse_file_name(name)?;
+    pub async fn receive(&self, name: &str) -> Result<Upload, UploadError> {
+        let file = parse_file_name(name).map_err(UploadError::BadName)?;
         let dir = self.spool_dir.clone();
         let spool = crate::store::on_blocking_thread("inbound spool", move || {
             std::fs::create_dir_all(&dir).map_err(|e| StoreError::Io(e.to_string()))?;
@@ -203,10 +224,10 @@ impl Jobs {
         })
         .await
         .map_err(|e| {
-            format!(
+            UploadError::Spool(format!(
                 "cannot spool the upload in {}: {e}",
                 self.spool_dir.display()
-            )
+            ))
         })?;
         let job = Arc::new(Job {
             progress: Mutex::new(Progress {
@@ -229,8 +250,13 @@ impl Jobs {
             jobs.0 += 1;
             let id = jobs.0;
             jobs.1.push_back((id, job.clone()));
+            // The oldest finished jobs go first: one still running stays in view.
             while jobs.1.len() > KEPT_JOBS {
-                jobs.1.pop_front();
+                let finished = jobs.1.iter().position(|(_, j)| j.is_finished());
+                match finished {
+                    Some(i) => drop(jobs.1.remove(i)),
+                    None => break,
+                }
             }
             id
         };
@@ -269,22 +295,22 @@ impl Jobs {
 impl Upload {
     /// Appends a chunk of the upload to the spool file (on a blocking thread). `Err` for an
     /// upload over [`MAX_UPLOAD_BYTES`] or a spool that cannot be written.
-    pub async fn write(&mut self, chunk: actix_web::web::Bytes) -> Result<(), String> {
+    pub async fn write(&mut self, chunk: actix_web::web::Bytes) -> Result<(), UploadError> {
         self.received += chunk.len() as u64;
         if self.received > MAX_UPLOAD_BYTES {
-            return Err(format!("the file is larger than {MAX_UPLOAD_BYTES} bytes"));
+            return Err(UploadError::TooLarge);
         }
         let Some(mut spool) = self.spool.take() else {
-            return Err("the spool file is gone".into());
+            return Err(UploadError::Spool("the spool file is gone".into()));
         };
         let (spool, written) = actix_rt::task::spawn_blocking(move || {
             let written = spool.write_all(&chunk);
             (spool, written)
         })
         .await
-        .map_err(|e| format!("spool task failed: {e}"))?;
+        .map_err(|e| UploadError::Spool(format!("spool task failed: {e}")))?;
         self.spool = Some(spool);
-        written.map_err(|e| format!("cannot write the spool file: {e}"))?;
+        written.map_err(|e| UploadError::Spool(format!("cannot write the spool file: {e}")))?;
         let received = self.received;
         self.job.update(|p| p.bytes_received = received);
         Ok(())
@@ -294,9 +320,16 @@ impl Upload {
         self.received
     }
 
-    /// Gives up on an upload that failed: the job says why.
-    pub fn abandon(self, why: String) {
-        self.job.finish(Some(why));
+    /// Gives up on an upload that was refused or broke off: the request's answer says why, and
+    /// the job, never started, leaves the list.
+    pub fn abandon(mut self, jobs: &Jobs, why: &str) {
+        log::info!("inbound upload {} abandoned: {why}", self.id);
+        if let Some(spool) = self.spool.take() {
+            // Removing the file is disk work: not on the admin worker.
+            drop(actix_rt::task::spawn_blocking(move || drop(spool)));
+        }
+        self.job.finish(Some(why.to_string()));
+        lock(&jobs.jobs).1.retain(|(id, _)| *id != self.id);
     }
 }
 

@@ -550,12 +550,11 @@ async fn bad_requests_and_long_lines() {
     assert_eq!(bad_from.status, 400);
     assert_eq!(bad_from.json()["error"]["field"], "errorsFrom");
 
-    // Newest first: the import, then the empty upload, kept as a failed job.
+    // The refused uploads left no job: only the import is listed.
     let list = admin.call("GET", "/v1/inbound", None).await.json();
     let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["jobId"], p["jobId"]);
-    assert_eq!(list[1]["state"], "failed");
     server.stop().await;
 }
 
@@ -655,5 +654,32 @@ async fn an_import_waits_for_the_store_rather_than_have_events_shed() {
     );
     assert!(waits.is_some_and(|w| w > 0.0), "{waits:?}");
     assert_traits(&admin, &[("w0", Some(&[31])), ("w7999", Some(&[31]))]).await;
+    server.stop().await;
+}
+
+/// A spool directory the server cannot write (here: under a regular file) is the server's
+/// fault, not the client's: 503 with the store's error code, and no job left behind.
+#[actix_web::test]
+async fn an_unwritable_spool_is_a_503_not_a_client_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-directory");
+    std::fs::write(&blocker, b"").unwrap();
+    let spool = blocker.join("spool");
+    let (server, admin) = start_with(move |c| c.admin.inbound_spool_dir = spool).await;
+    let name = format!("ftp_dpm_{CRM}_{}.sync", stamp());
+    let refused = upload(&admin, &name, b"alice\td_sid=31\n".to_vec()).await;
+    assert_eq!(
+        refused.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("cannot spool the upload"), "{message}");
+    let list = admin.call("GET", "/v1/inbound", None).await.json();
+    assert_eq!(list, json!([]));
     server.stop().await;
 }
