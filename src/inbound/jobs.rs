@@ -99,6 +99,8 @@ impl Job {
         let p = lock(&self.progress);
         Progress {
             errors: p.errors.iter().skip(errors_from).cloned().collect(),
+            // The reader reports its count every 1,024 lines; lines settled since are read too.
+            lines: p.lines.max(p.applied + p.rejected + p.failed),
             ..p.clone()
         }
     }

@@ -166,10 +166,7 @@ async fn import(client: &awc::Client, base: &str, path: &Path) -> Result<Outcome
             bar.suspend(|| println!("{line}"));
         }
         printed += progress.errors.len();
-        // The reader reports its count now and then; the settled lines may be ahead of it.
-        let seen = progress
-            .lines
-            .max(progress.applied + progress.rejected + progress.failed);
+        let seen = progress.lines;
         bar.set_position(seen);
         let failed = if progress.failed > 0 {
             format!(", {} not applied", progress.failed)
@@ -185,7 +182,15 @@ async fn import(client: &awc::Client, base: &str, path: &Path) -> Result<Outcome
         if progress.state == "done" || progress.state == "failed" {
             break;
         }
-        actix_rt::time::sleep(POLL).await;
+        tokio::select! {
+            _ = actix_rt::time::sleep(POLL) => {}
+            _ = tokio::signal::ctrl_c() => {
+                bar.finish_and_clear();
+                return Err(format!(
+                    "{shown}: interrupted; the server goes on importing it (job {job}: GET {base}/v1/inbound/{job})"
+                ));
+            }
+        }
         progress = get_json(
             client,
             &format!("{base}/v1/inbound/{job}?errorsFrom={printed}"),
