@@ -39,6 +39,8 @@ fn the_bench_tool_runs_every_scenario() {
         "overload-overload",
         "overload-recovery",
         "overload-generator-floor",
+        "inbound-stream",
+        "inbound-file",
     ] {
         assert!(
             scenarios.contains(&expected),
@@ -47,7 +49,32 @@ fn the_bench_tool_runs_every_scenario() {
     }
     for m in report["measurements"].as_array().unwrap() {
         assert!(m["requests"].as_u64().unwrap() > 0, "{m}");
-        assert!(m["by_status"]["200"].as_u64().unwrap_or(0) > 0, "{m}");
+        // An import's one request is its upload, answered 202.
+        let answered = ["200", "202"]
+            .iter()
+            .map(|s| m["by_status"][s].as_u64().unwrap_or(0))
+            .sum::<u64>();
+        assert!(answered > 0, "{m}");
+    }
+    // Every op and line applied and stored, and the raw store measured against.
+    let find = |name: &str| {
+        report["measurements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["scenario"] == name)
+            .unwrap()
+            .clone()
+    };
+    for (name, sent, applied) in [
+        ("inbound-stream", "ops", "ops_applied"),
+        ("inbound-file", "lines", "applied"),
+    ] {
+        let extra = &find(name)["extra"];
+        assert!(extra[sent].as_f64().unwrap() > 0.0, "{extra}");
+        assert_eq!(extra[sent], extra[applied], "{name}: {extra}");
+        assert_eq!(extra[sent], extra["stored_profiles"], "{name}: {extra}");
+        assert!(extra["raw_store_writes_per_sec"].as_f64().unwrap() > 0.0);
     }
     assert!(!report["checks"].as_array().unwrap().is_empty());
     assert!(stdout.contains("targets:"), "{stdout}");

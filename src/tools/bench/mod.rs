@@ -10,7 +10,10 @@
 //! event calls them) and warm (answers cached), on the same visitors; one provider slower than
 //! its timeout at half load (deadline adherence, connection reuse); a 100,000-trait / 20,000-
 //! segment catalog; a million visitors (store growth and memory); 85% of capacity (no
-//! shedding), overload at twice capacity (shedding) and recovery; optionally a soak.
+//! shedding), overload at twice capacity (shedding) and recovery; optionally a soak; and,
+//! only when named with `--scenario` (each takes minutes), the customer's own data
+//! ([`inbound`]): a million ops through `/stream`, a million-line file imported, each against
+//! the raw store's write rate, and `/event`'s latency during an import against without.
 //!
 //! The generator must never be what sets the pace: it runs on several threads, each thread's
 //! CPU is measured, and a phase in which one was saturated is not judged. `--wrk` confirms
@@ -19,11 +22,13 @@
 //! This file holds the options, the run and one function per scenario; what they share sits
 //! beside it: `process` (the child processes), `progress` (a load with a progress bar), `http`
 //! and `prometheus` (reading a server's /metrics), `report` (figures, targets, the table),
-//! `wrk` (the outside generator).
+//! `wrk` (the outside generator); the inbound scenarios are in `inbound`, with their own
+//! admin client.
 
 pub mod baseline;
 pub mod catalogs;
 pub mod engine;
+pub mod inbound;
 pub mod load;
 pub mod population;
 pub mod procstat;
@@ -76,7 +81,8 @@ pub struct BenchOptions {
     /// After each closed-loop phase, drive the same server with `wrk` too (Debian's package)
     /// and record its figures beside the bench's: the confirmation from outside.
     pub wrk: bool,
-    /// Scenarios to run, in order; empty = all but the soak.
+    /// Scenarios to run, in order; empty = all but the soak and the inbound ones (which a
+    /// smoke run adds, tiny, but for `inbound-events`).
     pub scenarios: Vec<Scenario>,
     /// Length of the soak at 70% load (only when the soak scenario is selected).
     pub soak: Duration,
@@ -130,6 +136,12 @@ pub enum Scenario {
     Visitors1m,
     Overload,
     Soak,
+    /// A million ops through `POST /stream` (not in the default list: see [`inbound`]).
+    InboundStream,
+    /// A million-line inbound file imported.
+    InboundFile,
+    /// `/event` latency at 40% of capacity, alone and during an import.
+    InboundEvents,
 }
 
 impl Scenario {
@@ -167,6 +179,9 @@ impl Scenario {
             Visitors1m => "visitors-1m",
             Overload => "overload",
             Soak => "soak",
+            InboundStream => "inbound-stream",
+            InboundFile => "inbound-file",
+            InboundEvents => "inbound-events",
         }
     }
 }
@@ -199,7 +214,13 @@ pub fn run(options: BenchOptions) -> Result<Report, String> {
         measurements: Vec::new(),
     };
     let scenarios = if bench.options.scenarios.is_empty() {
-        Scenario::all()
+        let mut all = Scenario::all();
+        if bench.options.is_smoke() {
+            // Tiny in a smoke run (a few thousand ops, seconds), so CI runs them too; the
+            // `/event` one is left out, as its three phases would add as many again.
+            all.extend([Scenario::InboundStream, Scenario::InboundFile]);
+        }
+        all
     } else {
         bench.options.scenarios.clone()
     };
@@ -298,6 +319,9 @@ impl Bench {
             Scenario::Visitors1m => self.visitors_1m(),
             Scenario::Overload => self.overload(),
             Scenario::Soak => self.soak(),
+            Scenario::InboundStream => self.inbound_stream(),
+            Scenario::InboundFile => self.inbound_file(),
+            Scenario::InboundEvents => self.inbound_events(),
         }
     }
 
@@ -855,10 +879,7 @@ impl Bench {
         service: &Service,
         spec: &LoadSpec,
     ) -> Result<(), String> {
-        let script = self.dir.path().join("wrk_events.lua");
-        if !script.exists() {
-            std::fs::write(&script, wrk::SCRIPT).map_err(|e| e.to_string())?;
-        }
+        let script = self.wrk_script()?;
         let visitors = match spec.visitors {
             Visitors::Zipf(n) | Visitors::Sequential(n) => n,
         };
@@ -870,6 +891,7 @@ impl Bench {
             spec.duration,
             visitors,
             &script,
+            None,
         )?;
         let cpu_after = procstat::cpu_micros(service.pid());
         m.extra
@@ -885,6 +907,15 @@ impl Bench {
             }
         }
         Ok(())
+    }
+
+    /// Where wrk's event script is, written there on first use.
+    fn wrk_script(&self) -> Result<PathBuf, String> {
+        let script = self.dir.path().join("wrk_events.lua");
+        if !script.exists() {
+            std::fs::write(&script, wrk::SCRIPT).map_err(|e| e.to_string())?;
+        }
+        Ok(script)
     }
 
     /// A measured phase (no warm-up): load figures, server CPU per event, memory, store size,

@@ -96,6 +96,24 @@ impl Service {
         self.child.id()
     }
 
+    /// What follows `marker` in the first log line holding it, waiting up to `wait` for the
+    /// line: how a second listener's address (Tributary's admin API) is found.
+    pub(super) fn logged_after(&self, marker: &str, wait: Duration) -> Option<String> {
+        let until = Instant::now() + wait;
+        loop {
+            let found = self
+                .log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .find_map(|line| line.split(marker).nth(1).map(str::to_string));
+            if found.is_some() || Instant::now() > until {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn log_text(&self) -> String {
         self.log
             .lock()

@@ -341,6 +341,14 @@ pub(super) fn print_report(r: &Report) {
         "store MiB",
         "non-200"
     );
+    // Rows of an import have no request latency: its one request is the upload.
+    let ms = |m: &Measurement, v: f64| {
+        if m.max_ms > 0.0 {
+            format!("{v:.2}")
+        } else {
+            "-".into()
+        }
+    };
     for m in &r.measurements {
         let non_ok: u64 = m
             .by_status
@@ -350,13 +358,13 @@ pub(super) fn print_report(r: &Report) {
             .sum::<u64>()
             + m.failures;
         println!(
-            "{:<20} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>8} {:>10} {:>10}",
+            "{:<20} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10}",
             m.scenario,
             m.events_per_sec,
-            m.p50_ms,
-            m.p99_ms,
-            m.p999_ms,
-            m.max_ms,
+            ms(m, m.p50_ms),
+            ms(m, m.p99_ms),
+            ms(m, m.p999_ms),
+            ms(m, m.max_ms),
             m.cpu_us_per_event.map_or("-".into(), |c| format!("{c:.0}")),
             m.peak_rss_bytes
                 .map_or("-".into(), |b| format!("{:.0}", b as f64 / 1048576.0)),
@@ -388,6 +396,7 @@ pub(super) fn print_report(r: &Report) {
             println!("  {}: {}", m.scenario, extras.join(", "));
         }
     }
+    print_inbound(r);
     if !r.checks.is_empty() {
         println!("\ntargets:");
         for c in &r.checks {
@@ -397,6 +406,64 @@ pub(super) fn print_report(r: &Report) {
                 c.target,
                 c.value
             );
+        }
+    }
+}
+
+/// The inbound scenarios' figures (issue 18) as sentences: rates against the raw store, and
+/// `/event` with and without an import. The issue sets no target for them.
+fn print_inbound(r: &Report) {
+    let get = |name: &str| r.measurements.iter().find(|m| m.scenario == name);
+    let extra = |m: &Measurement, key: &str| m.extra.get(key).copied().unwrap_or(f64::NAN);
+    let mib = |m: &Measurement| m.peak_rss_bytes.map_or(f64::NAN, |b| b as f64 / 1048576.0);
+    let mut lines = Vec::new();
+    for (name, what, count) in [
+        ("inbound-stream", "ops", "ops_applied"),
+        ("inbound-file", "lines", "lines"),
+    ] {
+        if let Some(m) = get(name) {
+            lines.push(format!(
+                "{name}: {:.0} {what} at {:.0}/s answered ({:.0}/s until stored); raw store \
+                 {:.0} writes/s: ratio {:.2} ({:.2} until stored); peak RSS {:.0} MiB",
+                extra(m, count),
+                m.events_per_sec,
+                extra(m, "per_sec_until_stored"),
+                extra(m, "raw_store_writes_per_sec"),
+                extra(m, "ratio_to_raw_store"),
+                extra(m, "ratio_to_raw_store_until_stored"),
+                mib(m),
+            ));
+        }
+    }
+    if let (Some(alone), Some(during)) = (
+        get("inbound-events-alone"),
+        get("inbound-events-during-import"),
+    ) {
+        let shed = |m: &Measurement| m.by_status.get(&429).copied().unwrap_or(0);
+        lines.push(format!(
+            "/event at {:.0}/s: p99 {:.2} ms alone, {:.2} ms during the import ({:.2}x); \
+             429s {} / {}, failures {} / {}; import {:.0} lines/s, still running at the end \
+             of the phase: {}",
+            alone.offered_per_sec.unwrap_or(0.0),
+            alone.p99_ms,
+            during.p99_ms,
+            extra(during, "p99_ratio_to_alone"),
+            shed(alone),
+            shed(during),
+            alone.failures,
+            during.failures,
+            extra(during, "import_lines_per_sec"),
+            if extra(during, "import_running_at_end") > 0.0 {
+                "yes"
+            } else {
+                "no (the phase outlasted the import)"
+            },
+        ));
+    }
+    if !lines.is_empty() {
+        println!("\ninbound data (issue 18):");
+        for line in lines {
+            println!("  {line}");
         }
     }
 }

@@ -17,9 +17,17 @@ pub const SCRIPT: &str = include_str!("wrk_events.lua");
 pub struct WrkResult {
     pub requests_per_sec: f64,
     pub p99_ms: Option<f64>,
+    /// Answers other than 2xx and 3xx (a `429` is one).
+    pub non_2xx: u64,
+    /// Connect, read, write and timeout errors together.
+    pub socket_errors: u64,
 }
 
-/// Runs `wrk` against `addr`; its visitors are ids 0..`visitors`, drawn uniformly.
+/// Runs `wrk` against `addr`; its visitors are ids 0..`visitors`, drawn uniformly. With
+/// `delay_ms`, each connection waits that long after each answer before its next request:
+/// wrk has no fixed rate, so a steady load is `connections` paced this way (its latencies
+/// are then counted from each send, not from when a request was due: a lower bound of an
+/// open-loop figure).
 pub fn run(
     addr: SocketAddr,
     threads: usize,
@@ -27,8 +35,13 @@ pub fn run(
     duration: Duration,
     visitors: u64,
     script: &Path,
+    delay_ms: Option<u64>,
 ) -> Result<WrkResult, String> {
-    let output = Command::new("wrk")
+    let mut command = Command::new("wrk");
+    if let Some(ms) = delay_ms {
+        command.env("TRIBUTARY_WRK_DELAY_MS", ms.to_string());
+    }
+    let output = command
         .arg(format!("-t{}", threads.max(1)))
         .arg(format!("-c{}", connections.max(threads.max(1))))
         .arg(format!("-d{}s", duration.as_secs().max(1)))
@@ -63,9 +76,27 @@ fn parse(text: &str) -> Option<WrkResult> {
         .lines()
         .find_map(|l| l.trim().strip_prefix("99%"))
         .and_then(|v| duration_ms(v.trim()));
+    // Both lines appear only when there was something to count.
+    let non_2xx = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    let socket_errors = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+        .map(|counts| {
+            counts
+                .split(',')
+                .filter_map(|c| c.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
     Some(WrkResult {
         requests_per_sec,
         p99_ms,
+        non_2xx,
+        socket_errors,
     })
 }
 
@@ -102,9 +133,16 @@ mod tests {
             parse(text),
             Some(WrkResult {
                 requests_per_sec: 54321.0,
-                p99_ms: Some(0.95)
+                p99_ms: Some(0.95),
+                non_2xx: 0,
+                socket_errors: 0,
             })
         );
+        let shed = format!(
+            "{text}  Socket errors: connect 0, read 2, write 0, timeout 5\n  Non-2xx or 3xx responses: 17\n"
+        );
+        let r = parse(&shed).unwrap();
+        assert_eq!((r.non_2xx, r.socket_errors), (17, 7));
         assert_eq!(duration_ms("1.50s"), Some(1500.0));
         assert_eq!(parse("nothing"), None);
     }

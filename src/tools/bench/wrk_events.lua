@@ -5,7 +5,15 @@
 -- uniformly here (the bench draws them Zipf-distributed), so the sessions
 -- and the store see more distinct visitors than in the bench: a harder workload, not an
 -- easier one.
+-- TRIBUTARY_WRK_DELAY_MS paces each connection (a wait after each answer), for a steady load
+-- rather than as many requests as the server takes.
 local visitors = tonumber(os.getenv("TRIBUTARY_WRK_VISITORS") or "") or 1000000
+local delay_ms = tonumber(os.getenv("TRIBUTARY_WRK_DELAY_MS") or "")
+if delay_ms then
+  delay = function()
+    return delay_ms
+  end
+end
 local pages = { "cars", "news/today", "home", "cars/suv" }
 local sections = { "sport", "finance", "home" }
 local devices = { "mobile", "desktop", "tablet" }
