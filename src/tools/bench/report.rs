@@ -441,13 +441,14 @@ fn print_inbound(r: &Report) {
     ) {
         let shed = |m: &Measurement| m.by_status.get(&429).copied().unwrap_or(0);
         lines.push(format!(
-            "/event at {:.0}/s: p99 {:.2} ms alone, {:.2} ms during the import ({:.2}x); \
-             429s {} / {}, failures {} / {}; import {:.0} lines/s, still running at the end \
-             of the phase: {}",
+            "/event at {:.0}/s: p99 {:.2} ms alone, {:.2} ms during the import ({:.2}x; \
+             generator floor {:.2} ms); 429s {} / {}, failures {} / {}; import {:.0} lines/s, \
+             still running at the end of the phase: {}",
             alone.offered_per_sec.unwrap_or(0.0),
             alone.p99_ms,
             during.p99_ms,
             extra(during, "p99_ratio_to_alone"),
+            get("inbound-events-generator-floor").map_or(f64::NAN, |f| f.p99_ms),
             shed(alone),
             shed(during),
             alone.failures,
