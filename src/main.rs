@@ -128,7 +128,7 @@ enum Command {
         /// Confirm each closed-loop phase with `wrk` (apt-get install wrk) on the same server.
         #[arg(long)]
         wrk: bool,
-        /// Scenarios to run (repeatable); default: all but soak.
+        /// Scenarios to run (repeatable); default: all but soak and the inbound ones.
         #[arg(long = "scenario", value_enum)]
         scenarios: Vec<tributary::tools::bench::Scenario>,
         /// Length of the soak scenario in seconds.

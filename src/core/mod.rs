@@ -8,6 +8,7 @@
 //! - [`request`]: parsing `/event` parameters; visitor identification.
 //! - [`idsync`]: declared ids and `/ibs` (parsing, AAM's limits, safe redirects).
 //! - [`inbound`]: one profile update from the customer's own systems, however it arrived.
+//! - [`priority`]: when an import yields the cores to events.
 //! - [`customer_data`]: the Customer Data API's `/stream` bodies and `/event/s2s` parameters.
 //! - [`event`]: an identified event as the session, the providers and the engine see it.
 //! - [`forwarded`]: the client's address and scheme behind trusted proxies.
@@ -25,7 +26,6 @@
 //! - [`provider`]: the provider protocol (request body, answer parsing, outcomes, budget).
 //! - [`signing`]: the HMAC signature of provider requests and S2S deliveries.
 //! - [`circuit`]: a provider's circuit breaker (when to stop calling it, when to try again).
-//! - [`inbound`]: a profile update from the customer's systems, whichever way it arrived.
 //! - [`inbound_file`]: AAM inbound data files: the name, the lines, a bounded line reader.
 
 pub mod catalog;
@@ -43,6 +43,7 @@ pub mod ids;
 pub mod idsync;
 pub mod inbound;
 pub mod inbound_file;
+pub mod priority;
 pub mod profile;
 pub mod provider;
 pub mod request;

@@ -9,9 +9,10 @@
 //!   up to [`IN_FLIGHT`] at a time, one user's lines in order. Memory stays bounded whatever
 //!   the file: a line is at most 100 KB, the channel and the ops in flight are bounded, and
 //!   sessions started for an op stop after it.
-//! - The event path comes first: while the store's write backlog is over a tenth of
-//!   `store.max_pending_writes`, the job waits, so an import never makes the server shed
-//!   events.
+//! - The event path comes first: the job holds its next line while the store's write backlog
+//!   is over a tenth of `store.max_pending_writes`, and while the public workers serving
+//!   events run behind ([`crate::core::priority`]), so an import slows down rather than make
+//!   events wait or be shed.
 //! - A line's realizations are dated the file's timestamp (or now, if that is in the future),
 //!   so importing a file again changes nothing: imports are idempotent.
 //! - Jobs are kept in memory (the last [`KEPT_JOBS`], running ones always); a restart forgets
@@ -21,7 +22,7 @@ use std::collections::{HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use serde::Serialize;
@@ -42,6 +43,8 @@ const CHANNEL: usize = 4096;
 const KEPT_JOBS: usize = 64;
 /// Rejected lines whose number and reason a job keeps (all are counted).
 pub const KEPT_ERRORS: usize = 1000;
+/// How long a job holds its next line when the event path needs the cores or the store.
+const WAIT: Duration = Duration::from_millis(10);
 /// Largest upload: AAM's limit for a compressed file.
 pub const MAX_UPLOAD_BYTES: u64 = 3 << 30;
 
@@ -373,6 +376,7 @@ async fn run(
     let mut in_flight = FuturesUnordered::new();
     let mut users: HashSet<String> = HashSet::new();
     let profiles = inbound.deps().profiles.clone();
+    let priority = inbound.deps().priority.clone();
     let mut broken = None;
     while let Some(parsed) = rx.recv().await {
         match parsed {
@@ -387,10 +391,19 @@ async fn run(
                         None => break,
                     }
                 }
-                // The event path first: wait while the store is behind.
-                while profiles.queue_depth() > max_backlog {
-                    metrics::counter!("tributary_inbound_backlog_waits_total").increment(1);
-                    actix_rt::time::sleep(Duration::from_millis(20)).await;
+                // The event path first: wait while the store is behind, and while the
+                // public workers serving events run behind (the import takes their cores).
+                loop {
+                    let reason = if profiles.queue_depth() > max_backlog {
+                        "store_backlog"
+                    } else if !priority.import_may_run(Instant::now()) {
+                        "event_workers"
+                    } else {
+                        break;
+                    };
+                    metrics::counter!("tributary_inbound_waits_total", "reason" => reason)
+                        .increment(1);
+                    actix_rt::time::sleep(WAIT).await;
                 }
                 users.insert(user.clone());
                 in_flight.push(async move {

@@ -10,6 +10,9 @@
 //! - **events in flight** across the server (waiting on providers, sessions or the engine);
 //! - **store backlog**: profile writes waiting for the disk.
 //!
+//! The same lag, while a worker serves events, tells imports to hold back
+//! ([`crate::core::priority`]).
+//!
 //! Shed answers are cheap (no session, no provider, no store), so shedding frees the capacity
 //! that lets the admitted events meet their deadline, and it stops as soon as load drops.
 
@@ -18,6 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::core::priority::EventPriority;
+
 /// How often each worker measures its own lag.
 const TICK: Duration = Duration::from_millis(5);
 
@@ -25,6 +30,8 @@ thread_local! {
     /// How late this worker's ticks fire (a running average).
     static LAG: Cell<Duration> = const { Cell::new(Duration::ZERO) };
     static MONITORING: Cell<bool> = const { Cell::new(false) };
+    /// When this worker last admitted an event.
+    static LAST_EVENT: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// Why an event was shed (the `reason` label of `tributary_events_shed_total`).
@@ -55,6 +62,7 @@ pub struct Shedder {
     max_store_backlog: usize,
     max_failing_backlog: usize,
     in_flight: Arc<AtomicUsize>,
+    priority: Arc<EventPriority>,
 }
 
 /// Counts an admitted event as in flight until dropped.
@@ -73,6 +81,7 @@ impl Shedder {
         max_in_flight: usize,
         max_store_backlog: usize,
         max_failing_backlog: usize,
+        priority: Arc<EventPriority>,
     ) -> Self {
         Shedder {
             max_lag: (!max_lag.is_zero()).then_some(max_lag),
@@ -80,14 +89,16 @@ impl Shedder {
             max_store_backlog,
             max_failing_backlog,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            priority,
         }
     }
 
     /// Admits an event or says why not. Must be called on an actix worker thread (it starts
     /// that thread's lag monitor on first use).
     pub fn admit(&self, store_backlog: usize, store_failing: bool) -> Result<Admitted, Shed> {
+        ensure_monitor(&self.priority);
+        LAST_EVENT.with(|at| at.set(Some(Instant::now())));
         if let Some(max) = self.max_lag {
-            ensure_monitor();
             if LAG.with(Cell::get) > max {
                 return Err(Shed::WorkerLag);
             }
@@ -112,18 +123,23 @@ impl Shedder {
 }
 
 /// Starts the lag monitor of the current thread if it is not running.
-fn ensure_monitor() {
+fn ensure_monitor(priority: &Arc<EventPriority>) {
     if MONITORING.with(|m| m.replace(true)) {
         return;
     }
-    actix_rt::spawn(async {
+    let priority = priority.clone();
+    actix_rt::spawn(async move {
         loop {
             let due = Instant::now() + TICK;
             actix_rt::time::sleep_until(due.into()).await;
             let late = Instant::now().saturating_duration_since(due);
             // Averaged with the previous estimate: one late tick (the OS preempting this
             // thread for a moment) halves its weight, a sustained backlog keeps it.
-            LAG.with(|lag| lag.set((lag.get() + late) / 2));
+            let lag = LAG.with(|lag| {
+                lag.set((lag.get() + late) / 2);
+                lag.get()
+            });
+            priority.tick(Instant::now(), lag, LAST_EVENT.with(Cell::get));
         }
     });
 }
@@ -134,7 +150,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn in_flight_and_backlog_limits() {
-        let shedder = Shedder::new(Duration::ZERO, 2, 100, 10);
+        let shedder = Shedder::new(Duration::ZERO, 2, 100, 10, Default::default());
         let a = shedder.admit(0, false).unwrap();
         let _b = shedder.admit(0, false).unwrap();
         assert_eq!(shedder.admit(0, false).err(), Some(Shed::InFlight));
@@ -154,7 +170,13 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_blocked_worker_sheds_until_it_catches_up() {
-        let shedder = Shedder::new(Duration::from_millis(20), 1000, 1000, 1000);
+        let shedder = Shedder::new(
+            Duration::from_millis(20),
+            1000,
+            1000,
+            1000,
+            Default::default(),
+        );
         assert!(
             shedder.admit(0, false).is_ok(),
             "the monitor starts on first use"

@@ -76,6 +76,7 @@ impl AppState {
                 server.max_in_flight,
                 config.store.max_pending_writes,
                 config.store.max_pending_writes_failing,
+                deps.priority.clone(),
             ),
             integration_codes: server
                 .integration_codes

@@ -102,6 +102,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         directory: directory.clone(),
         outbox: outbox.clone(),
         profiles_config: Arc::new(config.profiles.clone()),
+        priority: Default::default(),
     };
     let ready = Arc::new(AtomicBool::new(true));
     let state = web::Data::new(AppState::new(

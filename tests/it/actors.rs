@@ -213,6 +213,7 @@ fn harness_reading_in(
         directory: Arc::new(SessionDirectory::default()),
         outbox: tributary::outbox::Outbox::disabled(),
         profiles_config: Default::default(),
+        priority: Default::default(),
     };
     Harness {
         deps,

@@ -650,7 +650,7 @@ async fn an_import_waits_for_the_store_rather_than_have_events_shed() {
     assert_eq!(counts(&progress), [users, users, 0, 0], "{progress}");
     let waits = metric_value(
         &metrics(&server).await,
-        "tributary_inbound_backlog_waits_total",
+        "tributary_inbound_waits_total{reason=\"store_backlog\"}",
     );
     assert!(waits.is_some_and(|w| w > 0.0), "{waits:?}");
     assert_traits(&admin, &[("w0", Some(&[31])), ("w7999", Some(&[31]))]).await;

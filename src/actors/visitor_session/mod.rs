@@ -135,6 +135,8 @@ pub struct SessionDeps {
     pub outbox: Outbox,
     /// Cross-device data sources and the merge rule.
     pub profiles_config: Arc<ProfilesConfig>,
+    /// The public workers' claim on the CPU, which imports yield to.
+    pub priority: Arc<crate::core::priority::EventPriority>,
 }
 
 impl SessionDeps {
