@@ -33,6 +33,7 @@ use crate::core::inbound::Op;
 use crate::core::inbound_file::{
     parse_file_name, parse_line, FileName, LineReadError, Lines, PerUserLimit,
 };
+use crate::core::priority::ImportPacer;
 use crate::store::StoreError;
 
 /// Ops applied at once by one job.
@@ -377,6 +378,7 @@ async fn run(
     let mut users: HashSet<String> = HashSet::new();
     let profiles = inbound.deps().profiles.clone();
     let priority = inbound.deps().priority.clone();
+    let mut pacer = ImportPacer::new(Instant::now());
     let mut broken = None;
     while let Some(parsed) = rx.recv().await {
         match parsed {
@@ -392,19 +394,29 @@ async fn run(
                     }
                 }
                 // The event path first: wait while the store is behind, and while the
-                // public workers serving events run behind (the import takes their cores).
+                // public workers serving events run behind (the import takes their cores),
+                // then at the pace the event load leaves (core::priority).
                 loop {
+                    let now = Instant::now();
+                    let behind = !priority.import_may_run(now);
                     let reason = if profiles.queue_depth() > max_backlog {
                         "store_backlog"
-                    } else if !priority.import_may_run(Instant::now()) {
+                    } else if behind {
                         "event_workers"
                     } else {
-                        break;
+                        let wait = pacer.wait(now, false);
+                        if wait.is_zero() {
+                            break;
+                        }
+                        actix_rt::time::sleep(wait).await;
+                        continue;
                     };
+                    pacer.wait(now, behind);
                     metrics::counter!("tributary_inbound_waits_total", "reason" => reason)
                         .increment(1);
                     actix_rt::time::sleep(WAIT).await;
                 }
+                pacer.started(Instant::now());
                 users.insert(user.clone());
                 in_flight.push(async move {
                     let result = inbound.apply(&op, now).await;
