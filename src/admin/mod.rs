@@ -71,6 +71,9 @@ pub struct AdminState {
     pub region: u32,
     /// `[server] integration_codes`: the viewer's names of data sources.
     pub integration_codes: std::collections::HashMap<String, u32>,
+    /// The server's Prometheus text (`GET /v1/metrics`, what the console charts); `None` where
+    /// no public listener runs beside this one.
+    pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
 impl AdminState {
@@ -94,6 +97,7 @@ impl AdminState {
             org_id: config.admin.org_id.clone(),
             region: config.server.dcs_region,
             integration_codes: config.server.integration_codes.clone(),
+            metrics: None,
         }
     }
 }
@@ -182,6 +186,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .default_service(other_methods("GET")),
             )
             .service(
+                web::resource("/metrics")
+                    .route(web::get().to(metrics))
+                    .default_service(other_methods("GET")),
+            )
+            .service(
                 web::resource("/profiles/{uuid}")
                     .route(web::get().to(profiles::get_profile))
                     .route(web::delete().to(profiles::delete_profile))
@@ -190,6 +199,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(not_found)),
     )
     .default_service(web::to(not_found));
+}
+
+/// `GET /v1/metrics`: the public listener's `/metrics`, behind the token, for the console.
+async fn metrics(state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
+    let render = state
+        .metrics
+        .as_ref()
+        .ok_or_else(|| AdminError::NotFound("no metrics in this process".into()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(render()))
 }
 
 fn resource_routes<T: Resource>(cfg: &mut web::ServiceConfig) {

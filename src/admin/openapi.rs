@@ -251,6 +251,12 @@ pub fn document() -> Value {
             "operationIndex": {"type": "integer", "description": "1-based index of the op"},
             "details": {"type": "array", "items": {"type": "object", "properties": {
                 "errorCode": {"type": "integer"}, "message": {"type": "string"}}}}}}}}});
+    paths.insert(
+        "/v1/metrics".into(),
+        json!({"get": {"tags": ["operations"], "summary": "The server's Prometheus metrics (as the public /metrics), behind the token",
+            "responses": with_errors(json!({"200": {"description": "Prometheus text format 0.0.4",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}}))}}),
+    );
     inbound_paths(&mut paths);
     customer_data_paths(&mut paths);
 

@@ -34,11 +34,16 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(render_metrics(&state))
+}
+
+/// The Prometheus text, for `/metrics` here and `/v1/metrics` on the admin listener.
+pub fn render_metrics(state: &AppState) -> String {
     // Levels are read at scrape time rather than kept up to date on the event path.
     metrics::gauge!("tributary_store_pending_writes").set(state.deps.profiles.queue_depth() as f64);
     metrics::gauge!("tributary_events_in_flight").set(state.shedder.in_flight() as f64);
     crate::telemetry::metrics::record_catalog(&state.deps.catalog.current());
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
+    state.metrics.render()
 }

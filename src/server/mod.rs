@@ -111,9 +111,14 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         metrics,
         ready.clone(),
     ));
+    let scrape = state.clone();
     let public = listen_public(&config, options, state, tls)?;
     let token = admin_token(&config);
-    let admin_state = web::Data::new(AdminState::new(writer.clone(), deps, &token, &config));
+    let mut admin_state = AdminState::new(writer.clone(), deps, &token, &config);
+    admin_state.metrics = Some(Arc::new(move || {
+        crate::routes::ops::render_metrics(&scrape)
+    }));
+    let admin_state = web::Data::new(admin_state);
     let admin = listen_admin(&config, admin_state)?;
     let (public, admin) = (public.spawn(), admin.spawn());
     let scheme = if config.server.tls().is_some() {

@@ -1022,3 +1022,24 @@ async fn endless_upload(addr: &str, path: &str, headers: &str) -> String {
     let text = String::from_utf8_lossy(&answer);
     text.lines().next().unwrap_or("").to_string()
 }
+
+/// The server's metrics behind the admin token, for the console: the same series as the
+/// public `/metrics`, levels refreshed at the scrape.
+#[actix_web::test]
+async fn metrics_on_the_admin_listener_need_the_token() {
+    let server = TestServer::start(&seed()).await;
+    let admin = Admin::of(&server);
+    let event = get(&server.url("/event?c_page=cars&d_rtbd=json")).await;
+    assert_eq!(event.status, 200);
+    let reply = admin.call("GET", "/v1/metrics", None).await;
+    assert_eq!(reply.status, 200);
+    let text = String::from_utf8(reply.body).unwrap();
+    assert!(text.contains("tributary_events_in_flight"), "{text}");
+    assert!(
+        metric_value(&text, "tributary_events_total{result=\"ok\"}").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    let refused = admin.raw("GET", "/v1/metrics", None, None).await;
+    assert_eq!(refused.status, 401);
+    server.stop().await;
+}
