@@ -19,6 +19,7 @@
 //! `GET /openapi.json` and `GET /docs` describe all of this (no token needed; see [`openapi`]).
 
 mod catalog_writer;
+mod console;
 mod customer_data;
 pub mod error;
 mod inbound;
@@ -120,85 +121,86 @@ pub fn generate_token() -> String {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let spec = openapi::document();
     let page = openapi::docs_page(spec.clone());
-    cfg.route(
-        "/openapi.json",
-        web::get().to(move || {
-            let spec = spec.clone();
-            async move { HttpResponse::Ok().json(spec) }
-        }),
-    )
-    .route(
-        "/docs",
-        web::get().to(move || {
-            let page = page.clone();
-            async move {
-                HttpResponse::Ok()
-                    .content_type("text/html; charset=utf-8")
-                    .body(page)
-            }
-        }),
-    )
-    .service(
-        web::resource(["/stream/{streamId}", "/stream/{streamId}/"])
-            .wrap(from_fn(require_token_for_updates))
-            .route(web::post().to(customer_data::stream))
-            .default_service(other_methods("POST")),
-    )
-    .service(
-        web::resource(["/event/s2s/{streamId}", "/event/s2s/{streamId}/"])
-            .wrap(from_fn(require_token_for_updates))
-            .route(web::get().to(customer_data::event_s2s))
-            .route(web::post().to(customer_data::event_s2s))
-            .default_service(other_methods("GET, POST")),
-    )
-    .service(
-        web::resource("/profile/{dataSourceId}/{id}")
-            .wrap(from_fn(require_token))
-            .route(web::get().to(customer_data::profile))
-            .default_service(other_methods("GET")),
-    )
-    .service(
-        web::scope("/v1")
-            .wrap(from_fn(require_token))
-            .configure(resource_routes::<Provider>)
-            .service(
-                web::resource(["/traits/validate", "/traits/validate/"])
-                    .route(web::post().to(validate_trait))
-                    .default_service(other_methods("POST")),
-            )
-            .configure(resource_routes::<Trait>)
-            .service(
-                web::resource(["/segments/validate", "/segments/validate/"])
-                    .route(web::post().to(validate_segment))
-                    .default_service(other_methods("POST")),
-            )
-            .configure(resource_routes::<Segment>)
-            .configure(resource_routes::<Destination>)
-            .service(
-                web::resource(["/inbound", "/inbound/"])
-                    .route(web::get().to(inbound::list))
-                    .route(web::post().to(inbound::upload))
-                    .default_service(other_methods("GET, POST")),
-            )
-            .service(
-                web::resource("/inbound/{id}")
-                    .route(web::get().to(inbound::progress))
-                    .default_service(other_methods("GET")),
-            )
-            .service(
-                web::resource("/metrics")
-                    .route(web::get().to(metrics))
-                    .default_service(other_methods("GET")),
-            )
-            .service(
-                web::resource("/profiles/{uuid}")
-                    .route(web::get().to(profiles::get_profile))
-                    .route(web::delete().to(profiles::delete_profile))
-                    .default_service(other_methods("GET, DELETE")),
-            )
-            .default_service(web::to(not_found)),
-    )
-    .default_service(web::to(not_found));
+    cfg.configure(console::routes)
+        .route(
+            "/openapi.json",
+            web::get().to(move || {
+                let spec = spec.clone();
+                async move { HttpResponse::Ok().json(spec) }
+            }),
+        )
+        .route(
+            "/docs",
+            web::get().to(move || {
+                let page = page.clone();
+                async move {
+                    HttpResponse::Ok()
+                        .content_type("text/html; charset=utf-8")
+                        .body(page)
+                }
+            }),
+        )
+        .service(
+            web::resource(["/stream/{streamId}", "/stream/{streamId}/"])
+                .wrap(from_fn(require_token_for_updates))
+                .route(web::post().to(customer_data::stream))
+                .default_service(other_methods("POST")),
+        )
+        .service(
+            web::resource(["/event/s2s/{streamId}", "/event/s2s/{streamId}/"])
+                .wrap(from_fn(require_token_for_updates))
+                .route(web::get().to(customer_data::event_s2s))
+                .route(web::post().to(customer_data::event_s2s))
+                .default_service(other_methods("GET, POST")),
+        )
+        .service(
+            web::resource("/profile/{dataSourceId}/{id}")
+                .wrap(from_fn(require_token))
+                .route(web::get().to(customer_data::profile))
+                .default_service(other_methods("GET")),
+        )
+        .service(
+            web::scope("/v1")
+                .wrap(from_fn(require_token))
+                .configure(resource_routes::<Provider>)
+                .service(
+                    web::resource(["/traits/validate", "/traits/validate/"])
+                        .route(web::post().to(validate_trait))
+                        .default_service(other_methods("POST")),
+                )
+                .configure(resource_routes::<Trait>)
+                .service(
+                    web::resource(["/segments/validate", "/segments/validate/"])
+                        .route(web::post().to(validate_segment))
+                        .default_service(other_methods("POST")),
+                )
+                .configure(resource_routes::<Segment>)
+                .configure(resource_routes::<Destination>)
+                .service(
+                    web::resource(["/inbound", "/inbound/"])
+                        .route(web::get().to(inbound::list))
+                        .route(web::post().to(inbound::upload))
+                        .default_service(other_methods("GET, POST")),
+                )
+                .service(
+                    web::resource("/inbound/{id}")
+                        .route(web::get().to(inbound::progress))
+                        .default_service(other_methods("GET")),
+                )
+                .service(
+                    web::resource("/metrics")
+                        .route(web::get().to(metrics))
+                        .default_service(other_methods("GET")),
+                )
+                .service(
+                    web::resource("/profiles/{uuid}")
+                        .route(web::get().to(profiles::get_profile))
+                        .route(web::delete().to(profiles::delete_profile))
+                        .default_service(other_methods("GET, DELETE")),
+                )
+                .default_service(web::to(not_found)),
+        )
+        .default_service(web::to(not_found));
 }
 
 /// `GET /v1/metrics`: the public listener's `/metrics`, behind the token, for the console.
