@@ -120,24 +120,12 @@ pub fn generate_token() -> String {
 /// The admin routes; everything else on the admin listener is a JSON `404`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let spec = openapi::document();
-    let page = openapi::docs_page(spec.clone());
     cfg.configure(console::routes)
         .route(
             "/openapi.json",
             web::get().to(move || {
                 let spec = spec.clone();
                 async move { HttpResponse::Ok().json(spec) }
-            }),
-        )
-        .route(
-            "/docs",
-            web::get().to(move || {
-                let page = page.clone();
-                async move {
-                    HttpResponse::Ok()
-                        .content_type("text/html; charset=utf-8")
-                        .body(page)
-                }
             }),
         )
         .service(

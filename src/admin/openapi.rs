@@ -1,6 +1,6 @@
-//! The admin API's OpenAPI 3.1 description, served as `/openapi.json`, and a browsable page at
-//! `/docs` (Scalar: nothing is downloaded at build time; the browser loads Scalar's script
-//! when the page is opened). Neither needs the token: they hold no data.
+//! The admin API's OpenAPI 3.1 description, served as `/openapi.json` and rendered at `/docs` by
+//! the console's own script (`console.rs`: no outside assets, so it works offline). Neither
+//! needs the token: they hold no data.
 //!
 //! The object schemas are derived by utoipa from the catalog types themselves, so they follow
 //! the fields the API really accepts; the paths are generated from the same [`Resource`]
@@ -269,9 +269,4 @@ pub fn document() -> Value {
         "components": {"schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "[admin] token"}}}
     })
-}
-
-/// The `/docs` page.
-pub fn docs_page(spec: Value) -> String {
-    utoipa_scalar::Scalar::new(spec).to_html()
 }

@@ -5,6 +5,7 @@ mod admin;
 mod adobe_libraries;
 mod browser;
 mod common;
+mod console_docs;
 mod crash;
 mod customer_data;
 mod customer_data_sdk;
