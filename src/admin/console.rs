@@ -42,6 +42,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("console/dom.js"),
     ),
     (
+        "pages/try.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/pages/try.js"),
+    ),
+    (
         "docs.js",
         "text/javascript; charset=utf-8",
         include_str!("console/docs.js"),

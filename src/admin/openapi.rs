@@ -257,6 +257,14 @@ pub fn document() -> Value {
             "responses": with_errors(json!({"200": {"description": "Prometheus text format 0.0.4",
                 "content": {"text/plain": {"schema": {"type": "string"}}}}}))}}),
     );
+    paths.insert(
+        "/v1/events/try".into(),
+        json!({"post": {"tags": ["operations"], "summary": "Send a real /event to this server's public listener (the console's \"Try an event\"): the answer and its time",
+            "requestBody": body(json!({"type": "object", "additionalProperties": false, "properties": {
+                "signals": {"type": "object", "additionalProperties": {"type": "string"}, "description": "up to 50 signals, e.g. {\"c_page\": \"cars\"}"},
+                "uuid": {"type": "string", "description": "send as this visitor (38 digits); none = a new one"}}})),
+            "responses": with_errors(json!({"200": {"description": "{request, status, elapsedMs, answer}"}}))}}),
+    );
     inbound_paths(&mut paths);
     customer_data_paths(&mut paths);
 

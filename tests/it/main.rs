@@ -6,6 +6,7 @@ mod adobe_libraries;
 mod browser;
 mod common;
 mod console_docs;
+mod console_try;
 mod crash;
 mod customer_data;
 mod customer_data_sdk;
