@@ -51,6 +51,21 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("console/docs.js"),
     ),
+    (
+        "pages/overview.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/pages/overview.js"),
+    ),
+    (
+        "pages/providers.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/pages/providers.js"),
+    ),
+    (
+        "pages/profiles.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/pages/profiles.js"),
+    ),
 ];
 
 /// `/docs`: the API reference, rendered from `/openapi.json` by `docs.js`.
