@@ -5,6 +5,7 @@ mod admin;
 mod adobe_libraries;
 mod browser;
 mod common;
+mod console_a;
 mod console_docs;
 mod console_try;
 mod crash;
