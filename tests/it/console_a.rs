@@ -48,7 +48,8 @@ async fn console_a_overview_providers_and_profiles_in_a_browser() {
     .await;
     let server = TestServer::start(&catalog(
         vec![provider(1, "slowpoke", &slow.url, 9, 20)],
-        json!([]),
+        json!([{"sid": 11, "name": "cars", "traitType": "RULE_BASED_TRAIT",
+                "traitRule": "c_page == cars", "dataSourceId": 1}]),
         json!([]),
     ))
     .await;
@@ -248,6 +249,58 @@ async fn console_a_overview_providers_and_profiles_in_a_browser() {
     assert_eq!(stored["enabled"], false, "{stored}");
     assert_eq!(stored["timeoutMs"], 35, "{stored}");
 
+    // A provider created through the form: its secret is sent, and never shown again.
+    browser
+        .script(
+            "document.getElementById('provider-new').click();
+             const set = (id, v) => { document.getElementById('provider-' + id).value = v; };
+             set('name', 'second'); set('url', 'http://127.0.0.1:9/segments');
+             set('dataSourceId', '12'); set('secret', 'hush-hush');
+             document.querySelector('#provider-form button[type=submit]').click();
+             return true;",
+            vec![],
+        )
+        .await;
+    let pid = browser
+        .wait_script(
+            "the created provider",
+            WAIT,
+            "const th = [...document.querySelectorAll('#providers-list tbody th')].find((t) => t.textContent === 'second');
+             return th ? th.closest('tr').dataset.pid : null;",
+        )
+        .await;
+    let pid = pid.as_str().unwrap().to_string();
+    let created = admin
+        .call("GET", &format!("/v1/providers/{pid}"), None)
+        .await
+        .json();
+    assert_eq!(created["secret"], "********", "{created}");
+    assert_eq!(created["dataSourceId"], 12, "{created}");
+    let page_text = browser
+        .script("return document.body.textContent;", vec![])
+        .await;
+    assert!(!page_text.as_str().unwrap().contains("hush-hush"));
+    // Deleted after the confirmation.
+    browser
+        .script(
+            "window.confirm = () => true;
+             document.querySelector('tr[data-pid=\"' + arguments[0] + '\"] [data-action=delete]').click();
+             return true;",
+            vec![json!(pid)],
+        )
+        .await;
+    browser
+        .wait_script(
+            "the provider deleted",
+            WAIT,
+            "return document.querySelectorAll('#providers-list tbody tr').length === 1;",
+        )
+        .await;
+    let deleted = admin
+        .call("GET", &format!("/v1/providers/{pid}"), None)
+        .await;
+    assert_eq!(deleted.status, 404);
+
     // Profiles: the link opens the visitor's profile; erasing it leaves nothing.
     server.running.sync_store().await.unwrap();
     browser
@@ -260,6 +313,16 @@ async fn console_a_overview_providers_and_profiles_in_a_browser() {
         .wait_script("the profile", WAIT, &text_of("#profile-uuid"))
         .await;
     assert_eq!(shown, json!(uuid));
+    let traits = browser
+        .wait_script(
+            "the profile's traits",
+            WAIT,
+            "const cells = [...document.querySelectorAll('#profile-result tbody tr:first-child td')];
+             return cells.length ? cells.map((c) => c.textContent) : null;",
+        )
+        .await;
+    assert_eq!(traits[0], "11", "{traits}");
+    assert!(traits[1].as_str().unwrap().ends_with(" UTC"), "{traits}");
     browser
         .script(
             "window.confirm = () => true; document.getElementById('profile-erase').click(); return true;",
@@ -273,6 +336,43 @@ async fn console_a_overview_providers_and_profiles_in_a_browser() {
         .call("GET", &format!("/v1/profiles/{uuid}"), None)
         .await;
     assert_eq!(gone.status, 404);
+
+    // By ECID: a device known by the ECID the ID service gave it.
+    let id_answer = get(&server.url(
+        "/id?d_visid_ver=5.5.0&d_fieldgroup=MC&d_rtbd=json&d_ver=2&d_orgid=ABC%40AdobeOrg&d_nsid=0",
+    ))
+    .await
+    .json();
+    let ecid = id_answer["d_mid"].as_str().unwrap().to_string();
+    let event = get(&server.url(&format!("/event?d_rtbd=json&c_page=cars&d_mid={ecid}"))).await;
+    assert_eq!(event.status, 200);
+    server.running.sync_store().await.unwrap();
+    browser
+        .script(
+            "const kind = document.getElementById('profile-kind');
+             kind.value = 'ecid'; kind.dispatchEvent(new Event('change'));
+             document.getElementById('profile-id').value = arguments[0];
+             document.querySelector('#profile-form button[type=submit]').click(); return true;",
+            vec![json!(ecid)],
+        )
+        .await;
+    let by_ecid = browser
+        .wait_script(
+            "the profile by ECID",
+            WAIT,
+            "const code = document.querySelector('#profile-uuid');
+             const row = document.querySelector('#profile-result tbody tr td');
+             return code && row ? [code.textContent, row.textContent] : null;",
+        )
+        .await;
+    assert_eq!(by_ecid, json!([ecid, "11"]));
+    browser
+        .script(
+            "const kind = document.getElementById('profile-kind');
+             kind.value = 'uuid'; kind.dispatchEvent(new Event('change')); return true;",
+            vec![],
+        )
+        .await;
 
     // The lookup form: a malformed id is refused in the page.
     browser
