@@ -191,9 +191,13 @@ export async function render(root, ctx) {
       status.textContent = "Could not read the metrics: " + (e.message || e);
       status.classList.add("error");
     }
+    // A page the admin has left stops even if its stop function was lost on the way (the
+    // router can be asked for another page while this one is still rendering).
+    if (!cards.isConnected) stopped = true;
     if (!stopped) timer = setTimeout(poll, POLL_MS);
   }
-  await poll();
+  // Not awaited: the page (and its stop function) is handed to the router at once.
+  poll();
   return () => {
     stopped = true;
     clearTimeout(timer);

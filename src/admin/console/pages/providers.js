@@ -69,7 +69,10 @@ export async function render(root, ctx) {
 
   function flash(text, kind) {
     for (const old of root.querySelectorAll(":scope > p.ok, :scope > p.error")) old.remove();
-    message(root, text, kind);
+    // Focus follows the outcome, so that a keyboard user is not left on a removed button.
+    const p = message(root, text, kind);
+    p.setAttribute("tabindex", "-1");
+    p.focus();
   }
 
   async function toggle(p) {
