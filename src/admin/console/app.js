@@ -60,6 +60,7 @@ function signOut(why) {
 }
 
 let stop = null;
+let generation = 0;
 function stopPage() {
   if (typeof stop === "function") stop();
   stop = null;
@@ -88,12 +89,17 @@ async function route() {
     if (a.getAttribute("href") === "#/" + page) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
-  const root = document.getElementById("page");
-  root.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+  // Each visit renders into a container of its own: a render still running when the admin
+  // moves on draws into a detached one, and its stop function is called at once.
+  const mine = ++generation;
+  const root = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+  document.getElementById("page").replaceChildren(root);
   try {
     const module = await import("./pages/" + page + ".js");
     root.replaceChildren();
-    stop = await module.render(root, { ...ctx, params: rest.map(decodeURIComponent) });
+    const stopIt = await module.render(root, { ...ctx, params: rest.map(decodeURIComponent) });
+    if (mine === generation) stop = stopIt;
+    else if (typeof stopIt === "function") stopIt();
   } catch (e) {
     root.replaceChildren();
     showMessage(root, String(e.message || e), "error");
