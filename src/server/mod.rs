@@ -132,6 +132,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     };
     log::info!("listening on {scheme}://{}", public.addr);
     log::info!("admin API on http://{}/v1", admin.addr);
+    log::info!("admin console on http://{}/ui/", admin.addr);
 
     let sweep = RetentionSweep {
         profiles: profiles.clone(),

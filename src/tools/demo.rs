@@ -156,6 +156,10 @@ pub async fn run(config_path: &Path, tls: bool) -> Result<(), String> {
         println!("                the warning, or add the file to its trusted authorities (new every run)");
     }
     println!(
+        "  console:      http://{}/ui/ (sign in with the admin token logged above)",
+        running.admin_addr()
+    );
+    println!(
         "  admin API:    http://{}/v1 (bearer token: [admin] token, or the one logged above; docs at /docs)",
         running.admin_addr()
     );
