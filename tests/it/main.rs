@@ -5,6 +5,7 @@ mod admin;
 mod adobe_libraries;
 mod browser;
 mod common;
+mod console_b;
 mod crash;
 mod customer_data;
 mod customer_data_sdk;
