@@ -77,6 +77,21 @@ async fn wait_for_element(browser: &Browser, ready: &str) {
         .await;
 }
 
+/// Waits for a saved form to have brought the browser back to its list.
+async fn wait_for_list(browser: &Browser, hash: &str, table: &str) {
+    browser
+        .wait_script(
+            "the list after saving",
+            WAIT,
+            &format!(
+                "return location.hash === {} && document.querySelector({}) !== null;",
+                json!(hash),
+                json!(table)
+            ),
+        )
+        .await;
+}
+
 async fn find_by_name(admin: &Admin, path: &str, name: &str) -> Value {
     let all = admin.call("GET", path, None).await.json();
     all.as_array()
@@ -101,6 +116,16 @@ async fn console_b_traits_segments_and_destinations_in_a_browser() {
             "the sign-in form",
             WAIT,
             "return !document.getElementById('sign-in').hidden;",
+        )
+        .await;
+    // Anything the page's policy blocks (an inline style, a handler) would show up here.
+    browser
+        .script(
+            "window.violations = [];
+             document.addEventListener('securitypolicyviolation',
+                 (e) => window.violations.push(e.violatedDirective + ' ' + e.blockedURI));
+             return true;",
+            vec![],
         )
         .await;
     fill(&browser, "#token", ADMIN_TOKEN).await;
@@ -196,7 +221,7 @@ async fn console_b_traits_segments_and_destinations_in_a_browser() {
     fill(&browser, "#trait-form [name=name]", "Voitures").await;
     fill(&browser, "#trait-form [name=dataSourceId]", "1").await;
     submit(&browser, "#trait-form").await;
-    go(&browser, "#/traits", "#traits-table").await;
+    wait_for_list(&browser, "#/traits", "#traits-table").await;
     let tr = find_by_name(&admin, "/v1/traits", "Voitures").await;
     assert_eq!(tr["traitRule"], r#"c_page == "voitures é""#);
     let sid = tr["sid"].as_u64().unwrap();
@@ -322,6 +347,135 @@ async fn console_b_traits_segments_and_destinations_in_a_browser() {
             .status,
         200
     );
+
+    // The segment is mapped, so it cannot go either, and the page says by what.
+    go(
+        &browser,
+        "#/segments",
+        &format!("#segments-table tr[data-sid=\"{seg_id}\"]"),
+    )
+    .await;
+    click(
+        &browser,
+        &format!("#segments-table tr[data-sid=\"{seg_id}\"] button.danger"),
+    )
+    .await;
+    click(
+        &browser,
+        &format!("#segments-table tr[data-sid=\"{seg_id}\"] button.confirm-delete"),
+    )
+    .await;
+    let why = browser
+        .wait_script(
+            "the segment's refusal explained",
+            WAIT,
+            "const p = document.querySelector('.delete-error[role=alert]'); return p && p.textContent;",
+        )
+        .await;
+    let dest_id = dest["destinationId"].as_u64().unwrap();
+    assert!(
+        why.as_str()
+            .unwrap()
+            .contains(&format!("destination {dest_id} (Ad server) maps it")),
+        "{why}"
+    );
+
+    // Search looks through all traits, by name or id.
+    go(&browser, "#/traits", "#traits-table").await;
+    fill(&browser, "#page [name=q]", "zzz").await;
+    browser
+        .wait_script(
+            "no match",
+            WAIT,
+            "return document.querySelector('#traits-table') === null && document.body.textContent.includes('No trait matches.');",
+        )
+        .await;
+    fill(&browser, "#page [name=q]", &sid.to_string()).await;
+    wait_for_element(&browser, &format!("#traits-table tr[data-sid=\"{sid}\"]")).await;
+
+    // Editing keeps what is not on the form and replaces the rest.
+    go(&browser, &format!("#/traits/{sid}"), "#trait-form").await;
+    let name = browser
+        .script(
+            "return document.querySelector('#trait-form [name=name]').value;",
+            vec![],
+        )
+        .await;
+    assert_eq!(name, "Voitures");
+    fill(&browser, "#trait-form [name=description]", "French cars").await;
+    submit(&browser, "#trait-form").await;
+    wait_for_list(&browser, "#/traits", "#traits-table").await;
+    let edited = admin
+        .call("GET", &format!("/v1/traits/{sid}"), None)
+        .await
+        .json();
+    assert_eq!(edited["description"], "French cars");
+    assert_eq!(edited["traitRule"], tr["traitRule"]);
+
+    // An S2S destination: its own fields, a secret never shown back and kept on an edit, and
+    // the outbox's counters in the list.
+    go(&browser, "#/destinations/new", "#destination-form").await;
+    fill(&browser, "#destination-form [name=name]", "Warehouse").await;
+    fill(&browser, "#destination-form [name=destinationType]", "S2S").await;
+    let shown = browser
+        .script(
+            "return [...document.querySelectorAll('#destination-form fieldset.type-fields')]
+                 .filter((f) => !f.hidden).map((f) => f.dataset.type);",
+            vec![],
+        )
+        .await;
+    assert_eq!(shown, json!(["S2S"]));
+    fill(
+        &browser,
+        "#destination-form [name=url]",
+        "http://127.0.0.1:9/hook",
+    )
+    .await;
+    fill(
+        &browser,
+        "#destination-form [name=secret]",
+        "a-signing-secret",
+    )
+    .await;
+    click(&browser, "#add-mapping").await;
+    fill(
+        &browser,
+        "#destination-form tr.mapping [name=mapSid]",
+        &seg_id.to_string(),
+    )
+    .await;
+    submit(&browser, "#destination-form").await;
+    browser
+        .wait_script(
+            "the S2S destination listed with its outbox",
+            WAIT,
+            "const t = document.querySelector('#destinations-table');
+             return location.hash === '#/destinations' && t && t.textContent.includes('Warehouse')
+                 && t.querySelector('.outbox') !== null;",
+        )
+        .await;
+    let s2s = find_by_name(&admin, "/v1/destinations", "Warehouse").await;
+    assert_eq!(s2s["secret"], "********");
+    assert_eq!(s2s["url"], "http://127.0.0.1:9/hook");
+    let s2s_id = s2s["destinationId"].as_u64().unwrap();
+    go(
+        &browser,
+        &format!("#/destinations/{s2s_id}"),
+        "#destination-form",
+    )
+    .await;
+    fill(&browser, "#destination-form [name=batchSize]", "50").await;
+    submit(&browser, "#destination-form").await;
+    wait_for_list(&browser, "#/destinations", "#destinations-table").await;
+    let s2s = admin
+        .call("GET", &format!("/v1/destinations/{s2s_id}"), None)
+        .await
+        .json();
+    assert_eq!(s2s["batchSize"], 50);
+    assert_eq!(s2s["secret"], "********", "the secret kept: {s2s}");
+
+    let violations = browser.script("return window.violations;", vec![]).await;
+    assert_eq!(violations, json!([]));
 
     browser.close().await;
     server.stop().await;

@@ -20,10 +20,12 @@ async function list(root, ctx) {
   root.append(
     h("h1", {}, "Segments"),
     h("p", {}, h("a", { href: "#/segments/new", class: "button" }, "New segment")),
-    searchBox(h, "Search segments", view.q, (q) => { view.q = q; view.page = 0; draw(); }),
+    searchBox(h, "Search segments", view.q, (q) => { view.q = q; view.page = 0; redraw(); }),
     body);
   showFlash(root, ctx);
 
+  // Redraws after the first one happen outside the router, which would otherwise show a failure.
+  const redraw = () => draw().catch((e) => ctx.message(body, "Could not load the list: " + e.message, "error"));
   async function draw() {
     let rows, paging;
     const destinations = await fetchAll(api, "/v1/destinations");
@@ -51,7 +53,7 @@ async function list(root, ctx) {
             explain: (e) => "Segment " + s.sid + " was not deleted because "
               + (users.length ? "destination" + (users.length > 1 ? "s " : " ") + users.map((d) => d.destinationId + " (" + d.name + ")").join(", ") + (users.length > 1 ? " map" : " maps") + " it" : "a destination maps it")
               + ". Remove the mapping first. (The server said: " + e.message + ")",
-            done: () => { flash("Segment " + s.sid + " deleted."); draw(); },
+            done: () => { flash("Segment " + s.sid + " deleted."); redraw(); },
             report: (text) => { body.querySelector(".delete-error")?.remove(); body.prepend(h("p", { class: "error delete-error", role: "alert" }, text)); },
           })));
     };
@@ -60,7 +62,7 @@ async function list(root, ctx) {
       h("tbody", {}, rows.map(row)));
     body.replaceChildren(
       rows.length ? h("div", { class: "table-wrap" }, table) : h("p", { class: "muted" }, view.q ? "No segment matches." : "No segments yet."),
-      paging ? pager(h, paging, (page, pageSize) => { view.page = page; view.pageSize = pageSize; draw(); }) : null);
+      paging ? pager(h, paging, (page, pageSize) => { view.page = page; view.pageSize = pageSize; redraw(); }) : null);
     showFlash(body, ctx);
   }
   await draw();

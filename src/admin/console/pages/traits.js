@@ -21,10 +21,12 @@ async function list(root, ctx) {
   root.append(
     h("h1", {}, "Traits"),
     h("p", {}, h("a", { href: "#/traits/new", class: "button" }, "New trait")),
-    searchBox(h, "Search traits", view.q, (q) => { view.q = q; view.page = 0; draw(); }),
+    searchBox(h, "Search traits", view.q, (q) => { view.q = q; view.page = 0; redraw(); }),
     body);
   showFlash(root, ctx);
 
+  // Redraws after the first one happen outside the router, which would otherwise show a failure.
+  const redraw = () => draw().catch((e) => ctx.message(body, "Could not load the list: " + e.message, "error"));
   async function draw() {
     let rows, paging;
     // Segments name traits in their rules; one fetch of them all answers "used by" for the page.
@@ -58,13 +60,13 @@ async function list(root, ctx) {
             explain: (e) => "Trait " + t.sid + " was not deleted because "
               + (users.length ? "segment" + (users.length > 1 ? "s " : " ") + users.map((s) => s.sid + " (" + s.name + ")").join(", ") + (users.length > 1 ? " use" : " uses") + " it in " + (users.length > 1 ? "their rules" : "its rule") : "a segment uses it")
               + ". Remove " + t.sid + "T from " + (users.length > 1 ? "those rules" : "that rule") + " first, or delete the segment. (The server said: " + e.message + ")",
-            done: () => { flash("Trait " + t.sid + " deleted."); draw(); },
+            done: () => { flash("Trait " + t.sid + " deleted."); redraw(); },
             report: (text) => { body.querySelector(".delete-error")?.remove(); body.prepend(h("p", { class: "error delete-error", role: "alert" }, text)); },
           }), status));
     }
     body.replaceChildren(
       rows.length ? h("div", { class: "table-wrap" }, table) : h("p", { class: "muted" }, view.q ? "No trait matches." : "No traits yet."),
-      paging ? pager(h, paging, (page, pageSize) => { view.page = page; view.pageSize = pageSize; draw(); }) : null);
+      paging ? pager(h, paging, (page, pageSize) => { view.page = page; view.pageSize = pageSize; redraw(); }) : null);
     showFlash(body, ctx);
   }
   await draw();
