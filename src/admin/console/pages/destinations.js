@@ -135,11 +135,11 @@ async function form(root, ctx, existing) {
   const datalist = h("datalist", { id: "segment-ids" }, segments.map((s) => h("option", { value: s.sid }, s.name)));
   const rows = h("tbody", {});
   const addRow = (m) => {
-    const sid = h("input", { type: "number", name: "mapSid", min: 1, list: "segment-ids", "aria-label": "Segment id", inputmode: "numeric" });
+    const sid = h("input", { type: "number", name: "mapSid", min: 1, list: "segment-ids", "aria-label": "Segment id", placeholder: "Segment id", inputmode: "numeric" });
     sid.value = m.sid ?? "";
-    const alias = h("input", { name: "mapAlias", "aria-label": "Alias (optional)", maxlength: 255 });
+    const alias = h("input", { name: "mapAlias", "aria-label": "Alias (optional)", placeholder: "Alias (optional)", maxlength: 255 });
     alias.value = m.traitAlias || "";
-    const value = h("input", { name: "mapValue", "aria-label": "Value alias (optional, cookies)", maxlength: 255 });
+    const value = h("input", { name: "mapValue", "aria-label": "Value alias (optional, cookies)", placeholder: "Value alias (optional)", maxlength: 255 });
     value.value = m.valueAlias || "";
     const name = h("span", { class: "muted" });
     const showName = () => { name.textContent = (segments.find((s) => String(s.sid) === sid.value) || {}).name || ""; };
