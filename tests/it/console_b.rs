@@ -248,6 +248,20 @@ async fn console_b_traits_segments_and_destinations_in_a_browser() {
         )
         .await;
     assert_eq!(rule, json!(format!("{sid}T")));
+    // In the middle of a rule, at the cursor, kept apart from the word before it.
+    let mid = browser
+        .script(
+            "const ta = document.querySelector('#segment-form [name=segmentRule]');
+             ta.value = 'NOT OR ' + ta.value;
+             ta.setSelectionRange(3, 3);
+             document.querySelector(arguments[0]).click();
+             const v = ta.value;
+             ta.value = v.split(' ').pop();
+             return v;",
+            vec![json!(pick)],
+        )
+        .await;
+    assert_eq!(mid, json!(format!("NOT {sid}T OR {sid}T")));
     browser
         .wait_script(
             "the segment rule accepted",
@@ -380,8 +394,40 @@ async fn console_b_traits_segments_and_destinations_in_a_browser() {
         "{why}"
     );
 
-    // Search looks through all traits, by name or id.
+    // Paging: 20 a page by default, so 20 more traits make a second page.
+    for i in 0..20 {
+        let made = admin
+            .call(
+                "POST",
+                "/v1/traits",
+                Some(
+                    json!({"name": format!("filler {i}"), "traitType": "RULE_BASED_TRAIT",
+                            "traitRule": "c_page == x", "dataSourceId": 1}),
+                ),
+            )
+            .await;
+        assert_eq!(made.status, 201);
+    }
+    go(&browser, "#/segments", "#segments-table").await;
     go(&browser, "#/traits", "#traits-table").await;
+    browser
+        .wait_script(
+            "two pages",
+            WAIT,
+            "return document.querySelector('.pager')?.textContent.includes('Page 1 of 2 (21 in all)');",
+        )
+        .await;
+    click(&browser, ".pager button:last-of-type").await;
+    browser
+        .wait_script(
+            "the second page",
+            WAIT,
+            "return document.querySelector('.pager')?.textContent.includes('Page 2 of 2')
+                && document.querySelectorAll('#traits-table tbody tr').length === 1;",
+        )
+        .await;
+
+    // Search looks through all traits, by name or id.
     fill(&browser, "#page [name=q]", "zzz").await;
     browser
         .wait_script(
