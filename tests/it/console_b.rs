@@ -128,6 +128,25 @@ async fn console_b_traits_segments_and_destinations_in_a_browser() {
             vec![],
         )
         .await;
+    // The listener itself works: a style attribute is what the policy refuses.
+    browser
+        .script(
+            "document.body.append(Object.assign(document.createElement('i'), {id: 'probe'}));
+             document.getElementById('probe').setAttribute('style', 'color: red');
+             return true;",
+            vec![],
+        )
+        .await;
+    browser
+        .wait_script(
+            "the probe's violation",
+            WAIT,
+            "if (!window.violations.length) return null;
+             window.violations = [];
+             document.getElementById('probe').remove();
+             return true;",
+        )
+        .await;
     fill(&browser, "#token", ADMIN_TOKEN).await;
     submit(&browser, "#sign-in").await;
     browser
@@ -519,6 +538,27 @@ async fn console_b_traits_segments_and_destinations_in_a_browser() {
         .json();
     assert_eq!(s2s["batchSize"], 50);
     assert_eq!(s2s["secret"], "********", "the secret kept: {s2s}");
+
+    // A visitor entering the segment makes the outbox call the endpoint, where nothing
+    // listens: the list's counters, refreshed while it is shown, show the failure.
+    let event = get(&server.url("/event?d_rtbd=json&c_page=voitures%20%C3%A9")).await;
+    assert_eq!(event.status, 200);
+    let counters = browser
+        .wait_script(
+            "the failed S2S request counted",
+            Duration::from_secs(30),
+            &format!(
+                "const o = document.querySelector('#destinations-table .outbox[data-id=\"{s2s_id}\"]');
+                 return o && /[1-9][0-9]* failed/.test(o.textContent) ? o.textContent : null;"
+            ),
+        )
+        .await;
+    // Not "0 ok": the metrics recorder is the process's, shared with the other tests, which
+    // may have a destination of the same id.
+    assert!(
+        counters.as_str().unwrap().starts_with("Requests: "),
+        "{counters}"
+    );
 
     let violations = browser.script("return window.violations;", vec![]).await;
     assert_eq!(violations, json!([]));

@@ -7,6 +7,8 @@ import { deleteButton, fetchAll, field, flash, num, select, showFlash } from "./
 
 const TYPES = [["ADS", "Cookie (ADS)"], ["PUSH", "URL (PUSH)"], ["S2S", "Server-to-server (S2S)"]];
 const SECRET = "********";
+// One refresh of the S2S counters at a time, also when a delete redraws the list.
+let refresh = null;
 
 export async function render(root, ctx) {
   const [which] = ctx.params;
@@ -46,15 +48,27 @@ async function list(root, ctx) {
   const where = (d) => d.destinationType === "ADS" ? "cookie " + (d.cookieName || "")
     : d.destinationType === "PUSH" ? d.urlFormatString || ""
     : d.url || "";
+  // The counters are filled in by showOutbox, and refreshed while the list is shown.
+  const outboxes = [];
   const outbox = (d) => {
     if (d.destinationType !== "S2S") return null;
-    const id = String(d.destinationId);
-    const ok = sum(samples, "tributary_s2s_requests_total", { destination: id, result: "ok" });
-    const failed = sum(samples, "tributary_s2s_requests_total", { destination: id, result: "error" });
-    const delivered = sum(samples, "tributary_s2s_delivered_total", { destination: id });
-    return h("div", { class: "muted outbox" },
-      "Requests: " + ok + " ok, ", h("span", { class: failed ? "error" : "" }, failed + " failed"),
-      "; " + delivered + " deliveries since start.");
+    const el = h("div", { class: "muted outbox", "data-id": d.destinationId });
+    outboxes.push(el);
+    return el;
+  };
+  const showOutbox = () => {
+    for (const el of outboxes) {
+      const id = el.dataset.id;
+      const ok = sum(samples, "tributary_s2s_requests_total", { destination: id, result: "ok" });
+      const failed = sum(samples, "tributary_s2s_requests_total", { destination: id, result: "error" });
+      const delivered = sum(samples, "tributary_s2s_delivered_total", { destination: id });
+      el.replaceChildren("Requests: " + ok + " ok, ", h("span", { class: failed ? "error" : "" }, failed + " failed"),
+        "; " + delivered + " deliveries since start.");
+    }
+    if (s2s) {
+      s2s.textContent = "S2S outbox: " + sum(samples, "tributary_s2s_waiting") + " deliveries waiting, "
+        + sum(samples, "tributary_s2s_dropped_total") + " dropped since start.";
+    }
   };
   const table = h("table", { id: "destinations-table" },
     h("thead", {}, h("tr", {}, ["Id", "Name", "Type", "Where", "Mappings", "Status", ""].map((t) => h("th", { scope: "col" }, t)))),
@@ -76,16 +90,21 @@ async function list(root, ctx) {
           done: () => { flash("Destination " + d.destinationId + " deleted."); root.replaceChildren(); list(root, ctx); },
           report: (text) => ctx.message(status, text, "error"),
         }))))));
-  const s2s = destinations.some((d) => d.destinationType === "S2S")
-    ? h("p", { class: "muted" }, "S2S outbox: " + sum(samples, "tributary_s2s_waiting") + " deliveries waiting, "
-      + sum(samples, "tributary_s2s_dropped_total") + " dropped since start.")
-    : null;
+  const s2s = outboxes.length ? h("p", { class: "muted s2s-outbox", "aria-live": "polite" }) : null;
   root.append(
     h("h1", {}, "Destinations"),
     h("p", {}, h("a", { href: "#/destinations/new", class: "button" }, "New destination")),
     status, s2s,
     destinations.length ? h("div", { class: "table-wrap" }, table) : h("p", { class: "muted" }, "No destinations yet."));
   showFlash(root, ctx);
+  showOutbox();
+  clearInterval(refresh);
+  if (!outboxes.length) return undefined;
+  refresh = setInterval(async () => {
+    samples = s2sSamples(await api("GET", "/v1/metrics").catch(() => ""));
+    showOutbox();
+  }, 3000);
+  return () => clearInterval(refresh);
 }
 
 async function form(root, ctx, existing) {
