@@ -187,7 +187,7 @@ async function form(root, ctx, existing) {
     problem,
     h("div", {}, h("button", { type: "submit" }, existing ? "Save destination" : "Create destination"),
       h("a", { href: "#/destinations", class: "cancel" }, "Cancel")));
-  root.append(h("h1", {}, existing ? "Destination " + existing.destinationId : "New destination"), f);
+  root.append(h("h1", {}, existing ? "Destination " + existing.destinationId + ": " + existing.name : "New destination"), f);
   f.elements.name.focus();
 
   f.addEventListener("submit", async (event) => {

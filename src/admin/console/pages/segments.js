@@ -113,7 +113,7 @@ async function form(root, ctx, existing) {
     problem,
     h("button", { type: "submit" }, existing ? "Save segment" : "Create segment"),
     h("a", { href: "#/segments", class: "cancel" }, "Cancel"));
-  root.append(h("h1", {}, existing ? "Segment " + existing.sid : "New segment"), f);
+  root.append(h("h1", {}, existing ? "Segment " + existing.sid + ": " + existing.name : "New segment"), f);
   f.elements.name.focus();
 
   f.addEventListener("submit", async (event) => {

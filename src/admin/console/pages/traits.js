@@ -94,7 +94,7 @@ async function form(root, ctx, existing) {
     problem,
     h("button", { type: "submit" }, existing ? "Save trait" : "Create trait"),
     h("a", { href: "#/traits", class: "cancel" }, "Cancel"));
-  root.append(h("h1", {}, existing ? "Trait " + existing.sid : "New trait"), f);
+  root.append(h("h1", {}, existing ? "Trait " + existing.sid + ": " + existing.name : "New trait"), f);
   f.elements.name.focus();
 
   f.addEventListener("submit", async (event) => {
