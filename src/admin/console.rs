@@ -37,6 +37,36 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("console/app.js"),
     ),
     (
+        "dom.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/dom.js"),
+    ),
+    (
+        "pages/try.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/pages/try.js"),
+    ),
+    (
+        "docs.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/docs.js"),
+    ),
+    (
+        "pages/overview.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/pages/overview.js"),
+    ),
+    (
+        "pages/providers.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/pages/providers.js"),
+    ),
+    (
+        "pages/profiles.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/pages/profiles.js"),
+    ),
+    (
         "pages/ui.js",
         "text/javascript; charset=utf-8",
         include_str!("console/pages/ui.js"),
@@ -63,6 +93,9 @@ const FILES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// `/docs`: the API reference, rendered from `/openapi.json` by `docs.js`.
+const DOCS_PAGE: &str = include_str!("console/docs.html");
+
 fn assets() -> &'static HashMap<&'static str, Asset> {
     static ASSETS: OnceLock<HashMap<&'static str, Asset>> = OnceLock::new();
     ASSETS.get_or_init(|| {
@@ -87,7 +120,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .finish()
         }),
     )
-    .route("/ui/{path:.*}", web::get().to(file));
+    .route("/ui/{path:.*}", web::get().to(file))
+    .route("/docs", web::get().to(docs));
+}
+
+async fn docs(req: HttpRequest) -> HttpResponse {
+    static PAGE: OnceLock<Asset> = OnceLock::new();
+    PAGE.get_or_init(|| {
+        Asset::new(
+            DOCS_PAGE.to_string(),
+            "text/html; charset=utf-8",
+            Some(CSP.into()),
+        )
+    })
+    .respond(&req)
 }
 
 async fn file(req: HttpRequest) -> Result<HttpResponse, AdminError> {
@@ -108,7 +154,7 @@ mod tests {
 
     #[test]
     fn console_scripts_hold_no_code_or_markup_sinks_and_no_inline_script() {
-        for (path, _, text) in FILES {
+        for (path, _, text) in FILES.iter().chain([&("docs.html", "", DOCS_PAGE)]) {
             if path.ends_with(".js") {
                 for sink in DANGEROUS_SINKS {
                     assert!(!text.contains(sink), "{path} uses {sink}");
@@ -119,6 +165,10 @@ mod tests {
                 assert!(!text.contains("<script>"), "{path} has an inline script");
                 assert!(!text.contains(" style="), "{path} has an inline style");
                 assert!(!text.contains(" onclick="), "{path} has an inline handler");
+                assert!(
+                    !text.contains("//cdn") && !text.contains("https://"),
+                    "{path} loads from outside"
+                );
             }
         }
     }

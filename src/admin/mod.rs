@@ -26,6 +26,7 @@ mod inbound;
 pub mod openapi;
 mod profiles;
 pub mod resource;
+pub mod try_event;
 
 pub use catalog_writer::CatalogWriter;
 
@@ -75,6 +76,8 @@ pub struct AdminState {
     /// The server's Prometheus text (`GET /v1/metrics`, what the console charts); `None` where
     /// no public listener runs beside this one.
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// The public listener, which `POST /v1/events/try` sends its event to.
+    pub public: Option<try_event::PublicListener>,
 }
 
 impl AdminState {
@@ -99,6 +102,7 @@ impl AdminState {
             region: config.server.dcs_region,
             integration_codes: config.server.integration_codes.clone(),
             metrics: None,
+            public: None,
         }
     }
 }
@@ -120,24 +124,12 @@ pub fn generate_token() -> String {
 /// The admin routes; everything else on the admin listener is a JSON `404`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let spec = openapi::document();
-    let page = openapi::docs_page(spec.clone());
     cfg.configure(console::routes)
         .route(
             "/openapi.json",
             web::get().to(move || {
                 let spec = spec.clone();
                 async move { HttpResponse::Ok().json(spec) }
-            }),
-        )
-        .route(
-            "/docs",
-            web::get().to(move || {
-                let page = page.clone();
-                async move {
-                    HttpResponse::Ok()
-                        .content_type("text/html; charset=utf-8")
-                        .body(page)
-                }
             }),
         )
         .service(
@@ -186,6 +178,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     web::resource("/inbound/{id}")
                         .route(web::get().to(inbound::progress))
                         .default_service(other_methods("GET")),
+                )
+                .service(
+                    web::resource(["/events/try", "/events/try/"])
+                        .route(web::post().to(try_event::try_event))
+                        .default_service(other_methods("POST")),
                 )
                 .service(
                     web::resource("/metrics")

@@ -1,6 +1,6 @@
-//! The admin API's OpenAPI 3.1 description, served as `/openapi.json`, and a browsable page at
-//! `/docs` (Scalar: nothing is downloaded at build time; the browser loads Scalar's script
-//! when the page is opened). Neither needs the token: they hold no data.
+//! The admin API's OpenAPI 3.1 description, served as `/openapi.json` and rendered at `/docs` by
+//! the console's own script (`console.rs`: no outside assets, so it works offline). Neither
+//! needs the token: they hold no data.
 //!
 //! The object schemas are derived by utoipa from the catalog types themselves, so they follow
 //! the fields the API really accepts; the paths are generated from the same [`Resource`]
@@ -257,6 +257,14 @@ pub fn document() -> Value {
             "responses": with_errors(json!({"200": {"description": "Prometheus text format 0.0.4",
                 "content": {"text/plain": {"schema": {"type": "string"}}}}}))}}),
     );
+    paths.insert(
+        "/v1/events/try".into(),
+        json!({"post": {"tags": ["operations"], "summary": "Send a real /event to this server's public listener (the console's \"Try an event\"): the answer and its time",
+            "requestBody": body(json!({"type": "object", "additionalProperties": false, "properties": {
+                "signals": {"type": "object", "additionalProperties": {"type": "string"}, "description": "up to 50 signals, e.g. {\"c_page\": \"cars\"}"},
+                "uuid": {"type": "string", "description": "send as this visitor (38 digits); none = a new one"}}})),
+            "responses": with_errors(json!({"200": {"description": "{request, status, elapsedMs, answer}"}}))}}),
+    );
     inbound_paths(&mut paths);
     customer_data_paths(&mut paths);
 
@@ -269,9 +277,4 @@ pub fn document() -> Value {
         "components": {"schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "[admin] token"}}}
     })
-}
-
-/// The `/docs` page.
-pub fn docs_page(spec: Value) -> String {
-    utoipa_scalar::Scalar::new(spec).to_html()
 }

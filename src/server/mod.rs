@@ -118,6 +118,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     admin_state.metrics = Some(Arc::new(move || {
         crate::routes::ops::render_metrics(&scrape)
     }));
+    admin_state.public = Some(crate::admin::try_event::PublicListener {
+        addr: public.addr,
+        tls: config.server.tls().is_some(),
+    });
     let admin_state = web::Data::new(admin_state);
     let admin = listen_admin(&config, admin_state)?;
     let (public, admin) = (public.spawn(), admin.spawn());

@@ -3,30 +3,12 @@
 // (never HTML from data) and talks to the server only through `api`. The token lives in this
 // tab's session storage, never in a URL. docs/console.md says what each section does.
 
+import { h } from "./dom.js";
+
 const TOKEN_KEY = "tributary.adminToken";
 const PAGES = ["overview", "providers", "traits", "segments", "destinations", "profiles", "try"];
 
-/** An element: `h("a", {href: "#/x", onclick: f}, "text", child)`. Strings become text. */
-export function h(tag, attrs, ...children) {
-  const el = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs || {})) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key.startsWith("on") && typeof value === "function") {
-      el.addEventListener(key.slice(2), value);
-    } else if (key === "class") {
-      el.className = value;
-    } else if (value === true) {
-      el.setAttribute(key, "");
-    } else {
-      el.setAttribute(key, String(value));
-    }
-  }
-  for (const child of children.flat()) {
-    if (child === undefined || child === null || child === false) continue;
-    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return el;
-}
+export { h };
 
 /** An error the admin API answered: `status`, and its `{error: {code, message, field, offset}}`. */
 export class ApiError extends Error {
@@ -78,6 +60,7 @@ function signOut(why) {
 }
 
 let stop = null;
+let generation = 0;
 function stopPage() {
   if (typeof stop === "function") stop();
   stop = null;
@@ -106,12 +89,17 @@ async function route() {
     if (a.getAttribute("href") === "#/" + page) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
-  const root = document.getElementById("page");
-  root.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+  // Each visit renders into a container of its own: a render still running when the admin
+  // moves on draws into a detached one, and its stop function is called at once.
+  const mine = ++generation;
+  const root = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+  document.getElementById("page").replaceChildren(root);
   try {
     const module = await import("./pages/" + page + ".js");
     root.replaceChildren();
-    stop = await module.render(root, { ...ctx, params: rest.map(decodeURIComponent) });
+    const stopIt = await module.render(root, { ...ctx, params: rest.map(decodeURIComponent) });
+    if (mine === generation) stop = stopIt;
+    else if (typeof stopIt === "function") stopIt();
   } catch (e) {
     root.replaceChildren();
     showMessage(root, String(e.message || e), "error");
