@@ -45,7 +45,6 @@ async function list(root, ctx) {
       h("tbody", {}, rows.map((t) => row(t))));
     function row(t) {
       const users = segments.filter((s) => namesTrait(s.segmentRule, t.sid));
-      const status = h("span", {});
       return h("tr", { "data-sid": t.sid },
         h("td", {}, String(t.sid)),
         h("td", {}, h("a", { href: "#/traits/" + t.sid }, t.name), t.description ? h("div", { class: "muted" }, t.description) : null),
@@ -62,7 +61,7 @@ async function list(root, ctx) {
               + ". Remove " + t.sid + "T from " + (users.length > 1 ? "those rules" : "that rule") + " first, or delete the segment. (The server said: " + e.message + ")",
             done: () => { flash("Trait " + t.sid + " deleted."); redraw(); },
             report: (text) => { body.querySelector(".delete-error")?.remove(); body.prepend(h("p", { class: "error delete-error", role: "alert" }, text)); },
-          }), status));
+          })));
     }
     body.replaceChildren(
       rows.length ? h("div", { class: "table-wrap" }, table) : h("p", { class: "muted" }, view.q ? "No trait matches." : "No traits yet."),
