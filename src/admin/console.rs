@@ -66,6 +66,31 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("console/pages/profiles.js"),
     ),
+    (
+        "pages/ui.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/pages/ui.js"),
+    ),
+    (
+        "pages/rule-editor.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/pages/rule-editor.js"),
+    ),
+    (
+        "pages/traits.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/pages/traits.js"),
+    ),
+    (
+        "pages/segments.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/pages/segments.js"),
+    ),
+    (
+        "pages/destinations.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/pages/destinations.js"),
+    ),
 ];
 
 /// `/docs`: the API reference, rendered from `/openapi.json` by `docs.js`.

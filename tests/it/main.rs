@@ -6,6 +6,7 @@ mod adobe_libraries;
 mod browser;
 mod common;
 mod console_a;
+mod console_b;
 mod console_docs;
 mod console_try;
 mod crash;
