@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::browser::{Browser, Options};
+use crate::common::console::sign_in;
 use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -23,16 +24,6 @@ const WATCH_CSP: &str = "window.__cspViolations = [];
 /// A script giving the element's text once it has some (an empty error slot is not an error).
 fn text_of(selector: &str) -> String {
     format!("const el = document.querySelector({selector:?}); return el && el.textContent ? el.textContent : null;")
-}
-
-async fn sign_in(browser: &Browser, token: &str) {
-    browser
-        .script(
-            "document.getElementById('token').value = arguments[0];
-             document.querySelector('#sign-in button[type=submit]').click();",
-            vec![json!(token)],
-        )
-        .await;
 }
 
 #[actix_web::test]

@@ -9,52 +9,10 @@ use serde_json::{json, Value};
 use tributary::core::catalog::Catalog;
 
 use crate::common::browser::{Browser, Options};
+use crate::common::console::{click, fill, submit};
 use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(15);
-
-/// Sets a field's value the way typing does: the page listens for `input` and `change`.
-async fn fill(browser: &Browser, selector: &str, value: &str) {
-    let found = browser
-        .script(
-            "const el = document.querySelector(arguments[0]);
-             if (!el) return false;
-             el.focus();
-             el.value = arguments[1];
-             el.dispatchEvent(new Event('input', {bubbles: true}));
-             el.dispatchEvent(new Event('change', {bubbles: true}));
-             return true;",
-            vec![json!(selector), json!(value)],
-        )
-        .await;
-    assert_eq!(found, json!(true), "no field {selector}");
-}
-
-async fn click(browser: &Browser, selector: &str) {
-    let found = browser
-        .script(
-            "const el = document.querySelector(arguments[0]);
-             if (!el) return false;
-             el.click();
-             return true;",
-            vec![json!(selector)],
-        )
-        .await;
-    assert_eq!(found, json!(true), "nothing to click at {selector}");
-}
-
-async fn submit(browser: &Browser, form: &str) {
-    let found = browser
-        .script(
-            "const f = document.querySelector(arguments[0]);
-             if (!f) return false;
-             f.requestSubmit();
-             return true;",
-            vec![json!(form)],
-        )
-        .await;
-    assert_eq!(found, json!(true), "no form {form}");
-}
 
 /// Goes to a console section and waits for `ready` (a selector) to be on the page.
 async fn go(browser: &Browser, hash: &str, ready: &str) {

@@ -20,7 +20,7 @@ fn cars() -> tributary::core::catalog::Catalog {
 }
 
 /// Signs in on `/ui/` with `token`; the sign-in error shown, or `null` once the console is in.
-pub async fn sign_in(browser: &Browser, admin: &Admin, token: &str) -> serde_json::Value {
+async fn sign_in_on(browser: &Browser, admin: &Admin, token: &str) -> serde_json::Value {
     browser.open(&format!("{}/ui/", admin.base)).await;
     browser
         .wait_script(
@@ -29,13 +29,7 @@ pub async fn sign_in(browser: &Browser, admin: &Admin, token: &str) -> serde_jso
             "return document.getElementById('sign-in').hidden ? null : true;",
         )
         .await;
-    browser
-        .script(
-            "document.getElementById('token').value = arguments[0];
-             document.getElementById('sign-in').requestSubmit();",
-            vec![json!(token)],
-        )
-        .await;
+    crate::common::console::sign_in(browser, token).await;
     browser
         .wait_script(
             "signed in, or refused",
@@ -54,14 +48,14 @@ async fn try_an_event_from_the_console() {
     };
     let server = TestServer::start(&cars()).await;
     let admin = Admin::of(&server);
-    let refused = sign_in(&browser, &admin, "not-the-token-0123456789").await;
+    let refused = sign_in_on(&browser, &admin, "not-the-token-0123456789").await;
     assert!(
         refused
             .as_str()
             .is_some_and(|e| e.contains("not this server's admin token")),
         "{refused}"
     );
-    assert_eq!(sign_in(&browser, &admin, ADMIN_TOKEN).await, "in");
+    assert_eq!(sign_in_on(&browser, &admin, ADMIN_TOKEN).await, "in");
     let token_in_url = browser.script("return location.href;", vec![]).await;
     assert!(!token_in_url.as_str().unwrap().contains(ADMIN_TOKEN));
 

@@ -2,6 +2,7 @@
 //! real sled stores in temporary directories.
 
 pub mod browser;
+pub mod console;
 pub mod demo;
 pub mod faults;
 pub mod process;
