@@ -24,6 +24,7 @@ mod customer_data;
 pub mod error;
 mod inbound;
 pub mod openapi;
+mod outbox;
 mod profiles;
 pub mod resource;
 pub mod try_event;
@@ -177,6 +178,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(
                     web::resource("/inbound/{id}")
                         .route(web::get().to(inbound::progress))
+                        .default_service(other_methods("GET")),
+                )
+                .service(
+                    web::resource("/destinations/{id}/outbox")
+                        .route(web::get().to(outbox::status))
                         .default_service(other_methods("GET")),
                 )
                 .service(

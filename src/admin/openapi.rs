@@ -258,6 +258,12 @@ pub fn document() -> Value {
                 "content": {"text/plain": {"schema": {"type": "string"}}}}}))}}),
     );
     paths.insert(
+        "/v1/destinations/{id}/outbox".into(),
+        json!({"parameters": [{"name": "id", "in": "path", "required": true, "description": "the destinationId", "schema": {"type": "integer"}}],
+            "get": {"tags": ["destinations"], "summary": "An S2S destination's deliveries: waiting, failed requests in a row, the last delivery and the last 10 errors (in memory since start)",
+            "responses": with_errors(json!({"200": {"description": "{destinationId, waiting, failuresInARow, lastDeliveredAt, lastErrors: [{at, message}]}"}}))}}),
+    );
+    paths.insert(
         "/v1/events/try".into(),
         json!({"post": {"tags": ["operations"], "summary": "Send a real /event to this server's public listener (the console's \"Try an event\"): the answer and its time",
             "requestBody": body(json!({"type": "object", "additionalProperties": false, "properties": {

@@ -25,7 +25,10 @@
 //! whose answer was lost, is sent again. Receivers can tell repeats by `AAM_UUID` and
 //! `DateTime`, as with AAM.
 
+mod status;
 mod task;
+
+pub use status::{DeliveryError, DestinationStatus, OutboxStatus};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -67,6 +70,8 @@ pub struct Outbox {
     tx: Option<mpsc::Sender<Command>>,
     /// Shared by every clone: the warnings are per outbox, not per session.
     full: Arc<Mutex<FullLog>>,
+    /// Each destination's waiting deliveries and last errors, as the task last saw them.
+    status: OutboxStatus,
 }
 
 /// Rate-limits the warnings about changes dropped on a full channel: the first at once, later
@@ -114,7 +119,8 @@ impl Outbox {
         settings: OutboxSettings,
     ) -> (Outbox, actix_rt::task::JoinHandle<()>) {
         let (outbox, rx) = Outbox::channel(CHANNEL_CAPACITY);
-        let task = actix_rt::spawn(task::run(store, catalog, settings, rx));
+        let status = outbox.status.clone();
+        let task = actix_rt::spawn(task::run(store, catalog, settings, status, rx));
         (outbox, task)
     }
 
@@ -124,8 +130,14 @@ impl Outbox {
         let outbox = Outbox {
             tx: Some(tx),
             full: Arc::default(),
+            status: OutboxStatus::default(),
         };
         (outbox, rx)
+    }
+
+    /// A destination's deliveries: waiting, failures in a row, last errors.
+    pub fn status(&self, destination: u64) -> DestinationStatus {
+        self.status.get(destination)
     }
 
     /// Stops the delivery task once everything queued so far is in the store.

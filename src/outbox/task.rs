@@ -11,7 +11,7 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Command, OutboxSettings};
+use super::{Command, OutboxSettings, OutboxStatus};
 use crate::core::catalog::{Destination, DestinationType, Status};
 use crate::core::clock::unix_now;
 use crate::core::engine::CatalogHandle;
@@ -24,9 +24,10 @@ pub(super) async fn run(
     store: Arc<dyn OutboxStore>,
     catalog: CatalogHandle,
     settings: OutboxSettings,
+    status: OutboxStatus,
     mut rx: mpsc::Receiver<Command>,
 ) {
-    let mut task = DeliveryTask::new(store, catalog, settings);
+    let mut task = DeliveryTask::new(store, catalog, settings, status);
     task.load_waiting().await;
     loop {
         task.send_due().await;
@@ -101,10 +102,17 @@ struct DeliveryTask {
     queues: BTreeMap<u64, Queue>,
     /// The POSTs out, at most one per destination (its queue's `in_flight`).
     flights: FuturesUnordered<LocalBoxFuture<'static, Flight>>,
+    /// What the admin API shows of each destination.
+    status: OutboxStatus,
 }
 
 impl DeliveryTask {
-    fn new(store: Arc<dyn OutboxStore>, catalog: CatalogHandle, settings: OutboxSettings) -> Self {
+    fn new(
+        store: Arc<dyn OutboxStore>,
+        catalog: CatalogHandle,
+        settings: OutboxSettings,
+        status: OutboxStatus,
+    ) -> Self {
         // No client-level timeout: the one around each POST covers the whole exchange.
         // HTTP/1.1 only, as for providers (docs/architecture.md, "HTTP/1.1 only"); no awc
         // timeout, as `send` bounds the whole exchange, body included.
@@ -120,6 +128,7 @@ impl DeliveryTask {
             client,
             queues: BTreeMap::new(),
             flights: FuturesUnordered::new(),
+            status,
         }
     }
 
@@ -256,6 +265,7 @@ impl DeliveryTask {
                 }
                 queue.failures = 0;
                 queue.next_attempt = None;
+                self.status.delivered(flight.destination_id, unix_now());
                 metrics::counter!("tributary_s2s_requests_total", "destination" => label.clone(), "result" => "ok").increment(1);
                 metrics::counter!("tributary_s2s_delivered_total", "destination" => label)
                     .increment(done.len() as u64);
@@ -267,6 +277,7 @@ impl DeliveryTask {
             }
             Err(why) => {
                 queue.failures += 1;
+                self.status.failed(flight.destination_id, unix_now(), &why);
                 let wait = s2s::backoff(
                     queue.failures,
                     self.settings.retry_initial,
@@ -292,6 +303,8 @@ impl DeliveryTask {
     fn report_waiting(&self) {
         metrics::gauge!("tributary_s2s_waiting")
             .set(self.queues.values().map(|q| q.items.len()).sum::<usize>() as f64);
+        self.status
+            .waiting(self.queues.iter().map(|(id, q)| (*id, q.items.len())));
     }
 }
 

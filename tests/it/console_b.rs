@@ -517,6 +517,21 @@ async fn console_b_traits_segments_and_destinations_in_a_browser() {
         counters.as_str().unwrap().starts_with("Requests: "),
         "{counters}"
     );
+    // This destination's own status: its last error, from the delivery task itself.
+    let last_error = browser
+        .wait_script(
+            "the destination's last error",
+            Duration::from_secs(30),
+            &format!(
+                "const e = document.querySelector('#destinations-table .outbox[data-id=\"{s2s_id}\"] .outbox-error');
+                 return e ? e.textContent : null;"
+            ),
+        )
+        .await;
+    assert!(
+        last_error.as_str().unwrap().starts_with("Last error, "),
+        "{last_error}"
+    );
 
     let violations = browser.script("return window.violations;", vec![]).await;
     assert_eq!(violations, json!([]));

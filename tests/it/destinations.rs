@@ -205,6 +205,36 @@ async fn s2s_destination_receives_every_change_after_failures_and_a_restart() {
     })
     .await;
     assert!(receiver.users().is_empty());
+    // The admin API (and the console) see the failing run and its errors.
+    let admin = Admin::of(&server);
+    let status = wait_for(
+        "the outbox status to show the waiting changes",
+        DELIVERY,
+        || {
+            let admin = &admin;
+            async move {
+                let s = admin
+                    .call("GET", "/v1/destinations/5/outbox", None)
+                    .await
+                    .json();
+                if s["waiting"] == 5 && s["failuresInARow"].as_u64() >= Some(3) {
+                    Ok(s)
+                } else {
+                    Err(s.to_string())
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        status["lastErrors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("500")),
+        "{status}"
+    );
+    assert_eq!(status["lastDeliveredAt"], serde_json::Value::Null);
+    let unknown = admin.call("GET", "/v1/destinations/99/outbox", None).await;
+    assert_eq!(unknown.status, 404);
     server.stop().await;
 
     let waiting = {
@@ -219,6 +249,23 @@ async fn s2s_destination_receives_every_change_after_failures_and_a_restart() {
         receiver.users().len() >= 5
     })
     .await;
+    let admin = Admin::of(&server);
+    let status = wait_for("the outbox status to show the deliveries", DELIVERY, || {
+        let admin = &admin;
+        async move {
+            let s = admin
+                .call("GET", "/v1/destinations/5/outbox", None)
+                .await
+                .json();
+            if s["waiting"] == 0 && s["lastDeliveredAt"].is_i64() {
+                Ok(s)
+            } else {
+                Err(s.to_string())
+            }
+        }
+    })
+    .await;
+    assert_eq!(status["failuresInARow"], 0, "{status}");
     let s = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
         pairs
             .iter()

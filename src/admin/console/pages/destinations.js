@@ -1,6 +1,7 @@
 // Destinations: cookie (ADS), URL (PUSH) and server-to-server (S2S) ones with their segment
 // mappings, and a form whose fields follow the type (docs/destinations.md). For S2S, the
-// outbox's counters from /v1/metrics show what is waiting and what failed.
+// outbox's counters from /v1/metrics and each destination's status
+// (/v1/destinations/{id}/outbox: waiting, failures in a row, the last error) are shown.
 // #/destinations, #/destinations/new, #/destinations/<id>.
 
 import { deleteButton, fetchAll, field, flash, num, select, showFlash } from "./ui.js";
@@ -56,14 +57,29 @@ async function list(root, ctx) {
     outboxes.push(el);
     return el;
   };
+  // Each S2S destination's own status (waiting, failures in a row, last errors).
+  let statuses = {};
+  const loadStatuses = async () => {
+    const got = await Promise.all(outboxes.map((el) =>
+      api("GET", "/v1/destinations/" + el.dataset.id + "/outbox").catch(() => null)));
+    statuses = {};
+    outboxes.forEach((el, i) => { statuses[el.dataset.id] = got[i]; });
+  };
   const showOutbox = () => {
     for (const el of outboxes) {
       const id = el.dataset.id;
       const ok = sum(samples, "tributary_s2s_requests_total", { destination: id, result: "ok" });
       const failed = sum(samples, "tributary_s2s_requests_total", { destination: id, result: "error" });
       const delivered = sum(samples, "tributary_s2s_delivered_total", { destination: id });
+      const st = statuses[id];
+      const last = st && st.lastErrors && st.lastErrors[0];
       el.replaceChildren("Requests: " + ok + " ok, ", h("span", { class: failed ? "error" : "" }, failed + " failed"),
-        "; " + delivered + " deliveries since start.");
+        "; " + delivered + " deliveries since start.",
+        st ? h("div", { class: "outbox-status" }, st.waiting + " waiting",
+          st.failuresInARow ? ", " + st.failuresInARow + " failed requests in a row" : "",
+          st.lastDeliveredAt ? "; last delivered " + new Date(st.lastDeliveredAt * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC" : "") : null,
+        last ? h("div", { class: "error outbox-error" }, "Last error, " +
+          new Date(last.at * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC: " + last.message) : null);
     }
     if (s2s) {
       s2s.textContent = "S2S outbox: " + sum(samples, "tributary_s2s_waiting") + " deliveries waiting, "
@@ -97,11 +113,13 @@ async function list(root, ctx) {
     status, s2s,
     destinations.length ? h("div", { class: "table-wrap" }, table) : h("p", { class: "muted" }, "No destinations yet."));
   showFlash(root, ctx);
+  await loadStatuses();
   showOutbox();
   clearInterval(refresh);
   if (!outboxes.length) return undefined;
   refresh = setInterval(async () => {
     samples = s2sSamples(await api("GET", "/v1/metrics").catch(() => ""));
+    await loadStatuses();
     showOutbox();
   }, 3000);
   return () => clearInterval(refresh);
