@@ -1,6 +1,7 @@
 //! `POST /v1/events/try`: the console's "Try an event" (`docs/console.md`). The admin API
 //! sends a real `/event` to this server's public listener, with the signals and the visitor
-//! given, and hands back the answer and how long it took. It is a real event: the visitor's
+//! given, and hands back the answer and how long it took; the answer also gives each
+//! provider's wait, which only this process's key (`X-Tributary-Try`) obtains. It is a real event: the visitor's
 //! profile changes, providers are called, destinations are computed.
 //!
 //! Going through the public listener rather than calling the pipeline directly means the
@@ -34,10 +35,12 @@ pub struct TryEvent {
 }
 
 /// Where the public listener is, for `POST /v1/events/try`; `https` when it serves TLS itself.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct PublicListener {
     pub addr: SocketAddr,
     pub tls: bool,
+    /// Sent as `X-Tributary-Try`: the answer then also gives each provider's wait.
+    pub key: String,
 }
 
 fn valid_key(key: &str) -> bool {
@@ -91,6 +94,7 @@ pub async fn try_event(
     let query = query(&body)?;
     let public = state
         .public
+        .as_ref()
         .ok_or_else(|| AdminError::NotFound("no public listener in this process".into()))?;
     if public.tls {
         // Our own listener's certificate is not one this client could check.
@@ -105,6 +109,7 @@ pub async fn try_event(
     let mut res = client
         .get(&url)
         .insert_header(("User-Agent", "tributary-console"))
+        .insert_header(("X-Tributary-Try", public.key.as_str()))
         .send()
         .await
         .map_err(|e| AdminError::Store(format!("the public listener did not answer: {e}")))?;

@@ -51,6 +51,10 @@ pub struct EventBody {
     pub segments: Option<Vec<u64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub providers: Option<BTreeMap<String, &'static str>>,
+    /// Milliseconds waited for each provider called: only for the admin console's tries
+    /// (`POST /v1/events/try`), never for sites.
+    #[serde(rename = "providerWaitMs", skip_serializing_if = "Option::is_none")]
+    pub provider_wait_ms: Option<BTreeMap<String, f64>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<DcsError>,
 }

@@ -85,7 +85,21 @@ pub async fn event(
     .await;
     let evaluated = collected.is_ok();
     let result = match collected {
-        Ok(result) => render(&state, &catalog, &event, visitor, result, &mut out, cts),
+        Ok(result) => {
+            if cts && is_admin_try(&req, &state) {
+                out.provider_wait_ms = Some(
+                    result
+                        .provider_waits
+                        .iter()
+                        .map(|(name, waited)| {
+                            let ms = (waited.as_secs_f64() * 1e5).round() / 100.0;
+                            (name.clone(), ms)
+                        })
+                        .collect(),
+                );
+            }
+            render(&state, &catalog, &event, visitor, result, &mut out, cts)
+        }
         Err(unanswered) => unavailable(tid, unanswered, &mut out),
     };
     if state.config.store.durable {
@@ -217,6 +231,15 @@ fn ignored(
         callback: None,
     };
     early("ignored", tid, format, &out)
+}
+
+/// The admin API's try (`POST /v1/events/try`): the process's own key, compared in constant
+/// time, so no site can ask for providers' timings.
+fn is_admin_try(req: &HttpRequest, state: &AppState) -> bool {
+    use subtle::ConstantTimeEq as _;
+    req.headers()
+        .get("x-tributary-try")
+        .is_some_and(|v| bool::from(v.as_bytes().ct_eq(state.try_key().as_bytes())))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -60,9 +60,17 @@ pub struct AppState {
     pub(crate) integration_codes: HashMap<String, u32>,
     /// What a TC string must grant when GDPR applies (`[privacy]`).
     pub(crate) tcf: TcfPolicy,
+    /// Made at start and known only to this process's admin API: an `/event` carrying it in
+    /// `X-Tributary-Try` (the console's "Try an event") also gets each provider's wait.
+    pub(crate) try_key: String,
 }
 
 impl AppState {
+    /// The key of the admin API's tries (`POST /v1/events/try`).
+    pub fn try_key(&self) -> &str {
+        &self.try_key
+    }
+
     pub fn new(
         config: Arc<Config>,
         deps: SessionDeps,
@@ -84,6 +92,11 @@ impl AppState {
                 .map(|(code, dpid)| (code.to_ascii_lowercase(), *dpid))
                 .collect(),
             tcf: config.privacy.tcf_policy(),
+            try_key: {
+                use rand::RngExt as _;
+                let bytes: [u8; 16] = rand::rng().random();
+                bytes.iter().map(|b| format!("{b:02x}")).collect()
+            },
             config,
             deps,
             metrics,

@@ -112,6 +112,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         ready.clone(),
     ));
     let scrape = state.clone();
+    let try_key = state.try_key().to_string();
     let public = listen_public(&config, options, state, tls)?;
     let token = admin_token(&config);
     let mut admin_state = AdminState::new(writer.clone(), deps, &token, &config);
@@ -121,6 +122,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     admin_state.public = Some(crate::admin::try_event::PublicListener {
         addr: public.addr,
         tls: config.server.tls().is_some(),
+        key: try_key,
     });
     let admin_state = web::Data::new(admin_state);
     let admin = listen_admin(&config, admin_state)?;

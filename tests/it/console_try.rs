@@ -95,7 +95,15 @@ async fn try_an_event_from_the_console() {
 
 #[actix_web::test]
 async fn the_try_endpoint_refuses_what_a_site_could_not_send() {
-    let server = TestServer::start(&cars()).await;
+    let slow = TestProvider::start(Behavior::Delay(
+        30,
+        Box::new(Behavior::Segments(vec!["x"], None)),
+    ))
+    .await;
+    let mut cat = cars();
+    cat.providers =
+        serde_json::from_value(json!([provider(1, "slow", &slow.url, 1001, 150)])).unwrap();
+    let server = TestServer::start_with(&cat, |c| c.realtime.deadline_ms = 300).await;
     let admin = Admin::of(&server);
     let tried = admin
         .call(
@@ -109,6 +117,23 @@ async fn the_try_endpoint_refuses_what_a_site_could_not_send() {
     assert_eq!(body["status"], 200);
     assert_eq!(body["answer"]["segments"], json!([101]), "{body}");
     assert!(body["request"].as_str().unwrap().contains("c_page=cars"));
+    // Each provider's wait, for the console only: a site never gets it, even asking for it.
+    assert_eq!(body["answer"]["providers"]["slow"], "ok", "{body}");
+    let waited = body["answer"]["providerWaitMs"]["slow"].as_f64().unwrap();
+    assert!(waited >= 25.0, "{body}");
+    for headers in [vec![], vec![("x-tributary-try", "guess")]] {
+        let site = get_with(
+            &server.url("/event?d_rtbd=json&d_cts=2&c_page=cars"),
+            &headers,
+        )
+        .await;
+        assert_eq!(site.json()["providers"]["slow"], "ok");
+        assert!(
+            site.json().get("providerWaitMs").is_none(),
+            "{}",
+            site.json()
+        );
+    }
     for (bad, field) in [
         (json!({"signals": {"d_uuid": "1"}}), "signals.d_uuid"),
         (json!({"uuid": "12"}), "uuid"),

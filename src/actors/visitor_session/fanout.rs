@@ -220,6 +220,7 @@ impl FanOut {
             .unwrap_or(self.deadline);
         let mut cutoff = std::pin::pin!(tokio::time::sleep_until(answer_by.into()));
         let mut outcomes: Vec<Option<Outcome>> = vec![None; self.called.len()];
+        let mut waits: Vec<Option<Duration>> = vec![None; self.called.len()];
         let mut awaited = self.called.iter().filter(|c| !c.discarded).count();
         while awaited > 0 {
             let (index, reply, waited) =
@@ -256,21 +257,26 @@ impl FanOut {
             };
             record(&called.provider, outcome, waited);
             outcomes[index] = Some(outcome);
+            waits[index] = Some(waited);
             if !called.discarded {
                 awaited -= 1;
             }
         }
-        for (called, outcome) in self.called.iter().zip(outcomes) {
+        for ((called, outcome), waited) in self.called.iter().zip(outcomes).zip(waits) {
             if called.discarded {
                 continue;
             }
+            let waited = waited.unwrap_or_else(|| self.started.elapsed());
             let outcome = outcome.unwrap_or_else(|| {
-                record(&called.provider, Outcome::Timeout, self.started.elapsed());
+                record(&called.provider, Outcome::Timeout, waited);
                 Outcome::Timeout
             });
             result
                 .providers
                 .push((called.provider.name.clone(), outcome));
+            result
+                .provider_waits
+                .push((called.provider.name.clone(), waited));
         }
         let late = (!self.running.is_empty()).then(|| LateCalls {
             running: self.running,

@@ -117,6 +117,8 @@ pub struct EventResult {
     pub segments: Vec<u64>,
     /// Each enabled provider's outcome, by provider name.
     pub providers: Vec<(String, Outcome)>,
+    /// How long the event waited for each provider called (the console's "Try an event").
+    pub provider_waits: Vec<(String, std::time::Duration)>,
     /// The visitor's ids in other data sources (for URL destinations' `%DPID_<n>%`).
     pub synced_ids: std::collections::BTreeMap<u32, String>,
     pub errors: Vec<DcsError>,

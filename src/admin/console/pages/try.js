@@ -49,6 +49,8 @@ function list(h, items) {
 function answerView(h, tried) {
   const a = tried.answer || {};
   const providers = Object.entries(a.providers || {});
+  // Each provider's wait: given to the admin API's tries only.
+  const waits = a.providerWaitMs || {};
   const errors = a.errors || [];
   return h("section", {},
     h("h2", {}, "Answer ", h("span", { class: "muted" }, "HTTP " + tried.status + " in " + tried.elapsedMs + " ms")),
@@ -58,7 +60,8 @@ function answerView(h, tried) {
       h("dt", {}, "Traits"), h("dd", { id: "try-traits" }, list(h, a.traits)),
       h("dt", {}, "Segments"), h("dd", { id: "try-segments" }, list(h, a.segments)),
       h("dt", {}, "Providers"), h("dd", { id: "try-providers" }, providers.length
-        ? h("ul", {}, providers.map(([name, outcome]) => h("li", {}, name + ": " + outcome)))
+        ? h("ul", {}, providers.map(([name, outcome]) => h("li", {}, name + ": " + outcome,
+          waits[name] !== undefined ? " (" + waits[name] + " ms)" : "")))
         : "none called"),
       h("dt", {}, "Cookie destinations"), h("dd", {}, list(h, (a.stuff || []).map((s) => s.cn + "=" + s.cv))),
       h("dt", {}, "URL destinations"), h("dd", {}, list(h, (a.dests || []).map((d) => d.c))),
