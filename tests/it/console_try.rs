@@ -152,3 +152,51 @@ async fn the_try_endpoint_refuses_what_a_site_could_not_send() {
     assert_eq!(unauthorized.status, 401);
     server.stop().await;
 }
+
+/// On a phone's width every section fits the screen (wide tables scroll inside their own
+/// box), and every control of the page is reachable with the keyboard (a link, a button or a
+/// form field, none taken out of the tab order).
+#[actix_rt::test]
+async fn every_section_fits_a_phone_and_the_keyboard() {
+    let Some(browser) = Browser::start(Options::default()).await else {
+        return;
+    };
+    let server = TestServer::start(&cars()).await;
+    let admin = Admin::of(&server);
+    browser.resize(390, 800).await;
+    assert_eq!(sign_in_on(&browser, &admin, ADMIN_TOKEN).await, "in");
+    for section in [
+        "overview",
+        "providers",
+        "traits",
+        "segments",
+        "destinations",
+        "profiles",
+        "try",
+    ] {
+        browser
+            .script(&format!("location.hash = '#/{section}';"), vec![])
+            .await;
+        let fits = browser
+            .wait_script(
+                &format!("the {section} section drawn at a phone's width"),
+                WAIT,
+                "const page = document.getElementById('page');
+                 if (!page || page.textContent.includes('Loading…') || !page.querySelector('h1')) return null;
+                 const wide = document.documentElement.scrollWidth;
+                 const clickable = [...page.querySelectorAll('[onclick], div[role=button], span[role=button]')].length;
+                 const untabbable = [...page.querySelectorAll('a, button, input, select, textarea')]
+                     .filter((e) => e.tabIndex < 0).length;
+                 return {wide, width: window.innerWidth, clickable, untabbable};",
+            )
+            .await;
+        assert!(
+            fits["wide"].as_u64() <= fits["width"].as_u64(),
+            "{section} is wider than the screen: {fits}"
+        );
+        assert_eq!(fits["clickable"], 0, "{section}: {fits}");
+        assert_eq!(fits["untabbable"], 0, "{section}: {fits}");
+    }
+    browser.close().await;
+    server.stop().await;
+}

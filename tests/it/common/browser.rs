@@ -157,6 +157,14 @@ impl Browser {
         self.client.as_ref().expect("browser session")
     }
 
+    /// Resizes the window, e.g. to a phone's width.
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.client()
+            .set_window_size(width, height)
+            .await
+            .unwrap_or_else(|e| panic!("resize to {width}x{height}: {e}"));
+    }
+
     /// Navigates to `url` and waits for its load event.
     pub async fn open(&self, url: &str) {
         self.client()
