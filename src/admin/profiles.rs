@@ -139,25 +139,42 @@ fn view(shown: String, p: Profile, linked: Vec<LinkedView>) -> ProfileView {
 
 /// The profile a path names: a device's 38-digit AAM id, or `<dataSourceId>:<customer id>`
 /// for an authenticated profile of a cross-device data source.
-fn visitor_of(req: &HttpRequest, state: &AdminState) -> Result<(VisitorId, String), AdminError> {
+/// The profile a path names: a 38-digit AAM id; `<dataSourceId>:<id>` of a cross-device data
+/// source (that customer id's authenticated profile); or `<dataSourceId>:<id>` of any other
+/// data source, ECIDs (4) among them: the device that id is synced to.
+async fn visitor_of(
+    req: &HttpRequest,
+    state: &AdminState,
+) -> Result<(VisitorId, String), AdminError> {
     let text = req.match_info().get("uuid").unwrap_or("");
     if let Some((dpid, id)) = text.split_once(':') {
         let dpid: u32 = dpid.parse().map_err(|_| {
             AdminError::invalid("uuid", format!("{:?} is not a data source id", clip(dpid)))
         })?;
-        if !state.deps.profiles_config.is_cross_device(dpid) || id.is_empty() {
+        if id.is_empty() || id.len() > 512 {
             return Err(AdminError::invalid(
                 "uuid",
-                format!("data source {dpid} is not in [profiles] cross_device_data_sources: its ids have no profiles of their own"),
+                "after <dataSourceId>: comes an id of 1 to 512 bytes",
             ));
         }
-        return Ok((VisitorId::authenticated(dpid, id), text.to_string()));
+        if state.deps.profiles_config.is_cross_device(dpid) {
+            return Ok((VisitorId::authenticated(dpid, id), text.to_string()));
+        }
+        let link = state.deps.profiles.lookup_link(dpid, id).await?;
+        return link
+            .map(|l| (l.visitor, l.visitor.to_string()))
+            .ok_or_else(|| {
+                AdminError::NotFound(format!(
+                    "no device synced to id {:?} of data source {dpid}",
+                    clip(id)
+                ))
+            });
     }
     let visitor = VisitorId::parse(text).ok_or_else(|| {
         AdminError::invalid(
             "uuid",
             format!(
-                "{:?} is neither a 38-digit visitor id nor <dataSourceId>:<customer id>",
+                "{:?} is neither a 38-digit visitor id nor <dataSourceId>:<id>",
                 clip(text)
             ),
         )
@@ -169,7 +186,7 @@ pub async fn get_profile(
     req: HttpRequest,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, AdminError> {
-    let (visitor, shown) = visitor_of(&req, &state)?;
+    let (visitor, shown) = visitor_of(&req, &state).await?;
     let profile = state
         .deps
         .profiles
@@ -200,7 +217,7 @@ pub async fn delete_profile(
     req: HttpRequest,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, AdminError> {
-    let (visitor, _) = visitor_of(&req, &state)?;
+    let (visitor, _) = visitor_of(&req, &state).await?;
     erase(&state.deps, visitor, Erasure::Everything).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1050,3 +1050,45 @@ async fn metrics_on_the_admin_listener_need_the_token() {
     assert_eq!(refused.status, 401);
     server.stop().await;
 }
+
+/// A device found by an id it is synced to (`<dataSourceId>:<id>` of a data source that is not
+/// cross-device, ECIDs among them), read and erased through it.
+#[actix_web::test]
+async fn profiles_by_a_synced_id_are_the_device_s() {
+    let server = TestServer::start(&seed()).await;
+    let admin = Admin::of(&server);
+    let event = get(&server.url("/event?c_page=cars&d_rtbd=json")).await;
+    let device = event.json()["uuid"].as_str().unwrap().to_string();
+    let synced = get_with(
+        &server.url("/ibs:dpid=1&dpuuid=crm-7"),
+        &[("cookie", &format!("demdex={device}"))],
+    )
+    .await;
+    assert_eq!(synced.status, 200);
+    let found = wait_for(
+        "the sync to be readable",
+        std::time::Duration::from_secs(5),
+        || {
+            let admin = &admin;
+            async move {
+                let r = admin.call("GET", "/v1/profiles/1:crm-7", None).await;
+                if r.status == 200 {
+                    Ok(r.json())
+                } else {
+                    Err(String::from_utf8_lossy(&r.body).into_owned())
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(found["uuid"], device.as_str(), "{found}");
+    let unknown = admin.call("GET", "/v1/profiles/1:nobody", None).await;
+    assert_eq!(unknown.status, 404);
+    let erased = admin.call("DELETE", "/v1/profiles/1:crm-7", None).await;
+    assert_eq!(erased.status, 204);
+    let gone = admin
+        .call("GET", &format!("/v1/profiles/{device}"), None)
+        .await;
+    assert_eq!(gone.status, 404);
+    server.stop().await;
+}

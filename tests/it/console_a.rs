@@ -356,7 +356,30 @@ async fn console_a_overview_providers_and_profiles_in_a_browser() {
              return code && row ? [code.textContent, row.textContent] : null;",
         )
         .await;
-    assert_eq!(by_ecid, json!([ecid, "11"]));
+    let device = event.json()["uuid"].as_str().unwrap().to_string();
+    assert_eq!(
+        by_ecid,
+        json!([device, "11"]),
+        "the device the ECID is synced to"
+    );
+    // And erased through it, as a device found by AAM id is.
+    browser
+        .script(
+            "window.confirm = () => true; document.getElementById('profile-erase').click(); return true;",
+            vec![],
+        )
+        .await;
+    browser
+        .wait_script(
+            "the device erased by its ECID",
+            WAIT,
+            "return document.getElementById('profile-erased') ? true : null;",
+        )
+        .await;
+    let gone = admin
+        .call("GET", &format!("/v1/profiles/{device}"), None)
+        .await;
+    assert_eq!(gone.status, 404);
     browser
         .script(
             "const kind = document.getElementById('profile-kind');

@@ -1,6 +1,6 @@
 // Profiles: what Tributary remembers about one visitor, looked up by AAM id, by declared id
-// (an authenticated profile, <dataSourceId>:<id>) or by ECID (the Profile API's viewer, which
-// is what the server resolves ECIDs through), and its erasure. `#/profiles/<id>` opens a
+// (<dataSourceId>:<id>: a customer id's authenticated profile, or the device synced to an id
+// of another data source) or by ECID (4:<ecid>), and its erasure. `#/profiles/<id>` opens a
 // profile directly.
 
 const ECID_DATA_SOURCE = "4";
@@ -72,19 +72,6 @@ export async function render(root, ctx) {
       table("Cached provider answers", ["Provider (pid)", "Segments", "Expires"], (p.providerAnswers || []).map((a) => [String(a.pid), a.segments.join(", "), date(a.expiresAt)])));
   }
 
-  // The viewer's answer for an ECID: names and kinds of traits and segments, no erasure (that
-  // takes the device's AAM id, which the viewer does not show).
-  function showViewer(v, ecid) {
-    const p = v.profile || {};
-    const data = p.data || {};
-    result.replaceChildren(
-      h("h2", {}, "Profile of ECID ", h("code", { id: "profile-uuid" }, ecid)),
-      h("p", { class: "muted" }, "From the Profile API viewer (GET /profile/4/<ecid>). To erase it, look the device up by its AAM id."),
-      table("Traits", ["Trait", "Name", "Kind", "Owner", "Last realization"], (data.traits || []).map((t) => [String(t.id), t.name, t.kind || t.type || "", t["data provider name"] || t.dataProviderName || "", t["last realization"] || t.lastRealization || ""])),
-      table("Segments", ["Segment", "Name", "Owner", "Active"], (data.segments || []).map((s) => [String(s.id), s.name, s["data provider name"] || s.dataProviderName || "", s.active ? "yes" : "no"])),
-      table("Links", ["Id", "Data source", "Linked"], (p.links || []).map((l) => [l.id, (l.namespace && l.namespace.id) || "", l["linking datetime"] || ""])));
-  }
-
   async function eraseProfile(key) {
     if (!window.confirm("Erase everything Tributary remembers about " + key + "? This cannot be undone.")) return;
     try {
@@ -106,11 +93,10 @@ export async function render(root, ctx) {
     }
   }
 
-  async function lookup(key, via) {
+  async function lookup(key) {
     result.replaceChildren(h("p", { class: "muted" }, "Looking up…"));
     try {
-      if (via === "ecid") showViewer(await api("GET", "/profile/" + ECID_DATA_SOURCE + "/" + encodeURIComponent(key)), key);
-      else show(await api("GET", "/v1/profiles/" + encodeURIComponent(key)), key);
+      show(await api("GET", "/v1/profiles/" + encodeURIComponent(key)), key);
     } catch (e) {
       error(e instanceof ApiError && e.status === 404 ? "No profile for " + key + "." : String(e.message || e));
     }
@@ -120,14 +106,15 @@ export async function render(root, ctx) {
   // nothing, so that lookup is made here.
   function open(key) {
     const hash = "#/profiles/" + encodeURIComponent(key);
-    if (location.hash === hash) lookup(key, "profile");
+    if (location.hash === hash) lookup(key);
     else navigate(hash);
   }
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const value = id.value.trim();
-    if (kind.value === "ecid") return lookup(value, "ecid");
+    // An ECID is an id of data source 4: the admin API finds the device it is synced to.
+    if (kind.value === "ecid") return open(ECID_DATA_SOURCE + ":" + value);
     if (kind.value === "declared") {
       if (!dpid.value.trim()) return error("Give the data source id.");
       return open(dpid.value.trim() + ":" + value);
@@ -144,6 +131,6 @@ export async function render(root, ctx) {
       dpidField.hidden = false;
       dpid.value = key.slice(0, key.indexOf(":"));
     }
-    await lookup(key, "profile");
+    await lookup(key);
   }
 }
