@@ -224,7 +224,7 @@ pub fn document() -> Value {
         "/v1/profiles/{uuid}".into(),
         json!({
             "parameters": [{"name": "uuid", "in": "path", "required": true,
-                "description": "the 38-digit visitor id, or `<dataSourceId>:<customer id>` for an authenticated profile",
+                "description": "the 38-digit visitor id, or `<dataSourceId>:<id>`: a cross-device data source's authenticated profile, else the device synced to that id (ECIDs: `4:<ecid>`)",
                 "schema": {"type": "string"}}],
             "get": {"tags": ["profiles"], "summary": "What is remembered about a visitor (times in Unix seconds)",
                 "responses": with_errors(json!({"200": {"description": "the profile",
