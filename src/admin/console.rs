@@ -4,7 +4,9 @@
 //! called with the token the admin types in.
 //!
 //! Every file is sent with a strict Content-Security-Policy: scripts and styles only from this
-//! listener, no inline script or style, no frames, no form posts elsewhere.
+//! listener, no inline script or style, no frames, no form posts elsewhere. Browsers ask for
+//! the files again on every load (`no-cache`, a `304` while unchanged), so after an upgrade the
+//! shell and its sections are never of two versions.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -104,7 +106,7 @@ fn assets() -> &'static HashMap<&'static str, Asset> {
             .map(|(path, kind, text)| {
                 (
                     *path,
-                    Asset::new((*text).to_string(), kind, Some(CSP.into())),
+                    Asset::new((*text).to_string(), kind, Some(CSP.into())).revalidated(),
                 )
             })
             .collect()
@@ -132,6 +134,7 @@ async fn docs(req: HttpRequest) -> HttpResponse {
             "text/html; charset=utf-8",
             Some(CSP.into()),
         )
+        .revalidated()
     })
     .respond(&req)
 }

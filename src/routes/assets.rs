@@ -19,6 +19,8 @@ pub struct Asset {
     etag: EntityTag,
     /// Its own `Content-Security-Policy`, for pages.
     csp: Option<String>,
+    /// `Cache-Control`: public for an hour, unless [`Asset::revalidated`].
+    cache_control: String,
 }
 
 impl Asset {
@@ -34,7 +36,15 @@ impl Asset {
             // Weak: the same tag covers the gzipped and the plain representation.
             etag: EntityTag::new_weak(tag),
             csp,
+            cache_control: format!("public, max-age={MAX_AGE_SECS}"),
         }
+    }
+
+    /// Asked for again on every use (a `304` while unchanged): for the admin console, whose
+    /// files must change together when the server is upgraded.
+    pub fn revalidated(mut self) -> Self {
+        self.cache_control = "no-cache".into();
+        self
     }
 
     pub fn body(&self) -> &str {
@@ -61,10 +71,7 @@ impl Asset {
         };
         builder
             .insert_header(header::ETag(self.etag.clone()))
-            .insert_header((
-                header::CACHE_CONTROL,
-                format!("public, max-age={MAX_AGE_SECS}"),
-            ))
+            .insert_header((header::CACHE_CONTROL, self.cache_control.as_str()))
             .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
         if let Some(csp) = &self.csp {
             builder.insert_header((header::CONTENT_SECURITY_POLICY, csp.as_str()));

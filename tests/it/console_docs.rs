@@ -22,6 +22,18 @@ async fn the_api_reference_renders_offline_under_the_console_s_policy() {
         csp.contains("script-src 'self'") && csp.contains("default-src 'none'"),
         "{csp}"
     );
+    // Asked for again on every load, with a 304 while unchanged: an upgrade's console is
+    // never mixed with the last one's files.
+    let script = admin.raw("GET", "/ui/app.js", None, None).await;
+    assert_eq!(script.header("cache-control").as_deref(), Some("no-cache"));
+    let etag = script.header("etag").unwrap();
+    let again = get_with(
+        &format!("{}/ui/app.js", admin.base),
+        &[("if-none-match", etag.as_str())],
+    )
+    .await;
+    assert_eq!(again.status, 304);
+    assert_eq!(page.header("cache-control").as_deref(), Some("no-cache"));
     browser.open(&format!("{}/docs", admin.base)).await;
     let rendered = browser
         .wait_script(
