@@ -3,7 +3,7 @@
 // writes `<sid>T` at the cursor. #/segments, #/segments/new, #/segments/<sid>.
 
 import { ruleEditor } from "./rule-editor.js";
-import { deleteButton, fetchAll, field, flash, matches, num, pager, searchBox, select, showFlash } from "./ui.js";
+import { catalogList, deleteButton, fetchAll, field, flash, matches, num, select } from "./ui.js";
 
 const view = { page: 0, pageSize: 20, q: "" };
 
@@ -14,30 +14,13 @@ export async function render(root, ctx) {
   return list(root, ctx);
 }
 
-async function list(root, ctx) {
+function list(root, ctx) {
   const { h, api } = ctx;
-  const body = h("div", {});
-  root.append(
-    h("h1", {}, "Segments"),
-    h("p", {}, h("a", { href: "#/segments/new", class: "button" }, "New segment")),
-    searchBox(h, "Search segments", view.q, (q) => { view.q = q; view.page = 0; redraw(); }),
-    body);
-  showFlash(root, ctx);
-
-  // Redraws after the first one happen outside the router, which would otherwise show a failure.
-  const redraw = () => draw().catch((e) => ctx.message(body, "Could not load the list: " + e.message, "error"));
-  async function draw() {
-    let rows, paging;
-    const destinations = await fetchAll(api, "/v1/destinations");
-    if (view.q) {
-      rows = (await fetchAll(api, "/v1/segments")).filter((s) => matches(s, "sid", view.q));
-      paging = null;
-    } else {
-      const got = await api("GET", "/v1/segments?page=" + view.page + "&pageSize=" + view.pageSize);
-      rows = got.list;
-      paging = got;
-    }
-    const row = (s) => {
+  return catalogList(root, ctx, {
+    kind: "segments", singular: "segment", view,
+    columns: ["Id", "Name", "Rule", "Status", "Mapped to", ""],
+    related: () => fetchAll(api, "/v1/destinations"),
+    row: (s, destinations, { redraw, report }) => {
       const users = destinations.filter((d) => (d.mappings || []).some((m) => m.sid === s.sid));
       return h("tr", { "data-sid": s.sid },
         h("td", {}, String(s.sid)),
@@ -54,18 +37,10 @@ async function list(root, ctx) {
               + (users.length ? "destination" + (users.length > 1 ? "s " : " ") + users.map((d) => d.destinationId + " (" + d.name + ")").join(", ") + (users.length > 1 ? " map" : " maps") + " it" : "a destination maps it")
               + ". Remove the mapping first. (The server said: " + e.message + ")",
             done: () => { flash("Segment " + s.sid + " deleted."); redraw(); },
-            report: (text) => { body.querySelector(".delete-error")?.remove(); body.prepend(h("p", { class: "error delete-error", role: "alert" }, text)); },
+            report,
           })));
-    };
-    const table = h("table", { id: "segments-table" },
-      h("thead", {}, h("tr", {}, ["Id", "Name", "Rule", "Status", "Mapped to", ""].map((t) => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, rows.map(row)));
-    body.replaceChildren(
-      rows.length ? h("div", { class: "table-wrap" }, table) : h("p", { class: "muted" }, view.q ? "No segment matches." : "No segments yet."),
-      paging ? pager(h, paging, (page, pageSize) => { view.page = page; view.pageSize = pageSize; redraw(); }) : null);
-    showFlash(body, ctx);
-  }
-  await draw();
+    },
+  });
 }
 
 /** Type a trait's name or id, pick it, and `<sid>T` goes into the rule at the cursor. */

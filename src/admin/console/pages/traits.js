@@ -3,7 +3,7 @@
 // #/traits/<sid>.
 
 import { ruleEditor } from "./rule-editor.js";
-import { deleteButton, fetchAll, field, flash, matches, namesTrait, num, pager, searchBox, select, showFlash } from "./ui.js";
+import { catalogList, deleteButton, fetchAll, field, flash, namesTrait, num, select } from "./ui.js";
 
 // Kept across re-renders so returning from a form shows the same page and search.
 const view = { page: 0, pageSize: 20, q: "" };
@@ -15,35 +15,14 @@ export async function render(root, ctx) {
   return list(root, ctx);
 }
 
-async function list(root, ctx) {
+function list(root, ctx) {
   const { h, api } = ctx;
-  const body = h("div", {});
-  root.append(
-    h("h1", {}, "Traits"),
-    h("p", {}, h("a", { href: "#/traits/new", class: "button" }, "New trait")),
-    searchBox(h, "Search traits", view.q, (q) => { view.q = q; view.page = 0; redraw(); }),
-    body);
-  showFlash(root, ctx);
-
-  // Redraws after the first one happen outside the router, which would otherwise show a failure.
-  const redraw = () => draw().catch((e) => ctx.message(body, "Could not load the list: " + e.message, "error"));
-  async function draw() {
-    let rows, paging;
+  return catalogList(root, ctx, {
+    kind: "traits", singular: "trait", view,
+    columns: ["Id", "Name", "Type", "Status", "Used by", ""],
     // Segments name traits in their rules; one fetch of them all answers "used by" for the page.
-    const segments = await fetchAll(api, "/v1/segments");
-    if (view.q) {
-      // A search looks through every trait, not just the page shown.
-      rows = (await fetchAll(api, "/v1/traits")).filter((t) => matches(t, "sid", view.q));
-      paging = null;
-    } else {
-      const got = await api("GET", "/v1/traits?page=" + view.page + "&pageSize=" + view.pageSize);
-      rows = got.list;
-      paging = got;
-    }
-    const table = h("table", { id: "traits-table" },
-      h("thead", {}, h("tr", {}, ["Id", "Name", "Type", "Status", "Used by", ""].map((t) => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, rows.map((t) => row(t))));
-    function row(t) {
+    related: () => fetchAll(api, "/v1/segments"),
+    row: (t, segments, { redraw, report }) => {
       const users = segments.filter((s) => namesTrait(s.segmentRule, t.sid));
       return h("tr", { "data-sid": t.sid },
         h("td", {}, String(t.sid)),
@@ -60,15 +39,10 @@ async function list(root, ctx) {
               + (users.length ? "segment" + (users.length > 1 ? "s " : " ") + users.map((s) => s.sid + " (" + s.name + ")").join(", ") + (users.length > 1 ? " use" : " uses") + " it in " + (users.length > 1 ? "their rules" : "its rule") : "a segment uses it")
               + ". Remove " + t.sid + "T from " + (users.length > 1 ? "those rules" : "that rule") + " first, or delete the segment. (The server said: " + e.message + ")",
             done: () => { flash("Trait " + t.sid + " deleted."); redraw(); },
-            report: (text) => { body.querySelector(".delete-error")?.remove(); body.prepend(h("p", { class: "error delete-error", role: "alert" }, text)); },
+            report,
           })));
-    }
-    body.replaceChildren(
-      rows.length ? h("div", { class: "table-wrap" }, table) : h("p", { class: "muted" }, view.q ? "No trait matches." : "No traits yet."),
-      paging ? pager(h, paging, (page, pageSize) => { view.page = page; view.pageSize = pageSize; redraw(); }) : null);
-    showFlash(body, ctx);
-  }
-  await draw();
+    },
+  });
 }
 
 async function form(root, ctx, existing) {

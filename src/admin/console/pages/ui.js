@@ -1,5 +1,6 @@
 // Pieces the catalog pages (traits, segments, destinations) share: labelled fields, a pager,
-// a delete that asks first and explains a refusal, and a message carried across a navigation.
+// a delete that asks first and explains a refusal, a message carried across a navigation, and
+// the searchable, paged list of traits and of segments.
 
 let serial = 0;
 let flashed = null;
@@ -108,4 +109,48 @@ export function matches(object, idField, q) {
   if (!q) return true;
   const needle = q.toLowerCase();
   return String(object[idField]) === q || (object.name || "").toLowerCase().includes(needle);
+}
+
+/**
+ * The list of a paged catalog kind (`traits`, `segments`): a heading, a "New" link, a search
+ * that looks through every object (not just the page shown), paging otherwise, and a table.
+ * `related()` is fetched on each draw (what the rows point to); `row(object, related,
+ * {redraw, report})` draws one row, `report` showing a refused delete above the table.
+ */
+export async function catalogList(root, ctx, { kind, singular, view, columns, related, row }) {
+  const { h, api } = ctx;
+  const body = h("div", {});
+  root.append(
+    h("h1", {}, kind[0].toUpperCase() + kind.slice(1)),
+    h("p", {}, h("a", { href: "#/" + kind + "/new", class: "button" }, "New " + singular)),
+    searchBox(h, "Search " + kind, view.q, (q) => { view.q = q; view.page = 0; redraw(); }),
+    body);
+  showFlash(root, ctx);
+
+  // Redraws after the first one happen outside the router, which would otherwise show a failure.
+  const redraw = () => draw().catch((e) => ctx.message(body, "Could not load the list: " + e.message, "error"));
+  const report = (text) => {
+    body.querySelector(".delete-error")?.remove();
+    body.prepend(h("p", { class: "error delete-error", role: "alert" }, text));
+  };
+  async function draw() {
+    let rows;
+    let paging = null;
+    const others = await related();
+    if (view.q) {
+      rows = (await fetchAll(api, "/v1/" + kind)).filter((o) => matches(o, "sid", view.q));
+    } else {
+      paging = await api("GET", "/v1/" + kind + "?page=" + view.page + "&pageSize=" + view.pageSize);
+      rows = paging.list;
+    }
+    const table = h("table", { id: kind + "-table" },
+      h("thead", {}, h("tr", {}, columns.map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, rows.map((o) => row(o, others, { redraw, report }))));
+    body.replaceChildren(
+      rows.length ? h("div", { class: "table-wrap" }, table)
+        : h("p", { class: "muted" }, view.q ? "No " + singular + " matches." : "No " + kind + " yet."),
+      paging ? pager(h, paging, (page, pageSize) => { view.page = page; view.pageSize = pageSize; redraw(); }) : null);
+    showFlash(body, ctx);
+  }
+  await draw();
 }
