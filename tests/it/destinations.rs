@@ -144,6 +144,31 @@ impl S2sReceiver {
     }
 }
 
+/// Destination 5's outbox status (`GET /v1/destinations/5/outbox`) once `shows` holds.
+async fn outbox_status(
+    admin: &Admin,
+    what: &str,
+    shows: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let shows = &shows;
+    wait_for(
+        &format!("the outbox status to show {what}"),
+        DELIVERY,
+        || async move {
+            let s = admin
+                .call("GET", "/v1/destinations/5/outbox", None)
+                .await
+                .json();
+            if shows(&s) {
+                Ok(s)
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await
+}
+
 /// How long a test waits for the outbox: its retries here start at 20 ms and stay under
 /// 100 ms, so this only bounds a loaded machine.
 const DELIVERY: Duration = Duration::from_secs(20);
@@ -207,24 +232,9 @@ async fn s2s_destination_receives_every_change_after_failures_and_a_restart() {
     assert!(receiver.users().is_empty());
     // The admin API (and the console) see the failing run and its errors.
     let admin = Admin::of(&server);
-    let status = wait_for(
-        "the outbox status to show the waiting changes",
-        DELIVERY,
-        || {
-            let admin = &admin;
-            async move {
-                let s = admin
-                    .call("GET", "/v1/destinations/5/outbox", None)
-                    .await
-                    .json();
-                if s["waiting"] == 5 && s["failuresInARow"].as_u64() >= Some(3) {
-                    Ok(s)
-                } else {
-                    Err(s.to_string())
-                }
-            }
-        },
-    )
+    let status = outbox_status(&admin, "the waiting changes", |s| {
+        s["waiting"] == 5 && s["failuresInARow"].as_u64() >= Some(3)
+    })
     .await;
     assert!(
         status["lastErrors"][0]["message"]
@@ -250,19 +260,8 @@ async fn s2s_destination_receives_every_change_after_failures_and_a_restart() {
     })
     .await;
     let admin = Admin::of(&server);
-    let status = wait_for("the outbox status to show the deliveries", DELIVERY, || {
-        let admin = &admin;
-        async move {
-            let s = admin
-                .call("GET", "/v1/destinations/5/outbox", None)
-                .await
-                .json();
-            if s["waiting"] == 0 && s["lastDeliveredAt"].is_i64() {
-                Ok(s)
-            } else {
-                Err(s.to_string())
-            }
-        }
+    let status = outbox_status(&admin, "the deliveries", |s| {
+        s["waiting"] == 0 && s["lastDeliveredAt"].is_i64()
     })
     .await;
     assert_eq!(status["failuresInARow"], 0, "{status}");

@@ -18,6 +18,11 @@ export async function render(root, ctx) {
   return list(root, ctx);
 }
 
+/** Unix seconds as `2026-12-02 15:04:05 UTC`. */
+function utc(seconds) {
+  return new Date(seconds * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC";
+}
+
 /** The `tributary_s2s_*` samples of the Prometheus text: [{name, labels, value}]. */
 export function s2sSamples(text) {
   const out = [];
@@ -77,9 +82,9 @@ async function list(root, ctx) {
         "; " + delivered + " deliveries since start.",
         st ? h("div", { class: "outbox-status" }, st.waiting + " waiting",
           st.failuresInARow ? ", " + st.failuresInARow + " failed requests in a row" : "",
-          st.lastDeliveredAt ? "; last delivered " + new Date(st.lastDeliveredAt * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC" : "") : null,
+          st.lastDeliveredAt ? "; last delivered " + utc(st.lastDeliveredAt) : "") : null,
         last ? h("div", { class: "error outbox-error" }, "Last error, " +
-          new Date(last.at * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC: " + last.message) : null);
+          utc(last.at) + ": " + last.message) : null);
     }
     if (s2s) {
       s2s.textContent = "S2S outbox: " + sum(samples, "tributary_s2s_waiting") + " deliveries waiting, "
