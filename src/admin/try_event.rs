@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use super::error::AdminError;
 use super::AdminState;
+use crate::core::request::is_valid_signal_key;
 
 /// Signals one try may carry (an event may carry more; a console form needs no more).
 const MAX_SIGNALS: usize = 50;
@@ -43,13 +44,6 @@ pub struct PublicListener {
     pub key: String,
 }
 
-fn valid_key(key: &str) -> bool {
-    (1..=255).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
 /// The `/event` query for a try: JSON with segments and destinations, then the signals.
 fn query(body: &TryEvent) -> Result<String, AdminError> {
     if body.signals.len() > MAX_SIGNALS {
@@ -69,10 +63,11 @@ fn query(body: &TryEvent) -> Result<String, AdminError> {
         q.append_pair("d_uuid", uuid);
     }
     for (key, value) in &body.signals {
-        if !valid_key(key) || key.starts_with("d_") {
+        // The event's own rule for a key, so that a try never sends one /event would drop.
+        if !is_valid_signal_key(key) || key.starts_with("d_") {
             return Err(AdminError::invalid(
                 format!("signals.{}", super::error::clip(key)),
-                "a signal key is 1 to 255 letters, digits, '_', '.' or '-', and not a d_ parameter",
+                "a signal key is 1 to 255 letters, digits, '_', '.' or '-', with a letter, and not a d_ parameter",
             ));
         }
         if value.len() > MAX_VALUE_BYTES || value.chars().any(char::is_control) {

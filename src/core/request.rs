@@ -385,7 +385,7 @@ pub fn is_valid_callback(name: &str) -> bool {
 
 /// Signal keys (`docs/dcs-api.md`, Parameters): letters, digits, `-`, `_` (and `.`, which SDKs
 /// send), with at least one letter.
-fn is_valid_signal_key(key: &str) -> bool {
+pub fn is_valid_signal_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= MAX_KEY_BYTES
         && key
