@@ -165,6 +165,11 @@ mod tests {
             field(body(&[("k", "a\u{0}")], None)).as_deref(),
             Some("signals.k")
         );
+        assert_eq!(
+            field(body(&[("123", "x")], None)).as_deref(),
+            Some("signals.123"),
+            "a key without a letter, which /event would drop"
+        );
         assert_eq!(field(body(&[], Some("12"))).as_deref(), Some("uuid"));
     }
 }
