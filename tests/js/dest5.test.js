@@ -90,6 +90,14 @@ test("only http and https URLs, however they are disguised", () => {
   assert.deepEqual(parse(post(ibs("1", "img", ["//a.example/", "javascript:x"], "1")), "https:").messages, []);
 });
 
+test("a URL whose host no browser can parse is refused, as the browser's URL parser says", () => {
+  for (const url of ["//>", "http://>", "https://a b/", "//a.example:99999/", "//[::1/", "//%zz/"]) {
+    assert.deepEqual(parse(post(dest(":", "img", url)), "http:").messages, [], JSON.stringify(url));
+    assert.deepEqual(parse(post(ibs("1", "img", [url], "1")), "https:").messages, [], JSON.stringify(url));
+  }
+  assert.equal(parse(post(dest(":", "img", "//a.example:8080/x")), "http:").messages[0].url, "http://a.example:8080/x");
+});
+
 test("a message that cannot be read is skipped, the others stand", () => {
   const good = ibs("9", "img", ["//ok.example/"], "60");
   const bad = [

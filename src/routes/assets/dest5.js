@@ -51,7 +51,18 @@
     if (!match) {
       return null;
     }
-    return match[1] ? url : scheme + url;
+    var full = match[1] ? url : scheme + url;
+    // The pattern passes hosts no browser can load ("//>"); its own parser has the last
+    // word, so what is fired is what was checked.
+    try {
+      var parsed = new URL(full);
+      if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+        return null;
+      }
+    } catch (e) {
+      return null;
+    }
+    return full;
   }
 
   function parseIbs(fields, scheme) {
