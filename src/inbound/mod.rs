@@ -182,11 +182,18 @@ impl Inbound {
                 sync: None,
             })),
             Ok(None) if create => {
-                let visitor = VisitorId::generate();
-                profiles.link(dpid, &id, IdLink { visitor, at: now });
+                let new = IdLink {
+                    visitor: VisitorId::generate(),
+                    at: now,
+                };
+                // Another op may be creating a device for this id right now: one of them wins.
+                let holds = profiles
+                    .link_if_absent(dpid, &id, new)
+                    .await
+                    .map_err(|e| OpFailure::Internal(e.to_string()))?;
                 Ok(Some(Target::Device {
-                    visitor,
-                    sync: Some((dpid, id)),
+                    visitor: holds.visitor,
+                    sync: (holds == new).then_some((dpid, id)),
                 }))
             }
             Ok(None) => Ok(None),

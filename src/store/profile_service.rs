@@ -423,6 +423,47 @@ impl ProfileService {
             .await
     }
 
+    /// Maps (data source `dpid`, `id`) to `link.visitor` unless it is mapped already, and
+    /// returns the mapping that holds: `link`, or the one found. Two callers creating a device
+    /// for one unseen id so get the same device. The shard's I/O lock, held from the look to
+    /// the insert, keeps its writer from moving a pending mapping to the store in between; a
+    /// plain [`ProfileService::link`] (an event's ID sync, where the latest wins) may still
+    /// replace it later. Other nodes of a shared store are not held off.
+    pub async fn link_if_absent(
+        &self,
+        dpid: u32,
+        id: &str,
+        link: IdLink,
+    ) -> Result<IdLink, StoreError> {
+        let this = self.clone();
+        let id = id.to_string();
+        self.inner
+            .readers
+            .run("store read", move || {
+                let shard = this.link_shard(dpid, &id);
+                let _io = lock(&shard.io);
+                let key = (dpid, id);
+                if let Some(found) = lock(&shard.links).get(&key) {
+                    return Ok(*found);
+                }
+                let (dpid, id) = key;
+                if this.inner.ids.may_have_link(dpid, &id) {
+                    if let Some(stored) = this.inner.store.get_link(dpid, &id)? {
+                        return Ok(stored);
+                    }
+                }
+                let mut links = lock(&shard.links);
+                // An event's link() may have come in since the look: it stands.
+                let holds = *links.entry((dpid, id.clone())).or_insert_with(|| {
+                    this.inner.pending.fetch_add(1, Ordering::Relaxed);
+                    link
+                });
+                this.inner.ids.add_link(dpid, &id);
+                Ok(holds)
+            })
+            .await
+    }
+
     /// Whether other nodes write the same store (so sessions must not keep profiles warm).
     pub fn is_shared(&self) -> bool {
         self.inner.shared
@@ -1342,6 +1383,35 @@ mod tests {
             101 + LINK_REFRESH_SECS
         );
         assert_eq!(svc.lookup_link(1, "x").await.unwrap().unwrap().visitor, b);
+    }
+
+    #[actix_rt::test]
+    async fn link_if_absent_keeps_the_first_mapping_pending_or_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, store) = service(dir.path(), 60_000);
+        let (a, b, c) = (
+            VisitorId::generate(),
+            VisitorId::generate(),
+            VisitorId::generate(),
+        );
+        let at = |visitor| IdLink { visitor, at: 100 };
+        // Concurrent creators of one unseen id: one device wins, and both are told which.
+        let (first, second) = futures_util::future::join(
+            svc.link_if_absent(4, "x", at(a)),
+            svc.link_if_absent(4, "x", at(b)),
+        )
+        .await;
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert_eq!(first, second);
+        assert_eq!(svc.queue_depth(), 1);
+        svc.flush().await.unwrap();
+        assert_eq!(store.get_link(4, "x").unwrap(), Some(first));
+        // Written, not pending: still found.
+        assert_eq!(svc.link_if_absent(4, "x", at(c)).await.unwrap(), first);
+        assert_eq!(svc.queue_depth(), 0);
+        // Unmapped: the new mapping is queued and read back.
+        assert_eq!(svc.link_if_absent(4, "y", at(c)).await.unwrap(), at(c));
+        assert_eq!(svc.lookup_link(4, "y").await.unwrap(), Some(at(c)));
     }
 
     #[actix_rt::test]
