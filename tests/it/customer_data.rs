@@ -9,6 +9,7 @@ use tributary::core::catalog::Catalog;
 use crate::common::*;
 
 const CRM: u32 = 9001;
+const TEN_SECONDS: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn crm_catalog() -> Catalog {
     catalog(
@@ -321,6 +322,71 @@ async fn a_streamed_trait_is_live_on_the_next_event_of_a_browser_declaring_the_i
         admin.call("GET", "/profile/9001/alice", None).await.status,
         404
     );
+    server.stop().await;
+}
+
+/// A provider's answer that comes after the event was answered is merged as the event was:
+/// what it realizes for a signed-in visitor goes to the person's profile, so another device
+/// of the same person has it at once.
+#[actix_web::test]
+async fn late_answers_go_where_the_merge_rule_sends_the_event_s_realizations() {
+    // Metrics are the process's: the provider's name is this test's alone.
+    // Answers after 300 ms; the event's deadline is 200 ms, the provider's own timeout 1 s.
+    let slow = TestProvider::start(Behavior::Delay(
+        300,
+        Box::new(Behavior::Segments(vec!["auto-intender"], Some(3600))),
+    ))
+    .await;
+    let cat = catalog(
+        vec![provider(1, "late-merged", &slow.url, 1001, 1000)],
+        json!([
+            {"sid": 21, "name": "auto intender", "traitType": "ON_BOARDED_TRAIT", "traitRule": "segment == \"auto-intender\"", "dataSourceId": 1001}
+        ]),
+        json!([{"sid": 101, "name": "auto", "segmentRule": "21T", "dataSourceId": 1}]),
+    );
+    let server =
+        TestServer::start_with(&cat, with_crm(MergeRule::LastAuthenticatedAndDevice)).await;
+    let admin = Admin::of(&server);
+    let first = event(&server, "d_cid_ic=crm%01bob%011&c_page=x").await;
+    assert_eq!(first["providers"]["late-merged"], "timeout", "{first}");
+    let device = first["uuid"].as_str().unwrap().to_string();
+    wait_for_metric(
+        &server,
+        r#"tributary_provider_late_answers_handled_total{provider="late-merged",result="merged"}"#,
+        1.0,
+        TEN_SECONDS,
+    )
+    .await;
+    // Authenticated: the late realization is bob's, not the device's.
+    let (traits, _, _) = wait_for("bob's profile to hold trait 21", TEN_SECONDS, || {
+        let admin = &admin;
+        async move {
+            let v = viewer(admin, CRM, "bob").await;
+            if v.0.contains(&21) {
+                Ok(v)
+            } else {
+                Err(format!("{:?}", v.0))
+            }
+        }
+    })
+    .await;
+    assert_eq!(traits, [21]);
+    let device_view = admin
+        .call("GET", &format!("/v1/profiles/{device}"), None)
+        .await
+        .json();
+    assert_eq!(device_view["traits"], json!([]), "{device_view}");
+
+    // A second device of bob's (its own AAM id), signed in: segment 101 at once, from bob's
+    // profile, although the provider times out for it too.
+    let other = event(
+        &server,
+        &format!("d_uuid={VISITOR}&d_cid_ic=crm%01bob%011&c_page=x"),
+    )
+    .await;
+    assert_eq!(other["uuid"], VISITOR);
+    assert_eq!(other["providers"]["late-merged"], "timeout", "{other}");
+    assert_eq!(segments_of(&other), [101], "{other}");
     server.stop().await;
 }
 

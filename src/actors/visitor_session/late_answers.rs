@@ -2,7 +2,8 @@
 //! A task on the session's thread waits for the calls still running (each ends by its
 //! provider's own timeout) and sends their answers back to the session as [`LateAnswers`]; the
 //! session caches them and realizes the onboarded traits they carry, so the visitor's next
-//! event benefits. A session that has stopped by then drops them, and so does one whose
+//! event benefits; an event evaluated with an authenticated profile has its late answers
+//! evaluated so too, and their realizations written where the merge rule says. A session that has stopped by then drops them, and so does one whose
 //! visitor was erased or opted out since the event started. What became of each answer is
 //! counted in `tributary_provider_late_answers_handled_total{provider,result}`, so an operator
 //! (and a test) can tell answers put to use from answers dropped, and why.
@@ -14,7 +15,10 @@ use actix::{ActorFutureExt, AtomicResponse, Handler, Message, Recipient, WrapFut
 use futures_util::stream::StreamExt;
 
 use super::fanout::{cache_answer, LateCalls};
-use super::{current_profile, evaluate, ProfileState, VisitorSession};
+use super::merge::MergePlan;
+use super::{
+    current_profile, evaluate, merged_with, write_to_linked, ProfileState, VisitorSession,
+};
 use crate::actors::provider_client::ProviderReply;
 use crate::actors::segment_engine::{ChangeBaseline, EvaluateProfile};
 use crate::core::catalog::Provider;
@@ -33,10 +37,19 @@ pub struct LateAnswers {
     pub now: i64,
     /// The session's erasure count when the event started.
     pub erasures: u64,
+    /// The merge rule's plan, when the event was evaluated merged: the answers are too, and
+    /// what they realize goes where the event's realizations went.
+    pub(super) merge: Option<MergePlan>,
 }
 
 /// Waits, on this thread, for the calls still running and hands their answers to the session.
-pub(super) fn collect(late: LateCalls, session: Recipient<LateAnswers>, erasures: u64, tid: Tid) {
+pub(super) fn collect(
+    late: LateCalls,
+    session: Recipient<LateAnswers>,
+    erasures: u64,
+    tid: Tid,
+    merge: Option<MergePlan>,
+) {
     // Every call ends by its provider's own timeout (its client enforces it); this limit only
     // bounds the task if that ever failed.
     let limit = late
@@ -84,6 +97,7 @@ pub(super) fn collect(late: LateCalls, session: Recipient<LateAnswers>, erasures
             answers,
             now: unix_now(),
             erasures,
+            merge,
         });
     });
 }
@@ -154,6 +168,21 @@ impl Handler<LateAnswers> for VisitorSession {
                     return ProfileState::Unloaded;
                 }
             };
+            // The authenticated profile as it is now: it may have changed since the event.
+            // Unreadable, the answers count for the device alone, as an event's would.
+            let merged = match msg.merge.as_ref() {
+                None => None,
+                Some(plan) => match &plan.auth {
+                    None => Some(merged_with(plan, None)),
+                    Some(auth) => match deps.profiles.load(auth.visitor).await {
+                        Ok(found) => Some(merged_with(plan, found)),
+                        Err(e) => {
+                            log::warn!(tid = msg.tid.as_str(); "late answers evaluated without the authenticated profile {}: {e}", auth.visitor);
+                            None
+                        }
+                    },
+                },
+            };
             let baseline = shared.then(|| ChangeBaseline::of(&profile));
             let mut segments = Vec::with_capacity(msg.answers.len());
             for (provider, answer) in msg.answers {
@@ -174,13 +203,17 @@ impl Handler<LateAnswers> for VisitorSession {
                     provider_segments: segments,
                     now: msg.now,
                     answers_only: true,
-                    merged: None,
+                    merged: merged.clone(),
                 },
             )
             .await;
             match evaluated {
                 Ok(done) => {
                     count_handled(&providers, Handled::Merged);
+                    if let (Some(plan), Some(_)) = (&msg.merge, &merged) {
+                        let realized = &done.evaluation.realized;
+                        write_to_linked(&deps, visitor, plan, realized, false, msg.now);
+                    }
                     ProfileState::after_save(done.profile, done.saved.is_ok(), done.version, shared)
                 }
                 Err(e) => {

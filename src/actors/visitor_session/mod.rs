@@ -346,7 +346,9 @@ async fn run_event(
     )
     .await;
     if let Some(late) = late {
-        late_answers::collect(late, me.recipient(), erasures, tid);
+        // Late answers are merged as this event was, if it was.
+        let merge = merge_plan.clone().filter(|_| merged.is_some());
+        late_answers::collect(late, me.recipient(), erasures, tid, merge);
     }
     let state = match evaluated {
         Ok(done) => {
@@ -397,33 +399,36 @@ async fn merged_profiles(
     tid: Tid,
     result: &mut EventResult,
 ) -> Option<Arc<Merged>> {
-    let linked = match &plan.auth {
-        None => Vec::new(),
-        Some(auth) => {
-            let read_by = deadline
-                .checked_sub(deps.realtime.reply_reserve())
-                .unwrap_or(deadline);
-            let read = deps.profiles.load(auth.visitor);
-            match tokio::time::timeout_at(read_by.into(), read).await {
-                Ok(Ok(found)) => found.into_iter().collect(),
-                Ok(Err(e)) => {
-                    store_unavailable(tid, auth.visitor, &e.to_string());
-                    result.errors.push(DcsError::related_profile_unreadable());
-                    return None;
-                }
-                Err(_) => {
-                    store_unavailable(tid, auth.visitor, "authenticated profile read timed out");
-                    result.errors.push(DcsError::related_profile_unreadable());
-                    return None;
-                }
-            }
-        }
+    let Some(auth) = &plan.auth else {
+        return Some(merged_with(plan, None));
     };
+    let read_by = deadline
+        .checked_sub(deps.realtime.reply_reserve())
+        .unwrap_or(deadline);
+    let read = deps.profiles.load(auth.visitor);
+    match tokio::time::timeout_at(read_by.into(), read).await {
+        Ok(Ok(found)) => Some(merged_with(plan, found)),
+        Ok(Err(e)) => {
+            store_unavailable(tid, auth.visitor, &e.to_string());
+            result.errors.push(DcsError::related_profile_unreadable());
+            None
+        }
+        Err(_) => {
+            store_unavailable(tid, auth.visitor, "authenticated profile read timed out");
+            result.errors.push(DcsError::related_profile_unreadable());
+            None
+        }
+    }
+}
+
+/// What `plan` merges with the device, given the authenticated profile read (`None`: none
+/// is stored yet, or the plan names none).
+fn merged_with(plan: &merge::MergePlan, linked: Option<Profile>) -> Arc<Merged> {
     metrics::counter!("tributary_merged_evaluations_total").increment(1);
-    Some(Arc::new(Merged {
-        linked,
+    Arc::new(Merged {
+        linked: linked.into_iter().collect(),
         merge: plan.merge,
-    }))
+    })
 }
 
 /// Writes what belongs to the authenticated profile: the event's realizations when the
