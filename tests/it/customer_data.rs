@@ -81,6 +81,26 @@ async fn viewer(admin: &Admin, dpid: u32, id: &str) -> (Vec<u64>, Vec<u64>, Valu
     (ids("traits"), ids("segments"), body.clone())
 }
 
+/// [`viewer`] once the profile holds `trait_id` (its writes are the session's, after the
+/// answer), within ten seconds.
+async fn viewer_holding(
+    admin: &Admin,
+    dpid: u32,
+    id: &str,
+    trait_id: u64,
+) -> (Vec<u64>, Vec<u64>, Value) {
+    let what = format!("{dpid}:{id} to hold trait {trait_id}");
+    wait_for(&what, TEN_SECONDS, || async move {
+        let v = viewer(admin, dpid, id).await;
+        if v.0.contains(&trait_id) {
+            Ok(v)
+        } else {
+            Err(format!("{:?}", v.0))
+        }
+    })
+    .await
+}
+
 async fn event(server: &TestServer, query: &str) -> Value {
     let reply = get(&server.url(&format!("/event?{query}&d_rtbd=json&d_cts=2"))).await;
     assert_eq!(reply.status, 200);
@@ -238,22 +258,7 @@ async fn a_streamed_trait_is_live_on_the_next_event_of_a_browser_declaring_the_i
     assert_eq!(segments_of(&first), [201, 202], "{first}");
     let device = first["uuid"].as_str().unwrap().to_string();
     // Authenticated: the realization went to alice's profile, and the device is linked.
-    let (traits, _, body) = wait_for(
-        "alice's profile to hold trait 11",
-        std::time::Duration::from_secs(5),
-        || {
-            let admin = &admin;
-            async move {
-                let v = viewer(admin, CRM, "alice").await;
-                if v.0.contains(&11) {
-                    Ok(v)
-                } else {
-                    Err(format!("{:?}", v.0))
-                }
-            }
-        },
-    )
-    .await;
+    let (traits, _, body) = viewer_holding(&admin, CRM, "alice", 11).await;
     assert_eq!(traits, [11, 31]);
     assert_eq!(body["profile"]["links"][0]["id"], device.as_str());
     assert_eq!(body["profile"]["links"][0]["namespace"]["id"], "0");
@@ -330,20 +335,7 @@ async fn a_streamed_trait_is_live_on_the_next_event_of_a_browser_declaring_the_i
 /// of the same person has it at once.
 #[actix_web::test]
 async fn late_answers_go_where_the_merge_rule_sends_the_event_s_realizations() {
-    // Metrics are the process's: the provider's name is this test's alone.
-    // Answers after 300 ms; the event's deadline is 200 ms, the provider's own timeout 1 s.
-    let slow = TestProvider::start(Behavior::Delay(
-        300,
-        Box::new(Behavior::Segments(vec!["auto-intender"], Some(3600))),
-    ))
-    .await;
-    let cat = catalog(
-        vec![provider(1, "late-merged", &slow.url, 1001, 1000)],
-        json!([
-            {"sid": 21, "name": "auto intender", "traitType": "ON_BOARDED_TRAIT", "traitRule": "segment == \"auto-intender\"", "dataSourceId": 1001}
-        ]),
-        json!([{"sid": 101, "name": "auto", "segmentRule": "21T", "dataSourceId": 1}]),
-    );
+    let (_slow, cat) = late_provider("late-merged").await;
     let server =
         TestServer::start_with(&cat, with_crm(MergeRule::LastAuthenticatedAndDevice)).await;
     let admin = Admin::of(&server);
@@ -358,18 +350,7 @@ async fn late_answers_go_where_the_merge_rule_sends_the_event_s_realizations() {
     )
     .await;
     // Authenticated: the late realization is bob's, not the device's.
-    let (traits, _, _) = wait_for("bob's profile to hold trait 21", TEN_SECONDS, || {
-        let admin = &admin;
-        async move {
-            let v = viewer(admin, CRM, "bob").await;
-            if v.0.contains(&21) {
-                Ok(v)
-            } else {
-                Err(format!("{:?}", v.0))
-            }
-        }
-    })
-    .await;
+    let (traits, _, _) = viewer_holding(&admin, CRM, "bob", 21).await;
     assert_eq!(traits, [21]);
     let device_view = admin
         .call("GET", &format!("/v1/profiles/{device}"), None)

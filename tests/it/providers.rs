@@ -472,17 +472,7 @@ async fn requests_to_providers_with_a_secret_are_signed() {
 /// realized and the answer cached, so the visitor's next event has the segment at once.
 #[actix_web::test]
 async fn late_answers_count_on_the_next_event() {
-    // Answers after 300 ms; the event's deadline is 200 ms, the provider's own timeout 1 s.
-    let slow = TestProvider::start(Behavior::Delay(
-        300,
-        Box::new(Behavior::Segments(vec!["auto-intender"], Some(3600))),
-    ))
-    .await;
-    let cat = catalog(
-        vec![provider(1, "slow", &slow.url, 1001, 1000)],
-        onboarded(&[(21, 1001, "auto-intender")]),
-        json!([{"sid": 101, "name": "auto", "segmentRule": "21T", "dataSourceId": 1}]),
-    );
+    let (slow, cat) = late_provider("slow").await;
     let server = TestServer::start(&cat).await;
     let hit = server.url(&format!(
         "/event?d_rtbd=json&d_cts=2&d_uuid={VISITOR}&c_page=x"

@@ -194,6 +194,24 @@ pub fn catalog(
     .expect("valid test catalog")
 }
 
+/// A provider named `name` that answers segment "auto-intender" after 300 ms (past a test
+/// server's 200 ms deadline, within its own 1 s timeout), with the catalog of it: onboarded
+/// trait 21 and segment 101 (`21T`). Metrics are the process's, so each test names its own.
+pub async fn late_provider(name: &str) -> (TestProvider, Catalog) {
+    let slow = TestProvider::start(Behavior::Delay(
+        300,
+        Box::new(Behavior::Segments(vec!["auto-intender"], Some(3600))),
+    ))
+    .await;
+    let cat = catalog(
+        vec![provider(1, name, &slow.url, 1001, 1000)],
+        serde_json::json!([{"sid": 21, "name": "auto intender", "traitType": "ON_BOARDED_TRAIT",
+            "traitRule": "segment == \"auto-intender\"", "dataSourceId": 1001}]),
+        serde_json::json!([{"sid": 101, "name": "auto", "segmentRule": "21T", "dataSourceId": 1}]),
+    );
+    (slow, cat)
+}
+
 /// A configuration for a test server: free port, store in `dir`, seed `catalog`.
 pub fn test_config(dir: &std::path::Path, catalog: &Catalog) -> Config {
     let seed = dir.join("catalog.json");
