@@ -410,17 +410,21 @@ impl ProfileService {
         let this = self.clone();
         self.inner
             .readers
-            .run("store read", move || {
-                let (dpid, id) = key;
-                let queued = lock(&this.link_shard(dpid, &id).links)
-                    .get(&(dpid, id.clone()))
-                    .copied();
-                match queued {
-                    Some(link) => Ok(Some(link)),
-                    None => this.inner.store.get_link(dpid, &id),
-                }
-            })
+            .run("store read", move || this.link_now(key.0, &key.1))
             .await
+    }
+
+    /// The mapping of (`dpid`, `id`), pending or stored, read on the calling thread (a
+    /// blocking one).
+    fn link_now(&self, dpid: u32, id: &str) -> Result<Option<IdLink>, StoreError> {
+        let key = (dpid, id.to_string());
+        if let Some(link) = lock(&self.link_shard(dpid, id).links).get(&key) {
+            return Ok(Some(*link));
+        }
+        if !self.inner.ids.may_have_link(dpid, id) {
+            return Ok(None);
+        }
+        self.inner.store.get_link(dpid, id)
     }
 
     /// Maps (data source `dpid`, `id`) to `link.visitor` unless it is mapped already, and
@@ -442,15 +446,8 @@ impl ProfileService {
             .run("store read", move || {
                 let shard = this.link_shard(dpid, &id);
                 let _io = lock(&shard.io);
-                let key = (dpid, id);
-                if let Some(found) = lock(&shard.links).get(&key) {
-                    return Ok(*found);
-                }
-                let (dpid, id) = key;
-                if this.inner.ids.may_have_link(dpid, &id) {
-                    if let Some(stored) = this.inner.store.get_link(dpid, &id)? {
-                        return Ok(stored);
-                    }
+                if let Some(found) = this.link_now(dpid, &id)? {
+                    return Ok(found);
                 }
                 let mut links = lock(&shard.links);
                 // An event's link() may have come in since the look: it stands.
