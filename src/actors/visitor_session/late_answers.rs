@@ -3,8 +3,9 @@
 //! provider's own timeout) and sends their answers back to the session as [`LateAnswers`]; the
 //! session caches them and realizes the onboarded traits they carry, so the visitor's next
 //! event benefits; an event evaluated with an authenticated profile has its late answers
-//! evaluated so too, and their realizations written where the merge rule says. A session that has stopped by then drops them, and so does one whose
-//! visitor was erased or opted out since the event started. What became of each answer is
+//! evaluated so too, and their realizations written where the merge rule says. A session that
+//! has stopped by then drops them, and so does one whose visitor was erased or opted out since
+//! the event started. What became of each answer is
 //! counted in `tributary_provider_late_answers_handled_total{provider,result}`, so an operator
 //! (and a test) can tell answers put to use from answers dropped, and why.
 
@@ -16,9 +17,7 @@ use futures_util::stream::StreamExt;
 
 use super::fanout::{cache_answer, LateCalls};
 use super::merge::MergePlan;
-use super::{
-    current_profile, evaluate, merged_with, write_to_linked, ProfileState, VisitorSession,
-};
+use super::{current_profile, evaluate, merged_now, write_to_linked, ProfileState, VisitorSession};
 use crate::actors::provider_client::ProviderReply;
 use crate::actors::segment_engine::{ChangeBaseline, EvaluateProfile};
 use crate::core::catalog::Provider;
@@ -172,15 +171,13 @@ impl Handler<LateAnswers> for VisitorSession {
             // Unreadable, the answers count for the device alone, as an event's would.
             let merged = match msg.merge.as_ref() {
                 None => None,
-                Some(plan) => match &plan.auth {
-                    None => Some(merged_with(plan, None)),
-                    Some(auth) => match deps.profiles.load(auth.visitor).await {
-                        Ok(found) => Some(merged_with(plan, found)),
-                        Err(e) => {
-                            log::warn!(tid = msg.tid.as_str(); "late answers evaluated without the authenticated profile {}: {e}", auth.visitor);
-                            None
-                        }
-                    },
+                Some(plan) => match merged_now(&deps, plan).await {
+                    Ok(merged) => Some(merged),
+                    Err(e) => {
+                        let auth = plan.auth.as_ref().map(|a| a.visitor.to_string());
+                        log::warn!(tid = msg.tid.as_str(); "late answers evaluated without the authenticated profile {}: {e}", auth.unwrap_or_default());
+                        None
+                    }
                 },
             };
             let baseline = shared.then(|| ChangeBaseline::of(&profile));

@@ -399,36 +399,38 @@ async fn merged_profiles(
     tid: Tid,
     result: &mut EventResult,
 ) -> Option<Arc<Merged>> {
-    let Some(auth) = &plan.auth else {
-        return Some(merged_with(plan, None));
-    };
     let read_by = deadline
         .checked_sub(deps.realtime.reply_reserve())
         .unwrap_or(deadline);
-    let read = deps.profiles.load(auth.visitor);
-    match tokio::time::timeout_at(read_by.into(), read).await {
-        Ok(Ok(found)) => Some(merged_with(plan, found)),
-        Ok(Err(e)) => {
-            store_unavailable(tid, auth.visitor, &e.to_string());
-            result.errors.push(DcsError::related_profile_unreadable());
-            None
+    let failed = |why: &str, result: &mut EventResult| {
+        if let Some(auth) = &plan.auth {
+            store_unavailable(tid, auth.visitor, why);
         }
-        Err(_) => {
-            store_unavailable(tid, auth.visitor, "authenticated profile read timed out");
-            result.errors.push(DcsError::related_profile_unreadable());
-            None
-        }
+        result.errors.push(DcsError::related_profile_unreadable());
+        None
+    };
+    match tokio::time::timeout_at(read_by.into(), merged_now(deps, plan)).await {
+        Ok(Ok(merged)) => Some(merged),
+        Ok(Err(e)) => failed(&e.to_string(), result),
+        Err(_) => failed("authenticated profile read timed out", result),
     }
 }
 
-/// What `plan` merges with the device, given the authenticated profile read (`None`: none
-/// is stored yet, or the plan names none).
-fn merged_with(plan: &merge::MergePlan, linked: Option<Profile>) -> Arc<Merged> {
+/// What `plan` merges with the device: the authenticated profile it names as stored now
+/// (none when nobody stored it yet, or the plan names none).
+async fn merged_now(
+    deps: &SessionDeps,
+    plan: &merge::MergePlan,
+) -> Result<Arc<Merged>, StoreError> {
+    let linked = match &plan.auth {
+        Some(auth) => deps.profiles.load(auth.visitor).await?,
+        None => None,
+    };
     metrics::counter!("tributary_merged_evaluations_total").increment(1);
-    Arc::new(Merged {
+    Ok(Arc::new(Merged {
         linked: linked.into_iter().collect(),
         merge: plan.merge,
-    })
+    }))
 }
 
 /// Writes what belongs to the authenticated profile: the event's realizations when the
